@@ -1,0 +1,322 @@
+//! Authentication (JWT, argon2 password hashes) and authorization: the
+//! [`Permission`] enum, the role hierarchy and the one [`authorize`] that decides.
+
+use std::time::Duration;
+
+use argon2::Argon2;
+use argon2::password_hash::{
+    PasswordHash, PasswordHasher, PasswordVerifier, SaltString, rand_core::OsRng,
+};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::model::{OrgRole, ProjectRole};
+
+// ---------------------------------------------------------------------------
+// Passwords
+
+pub fn hash_password(password: &str) -> anyhow::Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("hashing password: {e}"))
+}
+
+/// True when `password` matches the stored argon2 hash.
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash)
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
+        .unwrap_or(false)
+}
+
+/// A hash no password matches, verified against when a login names an unknown
+/// email, so that both cases take the same time.
+pub fn dummy_hash() -> &'static str {
+    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$Lb0zcB1hMoXd8GUqpAnOxq3zjAKTUrK8h5xc0vWYcW4"
+}
+
+// ---------------------------------------------------------------------------
+// Tokens
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    Access,
+    Refresh,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: Uuid,
+    pub typ: TokenKind,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token expired")]
+    Expired,
+    #[error("token invalid")]
+    Invalid,
+    #[error("wrong token type")]
+    WrongKind,
+}
+
+#[derive(Clone)]
+pub struct TokenIssuer {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+}
+
+impl TokenIssuer {
+    pub fn new(secret: &str, access_ttl: Duration, refresh_ttl: Duration) -> Self {
+        TokenIssuer {
+            encoding: EncodingKey::from_secret(secret.as_bytes()),
+            decoding: DecodingKey::from_secret(secret.as_bytes()),
+            access_ttl,
+            refresh_ttl,
+        }
+    }
+
+    pub fn issue(&self, user: Uuid, kind: TokenKind) -> anyhow::Result<String> {
+        let now = chrono::Utc::now().timestamp();
+        let ttl = match kind {
+            TokenKind::Access => self.access_ttl,
+            TokenKind::Refresh => self.refresh_ttl,
+        };
+        let claims = Claims {
+            sub: user,
+            typ: kind,
+            iat: now,
+            exp: now + ttl.as_secs() as i64,
+        };
+        Ok(jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &self.encoding,
+        )?)
+    }
+
+    pub fn verify(&self, token: &str, kind: TokenKind) -> Result<Claims, TokenError> {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(
+            |e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+                _ => TokenError::Invalid,
+            },
+        )?;
+        if data.claims.typ != kind {
+            return Err(TokenError::WrongKind);
+        }
+        Ok(data.claims)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Permissions
+
+/// Everything a user may be allowed to do. The wire names of the deployment
+/// permissions are the spec's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Permission {
+    // Organization level.
+    OrgView,
+    OrgUpdate,
+    OrgDelete,
+    OrgMembersManage,
+    OrgProjectsCreate,
+    OrgServersView,
+    OrgServersManage,
+    OrgDnsView,
+    OrgDnsManage,
+    OrgRepositoriesView,
+    OrgRepositoriesManage,
+    // Project level.
+    ProjectView,
+    ProjectUpdate,
+    ProjectDelete,
+    ProjectMembersManage,
+    ProjectRepositoriesManage,
+    ProjectEnvironmentsView,
+    ProjectEnvironmentsManage,
+    ProjectEnvironmentsDeploy,
+    ProjectDeploymentsView,
+    ProjectDeploymentsList,
+    ProjectDeploymentsCancel,
+}
+
+impl Permission {
+    pub const ALL: [Permission; 22] = [
+        Permission::OrgView,
+        Permission::OrgUpdate,
+        Permission::OrgDelete,
+        Permission::OrgMembersManage,
+        Permission::OrgProjectsCreate,
+        Permission::OrgServersView,
+        Permission::OrgServersManage,
+        Permission::OrgDnsView,
+        Permission::OrgDnsManage,
+        Permission::OrgRepositoriesView,
+        Permission::OrgRepositoriesManage,
+        Permission::ProjectView,
+        Permission::ProjectUpdate,
+        Permission::ProjectDelete,
+        Permission::ProjectMembersManage,
+        Permission::ProjectRepositoriesManage,
+        Permission::ProjectEnvironmentsView,
+        Permission::ProjectEnvironmentsManage,
+        Permission::ProjectEnvironmentsDeploy,
+        Permission::ProjectDeploymentsView,
+        Permission::ProjectDeploymentsList,
+        Permission::ProjectDeploymentsCancel,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::OrgView => "org.view",
+            Permission::OrgUpdate => "org.update",
+            Permission::OrgDelete => "org.delete",
+            Permission::OrgMembersManage => "org.members.manage",
+            Permission::OrgProjectsCreate => "org.projects.create",
+            Permission::OrgServersView => "org.servers.view",
+            Permission::OrgServersManage => "org.servers.manage",
+            Permission::OrgDnsView => "org.dns.view",
+            Permission::OrgDnsManage => "org.dns.manage",
+            Permission::OrgRepositoriesView => "org.repositories.view",
+            Permission::OrgRepositoriesManage => "org.repositories.manage",
+            Permission::ProjectView => "project.view",
+            Permission::ProjectUpdate => "project.update",
+            Permission::ProjectDelete => "project.delete",
+            Permission::ProjectMembersManage => "project.members.manage",
+            Permission::ProjectRepositoriesManage => "project.repositories.manage",
+            Permission::ProjectEnvironmentsView => "project.environments.view",
+            Permission::ProjectEnvironmentsManage => "project.environments.manage",
+            Permission::ProjectEnvironmentsDeploy => "project.environments.deploy",
+            Permission::ProjectDeploymentsView => "project.deployments.view",
+            Permission::ProjectDeploymentsList => "project.deployments.list",
+            Permission::ProjectDeploymentsCancel => "project.deployments.cancel",
+        }
+    }
+
+    fn is_project_level(self) -> bool {
+        self.as_str().starts_with("project.")
+    }
+}
+
+/// What a user is, relative to one organization and (optionally) one project
+/// in it. Built from the memberships; [`authorize`] decides from it alone.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Subject {
+    pub portal_admin: bool,
+    pub org_role: Option<OrgRole>,
+    pub project_role: Option<ProjectRole>,
+    /// Member of some project of the organization (not necessarily this one).
+    pub in_some_project: bool,
+}
+
+impl Subject {
+    /// Whether the resource may be seen at all. A resource the subject may not
+    /// see answers 404, so its existence is not revealed; one it may see but
+    /// not act on answers 403.
+    pub fn can_see_org(&self) -> bool {
+        self.portal_admin || self.org_role.is_some() || self.in_some_project
+    }
+
+    pub fn can_see_project(&self) -> bool {
+        self.portal_admin || self.org_role.is_some() || self.project_role.is_some()
+    }
+}
+
+/// The one place that decides. The hierarchy is the spec's: portal admin >
+/// organization owner > organization admin > project admin > project member >
+/// project viewer.
+pub fn authorize(subject: &Subject, permission: Permission) -> bool {
+    use Permission as P;
+    if subject.portal_admin {
+        return true;
+    }
+    match subject.org_role {
+        Some(OrgRole::Owner) => return true,
+        // Organization admins hold every project permission in the
+        // organization and manage it, but cannot delete it.
+        Some(OrgRole::Admin) => return permission != P::OrgDelete,
+        Some(OrgRole::Member) | None => {}
+    }
+    let org_member = subject.org_role == Some(OrgRole::Member);
+    if !permission.is_project_level() {
+        return match permission {
+            P::OrgView => subject.can_see_org(),
+            P::OrgServersView | P::OrgRepositoriesView => org_member,
+            _ => false,
+        };
+    }
+    match subject.project_role {
+        Some(ProjectRole::Admin) => {
+            !matches!(permission, P::ProjectDelete | P::ProjectMembersManage)
+        }
+        Some(ProjectRole::Member) => matches!(
+            permission,
+            P::ProjectView
+                | P::ProjectEnvironmentsView
+                | P::ProjectDeploymentsView
+                | P::ProjectDeploymentsList
+        ),
+        Some(ProjectRole::Viewer) => {
+            matches!(permission, P::ProjectView | P::ProjectDeploymentsView)
+        }
+        // An organization member who is not in the project sees it, read-only.
+        None => org_member && matches!(permission, P::ProjectView | P::ProjectEnvironmentsView),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_of_one_kind_is_refused_as_the_other() {
+        let t = TokenIssuer::new(
+            "x".repeat(32).as_str(),
+            Duration::from_secs(60),
+            Duration::from_secs(120),
+        );
+        let user = Uuid::new_v4();
+        let access = t.issue(user, TokenKind::Access).expect("issue");
+        assert_eq!(
+            t.verify(&access, TokenKind::Access).expect("valid").sub,
+            user
+        );
+        assert_eq!(
+            t.verify(&access, TokenKind::Refresh).err(),
+            Some(TokenError::WrongKind)
+        );
+        let other = TokenIssuer::new(
+            "y".repeat(32).as_str(),
+            Duration::from_secs(60),
+            Duration::from_secs(120),
+        );
+        assert_eq!(
+            other.verify(&access, TokenKind::Access).err(),
+            Some(TokenError::Invalid)
+        );
+    }
+
+    #[test]
+    fn passwords_verify_only_against_their_hash() {
+        let h = hash_password("correct horse").expect("hash");
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("wrong horse", &h));
+        assert!(!verify_password("anything", dummy_hash()));
+        assert!(!verify_password("anything", "not a hash"));
+    }
+}

@@ -1,0 +1,333 @@
+//! One typed [`Settings`], loaded from the environment and validated at start.
+//!
+//! Every variable is documented in the README. A missing or malformed value
+//! stops the process with one message naming every bad variable.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use base64::Engine as _;
+
+use crate::secrets::SecretKey;
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+/// The first portal admin, created at api start when no user exists yet.
+#[derive(Clone)]
+pub struct BootstrapAdmin {
+    pub email: String,
+    pub password: String,
+}
+
+impl fmt::Debug for BootstrapAdmin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BootstrapAdmin")
+            .field("email", &self.email)
+            .field("password", &"***")
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+pub struct Settings {
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub redis_url: String,
+    /// Prefix of every Redis key and channel; empty by default, so the events
+    /// channel is exactly `sse:events`.
+    pub redis_prefix: String,
+    pub bind: SocketAddr,
+    pub jwt_secret: String,
+    pub secret_key: SecretKey,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub bootstrap_admin: Option<BootstrapAdmin>,
+    /// Days deployment logs are kept; 0 keeps them forever.
+    pub log_retention_days: u32,
+    pub allow_file_repos: bool,
+    pub max_body_bytes: usize,
+    pub log_format: LogFormat,
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field(
+                "database_url",
+                &crate::secrets::mask_url(&self.database_url),
+            )
+            .field("redis_url", &crate::secrets::mask_url(&self.redis_url))
+            .field("redis_prefix", &self.redis_prefix)
+            .field("bind", &self.bind)
+            .field("log_retention_days", &self.log_retention_days)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every bad variable at once, so an operator fixes them in one go.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n  {}", .0.join("\n  "))]
+pub struct ConfigError(pub Vec<String>);
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars().collect())
+    }
+
+    /// Reads the given variables (the process environment in production).
+    pub fn from_vars(vars: HashMap<String, String>) -> Result<Self, ConfigError> {
+        let mut r = Reader {
+            vars,
+            errors: Vec::new(),
+        };
+        let database_url = r.required("DATABASE_URL", |v| {
+            if v.starts_with("postgres://") || v.starts_with("postgresql://") {
+                Ok(v.to_owned())
+            } else {
+                Err("must be a postgres:// URL".into())
+            }
+        });
+        let database_max_connections =
+            r.optional("OEC_DB_MAX_CONNECTIONS", 10, |v| parse_range(v, 1, 1000));
+        let redis_url = r.required("REDIS_URL", |v| {
+            if v.starts_with("redis://") || v.starts_with("rediss://") {
+                Ok(v.to_owned())
+            } else {
+                Err("must be a redis:// URL".into())
+            }
+        });
+        let redis_prefix = r.optional("OEC_REDIS_PREFIX", String::new(), |v| {
+            if v.chars().all(|c| c.is_ascii_graphic()) {
+                Ok(v.to_owned())
+            } else {
+                Err("must be printable ASCII without spaces".into())
+            }
+        });
+        let bind = r.optional("OEC_BIND", SocketAddr::from(([127, 0, 0, 1], 8080)), |v| {
+            v.parse()
+                .map_err(|_| "must be host:port, e.g. 0.0.0.0:8080".into())
+        });
+        let jwt_secret = r.required("OEC_JWT_SECRET", |v| {
+            if v.len() >= 32 {
+                Ok(v.to_owned())
+            } else {
+                Err("must be at least 32 characters".into())
+            }
+        });
+        let secret_key = r.required("OEC_SECRET_KEY", |v| {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(v.trim())
+                .map_err(|_| "must be base64 (e.g. `openssl rand -base64 32`)".to_owned())?;
+            SecretKey::from_bytes(&bytes)
+                .ok_or_else(|| format!("must decode to 32 bytes, got {}", bytes.len()))
+        });
+        let access_token_ttl =
+            r.optional("OEC_ACCESS_TOKEN_TTL_SECS", Duration::from_secs(900), |v| {
+                parse_range(v, 10, 86_400).map(|n| Duration::from_secs(n.into()))
+            });
+        let refresh_token_ttl = r.optional(
+            "OEC_REFRESH_TOKEN_TTL_SECS",
+            Duration::from_secs(30 * 86_400),
+            |v| parse_range(v, 60, 365 * 86_400).map(|n| Duration::from_secs(n.into())),
+        );
+        let email = r.optional("OEC_BOOTSTRAP_ADMIN_EMAIL", None, |v| {
+            Ok(Some(v.to_owned()))
+        });
+        let password = r.optional("OEC_BOOTSTRAP_ADMIN_PASSWORD", None, |v| {
+            if v.len() >= 8 {
+                Ok(Some(v.to_owned()))
+            } else {
+                Err("must be at least 8 characters".into())
+            }
+        });
+        let bootstrap_admin = match (email, password) {
+            (Some(email), Some(password)) => Some(BootstrapAdmin { email, password }),
+            (None, None) => None,
+            _ => {
+                r.errors.push(
+                    "OEC_BOOTSTRAP_ADMIN_EMAIL and OEC_BOOTSTRAP_ADMIN_PASSWORD: set both or neither"
+                        .into(),
+                );
+                None
+            }
+        };
+        let log_retention_days =
+            r.optional("LOG_RETENTION_DAYS", 90, |v| parse_range(v, 0, 36_500));
+        let allow_file_repos = r.optional("OEC_ALLOW_FILE_REPOS", false, parse_bool);
+        let max_body_bytes = r.optional("OEC_MAX_BODY_BYTES", 1 << 20, |v| {
+            parse_range(v, 1024, 64 << 20).map(|n| n as usize)
+        });
+        let log_format = r.optional("OEC_LOG_FORMAT", LogFormat::Pretty, |v| match v {
+            "pretty" => Ok(LogFormat::Pretty),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("must be `pretty` or `json`".into()),
+        });
+
+        if !r.errors.is_empty() {
+            return Err(ConfigError(r.errors));
+        }
+        // Every `required` value is present when no error was recorded.
+        let (Some(database_url), Some(redis_url), Some(jwt_secret), Some(secret_key)) =
+            (database_url, redis_url, jwt_secret, secret_key)
+        else {
+            return Err(ConfigError(vec!["required variable missing".into()]));
+        };
+        Ok(Settings {
+            database_url,
+            database_max_connections,
+            redis_url,
+            redis_prefix,
+            bind,
+            jwt_secret,
+            secret_key,
+            access_token_ttl,
+            refresh_token_ttl,
+            bootstrap_admin,
+            log_retention_days,
+            allow_file_repos,
+            max_body_bytes,
+            log_format,
+        })
+    }
+
+    /// A Redis key or channel name under the configured prefix.
+    pub fn redis_key(&self, name: &str) -> String {
+        format!("{}{}", self.redis_prefix, name)
+    }
+}
+
+struct Reader {
+    vars: HashMap<String, String>,
+    errors: Vec<String>,
+}
+
+impl Reader {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    fn required<T>(&mut self, name: &str, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+        match self.get(name) {
+            None => {
+                self.errors.push(format!("{name}: missing"));
+                None
+            }
+            Some(v) => match parse(v) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    self.errors.push(format!("{name}: {e}"));
+                    None
+                }
+            },
+        }
+    }
+
+    fn optional<T>(
+        &mut self,
+        name: &str,
+        default: T,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> T {
+        match self.get(name) {
+            None => default,
+            Some(v) => match parse(v) {
+                Ok(t) => t,
+                Err(e) => {
+                    self.errors.push(format!("{name}: {e}"));
+                    default
+                }
+            },
+        }
+    }
+}
+
+fn parse_range(v: &str, min: u64, max: u64) -> Result<u32, String> {
+    match v.trim().parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => u32::try_from(n).map_err(|_| "too large".into()),
+        _ => Err(format!("must be an integer from {min} to {max}")),
+    }
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v {
+        "1" | "true" | "yes" => Ok(true),
+        "0" | "false" | "no" => Ok(false),
+        _ => Err("must be 1 or 0".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+
+    #[test]
+    fn every_bad_variable_is_named_at_once() {
+        let err = Settings::from_vars(vars(&[
+            ("REDIS_URL", "http://x"),
+            ("OEC_SECRET_KEY", "c2hvcnQ="),
+            ("OEC_BIND", "nope"),
+            ("LOG_RETENTION_DAYS", "-1"),
+        ]))
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        for name in [
+            "DATABASE_URL: missing",
+            "REDIS_URL",
+            "OEC_JWT_SECRET: missing",
+            "OEC_SECRET_KEY: must decode to 32 bytes",
+            "OEC_BIND",
+            "LOG_RETENTION_DAYS",
+        ] {
+            assert!(err.contains(name), "{name} not in {err}");
+        }
+    }
+
+    #[test]
+    fn defaults_apply_when_only_required_values_are_set() {
+        let s = Settings::from_vars(vars(&[
+            ("DATABASE_URL", "postgres://u@localhost/db"),
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("OEC_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("OEC_SECRET_KEY", KEY),
+        ]))
+        .expect("valid settings");
+        assert_eq!(s.redis_key("sse:events"), "sse:events");
+        assert_eq!(s.access_token_ttl, Duration::from_secs(900));
+        assert_eq!(s.log_retention_days, 90);
+        assert!(!s.allow_file_repos);
+        assert!(s.bootstrap_admin.is_none());
+    }
+
+    #[test]
+    fn bootstrap_admin_needs_both_values() {
+        let err = Settings::from_vars(vars(&[
+            ("DATABASE_URL", "postgres://u@localhost/db"),
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("OEC_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("OEC_SECRET_KEY", KEY),
+            ("OEC_BOOTSTRAP_ADMIN_EMAIL", "a@b.c"),
+        ]));
+        assert!(err.is_err());
+    }
+}

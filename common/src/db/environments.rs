@@ -1,0 +1,159 @@
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::Page;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Environment {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub server_id: Uuid,
+    pub name: String,
+    pub kind: String,
+    pub subdomain: String,
+    pub odoo_version: String,
+    pub branch: String,
+    pub cpu_cores: f64,
+    pub ram_mb: i32,
+    pub disk_gb: i32,
+    pub odoo_conf_overrides: serde_json::Value,
+    pub replica_enabled: bool,
+    pub migration_source_url: Option<String>,
+    pub migration_restore_completed: bool,
+    pub migration_restore_completed_at: Option<DateTime<Utc>>,
+    pub has_db_password: bool,
+    pub status: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, project_id, server_id, name, kind, subdomain, odoo_version, branch, cpu_cores,
+    ram_mb, disk_gb, odoo_conf_overrides, replica_enabled, migration_source_url, migration_restore_completed,
+    migration_restore_completed_at, db_password_encrypted IS NOT NULL AS has_db_password, status,
+    created_at, updated_at";
+
+/// The settable fields, as validated by the API; on update `None` keeps the
+/// stored value.
+#[derive(Debug, Default)]
+pub struct EnvironmentFields<'a> {
+    pub server_id: Option<Uuid>,
+    pub name: Option<&'a str>,
+    pub kind: Option<&'a str>,
+    pub subdomain: Option<&'a str>,
+    pub odoo_version: Option<&'a str>,
+    pub branch: Option<&'a str>,
+    pub cpu_cores: Option<f64>,
+    pub ram_mb: Option<i32>,
+    pub disk_gb: Option<i32>,
+    pub odoo_conf_overrides: Option<&'a serde_json::Value>,
+    pub replica_enabled: Option<bool>,
+}
+
+pub async fn insert(
+    pool: &PgPool,
+    project: Uuid,
+    f: &EnvironmentFields<'_>,
+) -> sqlx::Result<Environment> {
+    sqlx::query_as(&format!(
+        "INSERT INTO environments (id, project_id, server_id, name, kind, subdomain, odoo_version, branch,
+                                   cpu_cores, ram_mb, disk_gb, odoo_conf_overrides, replica_enabled)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, COALESCE($12, '{{}}'::jsonb), COALESCE($13, FALSE))
+         RETURNING {COLUMNS}"
+    ))
+    .bind(Uuid::new_v4())
+    .bind(project)
+    .bind(f.server_id)
+    .bind(f.name)
+    .bind(f.kind)
+    .bind(f.subdomain)
+    .bind(f.odoo_version)
+    .bind(f.branch)
+    .bind(f.cpu_cores)
+    .bind(f.ram_mb)
+    .bind(f.disk_gb)
+    .bind(f.odoo_conf_overrides)
+    .bind(f.replica_enabled)
+    .fetch_one(pool)
+    .await
+}
+
+pub async fn update(
+    pool: &PgPool,
+    id: Uuid,
+    f: &EnvironmentFields<'_>,
+) -> sqlx::Result<Option<Environment>> {
+    sqlx::query_as(&format!(
+        "UPDATE environments SET
+            server_id = COALESCE($2, server_id), name = COALESCE($3, name), kind = COALESCE($4, kind),
+            subdomain = COALESCE($5, subdomain), odoo_version = COALESCE($6, odoo_version),
+            branch = COALESCE($7, branch), cpu_cores = COALESCE($8, cpu_cores), ram_mb = COALESCE($9, ram_mb),
+            disk_gb = COALESCE($10, disk_gb), odoo_conf_overrides = COALESCE($11, odoo_conf_overrides),
+            replica_enabled = COALESCE($12, replica_enabled), updated_at = now()
+         WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(f.server_id)
+    .bind(f.name)
+    .bind(f.kind)
+    .bind(f.subdomain)
+    .bind(f.odoo_version)
+    .bind(f.branch)
+    .bind(f.cpu_cores)
+    .bind(f.ram_mb)
+    .bind(f.disk_gb)
+    .bind(f.odoo_conf_overrides)
+    .bind(f.replica_enabled)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Environment>> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM environments WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Environments of the projects whose environments the user may view.
+pub async fn list_visible(
+    pool: &PgPool,
+    user: Uuid,
+    portal_admin: bool,
+    project: Option<Uuid>,
+    page: Page,
+) -> sqlx::Result<Vec<Environment>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM environments e
+         WHERE ($3::uuid IS NULL OR e.project_id = $3)
+           AND ($1 OR EXISTS (SELECT 1 FROM projects p JOIN organization_members m ON m.organization_id = p.organization_id
+                              WHERE p.id = e.project_id AND m.user_id = $2)
+                   OR EXISTS (SELECT 1 FROM project_members pm WHERE pm.project_id = e.project_id
+                              AND pm.user_id = $2 AND pm.role IN ('admin', 'member')))
+         ORDER BY created_at, id OFFSET $4 LIMIT $5"
+    ))
+    .bind(portal_admin)
+    .bind(user)
+    .bind(project)
+    .bind(page.skip)
+    .bind(page.limit)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn delete(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
+    let r = sqlx::query("DELETE FROM environments WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// True while a deployment of the environment is pending or running.
+pub async fn has_active_deployment(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM deployments WHERE environment_id = $1 AND status IN ('pending', 'running'))")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+}

@@ -1,0 +1,146 @@
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::Page;
+use crate::model::OrgRole;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Organization {
+    pub id: Uuid,
+    pub name: String,
+    pub slug: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, name, slug, created_at, updated_at";
+
+/// Creates the organization with its creator as owner, in one transaction.
+pub async fn insert(
+    pool: &PgPool,
+    name: &str,
+    slug: &str,
+    owner: Uuid,
+) -> sqlx::Result<Organization> {
+    let mut tx = pool.begin().await?;
+    let org: Organization = sqlx::query_as(&format!(
+        "INSERT INTO organizations (id, name, slug, created_by) VALUES ($1, $2, $3, $4) RETURNING {COLUMNS}"
+    ))
+    .bind(Uuid::new_v4())
+    .bind(name)
+    .bind(slug)
+    .bind(owner)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO organization_members (organization_id, user_id, role) VALUES ($1, $2, 'owner')")
+        .bind(org.id)
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(org)
+}
+
+pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Organization>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM organizations WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The organizations a user has a part in (all of them for a portal admin).
+pub async fn list_visible(
+    pool: &PgPool,
+    user: Uuid,
+    portal_admin: bool,
+    page: Page,
+) -> sqlx::Result<Vec<Organization>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM organizations o
+         WHERE $1 OR EXISTS (SELECT 1 FROM organization_members m WHERE m.organization_id = o.id AND m.user_id = $2)
+            OR EXISTS (SELECT 1 FROM project_members pm JOIN projects p ON p.id = pm.project_id
+                       WHERE p.organization_id = o.id AND pm.user_id = $2)
+         ORDER BY created_at, id OFFSET $3 LIMIT $4"
+    ))
+    .bind(portal_admin)
+    .bind(user)
+    .bind(page.skip)
+    .bind(page.limit)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn update(
+    pool: &PgPool,
+    id: Uuid,
+    name: Option<&str>,
+    slug: Option<&str>,
+) -> sqlx::Result<Option<Organization>> {
+    sqlx::query_as(&format!(
+        "UPDATE organizations SET name = COALESCE($2, name), slug = COALESCE($3, slug), updated_at = now()
+         WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(name)
+    .bind(slug)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn delete(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
+    let r = sqlx::query("DELETE FROM organizations WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Member {
+    pub organization_id: Uuid,
+    pub user_id: Uuid,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Adds a member or changes their role.
+pub async fn upsert_member(
+    pool: &PgPool,
+    org: Uuid,
+    user: Uuid,
+    role: OrgRole,
+) -> sqlx::Result<Member> {
+    sqlx::query_as(
+        "INSERT INTO organization_members (organization_id, user_id, role) VALUES ($1, $2, $3)
+         ON CONFLICT (organization_id, user_id) DO UPDATE SET role = EXCLUDED.role
+         RETURNING organization_id, user_id, role, created_at",
+    )
+    .bind(org)
+    .bind(user)
+    .bind(role.as_str())
+    .fetch_one(pool)
+    .await
+}
+
+pub async fn member_role(pool: &PgPool, org: Uuid, user: Uuid) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "SELECT role FROM organization_members WHERE organization_id = $1 AND user_id = $2",
+    )
+    .bind(org)
+    .bind(user)
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn owner_count(pool: &PgPool, org: Uuid) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM organization_members WHERE organization_id = $1 AND role = 'owner'",
+    )
+    .bind(org)
+    .fetch_one(pool)
+    .await
+}

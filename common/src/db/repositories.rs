@@ -1,0 +1,76 @@
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::Page;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Repository {
+    pub id: Uuid,
+    pub scope: String,
+    pub organization_id: Option<Uuid>,
+    pub project_id: Option<Uuid>,
+    pub name: String,
+    pub git_url: String,
+    pub branch: String,
+    pub priority: i32,
+    pub has_token: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, scope, organization_id, project_id, name, git_url, branch, priority,
+    token_encrypted IS NOT NULL AS has_token, created_at";
+
+pub struct NewRepository<'a> {
+    pub scope: &'a str,
+    pub organization_id: Option<Uuid>,
+    pub project_id: Option<Uuid>,
+    pub name: &'a str,
+    pub git_url: &'a str,
+    pub branch: &'a str,
+    pub priority: i32,
+    pub token_encrypted: Option<&'a str>,
+}
+
+pub async fn insert(pool: &PgPool, r: &NewRepository<'_>) -> sqlx::Result<Repository> {
+    sqlx::query_as(&format!(
+        "INSERT INTO addon_repositories (id, scope, organization_id, project_id, name, git_url, branch, priority, token_encrypted)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
+    ))
+    .bind(Uuid::new_v4())
+    .bind(r.scope)
+    .bind(r.organization_id)
+    .bind(r.project_id)
+    .bind(r.name)
+    .bind(r.git_url)
+    .bind(r.branch)
+    .bind(r.priority)
+    .bind(r.token_encrypted)
+    .fetch_one(pool)
+    .await
+}
+
+/// Platform repositories, and those of the organizations and projects the user
+/// has a part in.
+pub async fn list_visible(
+    pool: &PgPool,
+    user: Uuid,
+    portal_admin: bool,
+    page: Page,
+) -> sqlx::Result<Vec<Repository>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM addon_repositories r
+         WHERE $1 OR r.scope = 'platform'
+            OR EXISTS (SELECT 1 FROM organization_members m WHERE m.organization_id = r.organization_id AND m.user_id = $2)
+            OR (r.scope = 'project' AND EXISTS (SELECT 1 FROM project_members pm
+                    WHERE pm.project_id = r.project_id AND pm.user_id = $2 AND pm.role IN ('admin', 'member')))
+         ORDER BY scope, priority DESC, name OFFSET $3 LIMIT $4"
+    ))
+    .bind(portal_admin)
+    .bind(user)
+    .bind(page.skip)
+    .bind(page.limit)
+    .fetch_all(pool)
+    .await
+}

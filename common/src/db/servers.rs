@@ -1,0 +1,87 @@
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::Page;
+
+/// A server as the API shows it: the secret is never selected, only whether
+/// one is stored.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Server {
+    pub id: Uuid,
+    pub organization_id: Uuid,
+    pub name: String,
+    pub host: String,
+    pub ssh_port: i32,
+    pub ssh_user: String,
+    pub auth_method: String,
+    pub has_password: bool,
+    pub has_private_key: bool,
+    pub host_key_fingerprint: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str = "id, organization_id, name, host, ssh_port, ssh_user, auth_method,
+    auth_method = 'password' AS has_password, auth_method = 'key' AS has_private_key,
+    host_key_fingerprint, created_at, updated_at";
+
+pub struct NewServer<'a> {
+    pub organization_id: Uuid,
+    pub name: &'a str,
+    pub host: &'a str,
+    pub ssh_port: u16,
+    pub ssh_user: &'a str,
+    pub auth_method: &'a str,
+    pub secret_encrypted: &'a str,
+    pub host_key_fingerprint: Option<&'a str>,
+}
+
+pub async fn insert(pool: &PgPool, s: &NewServer<'_>) -> sqlx::Result<Server> {
+    sqlx::query_as(&format!(
+        "INSERT INTO servers (id, organization_id, name, host, ssh_port, ssh_user, auth_method, secret_encrypted, host_key_fingerprint)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {COLUMNS}"
+    ))
+    .bind(Uuid::new_v4())
+    .bind(s.organization_id)
+    .bind(s.name)
+    .bind(s.host)
+    .bind(i32::from(s.ssh_port))
+    .bind(s.ssh_user)
+    .bind(s.auth_method)
+    .bind(s.secret_encrypted)
+    .bind(s.host_key_fingerprint)
+    .fetch_one(pool)
+    .await
+}
+
+pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Server>> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM servers WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Servers of the organizations the user belongs to.
+pub async fn list_visible(
+    pool: &PgPool,
+    user: Uuid,
+    portal_admin: bool,
+    org: Option<Uuid>,
+    page: Page,
+) -> sqlx::Result<Vec<Server>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM servers s
+         WHERE ($3::uuid IS NULL OR s.organization_id = $3)
+           AND ($1 OR EXISTS (SELECT 1 FROM organization_members m WHERE m.organization_id = s.organization_id AND m.user_id = $2))
+         ORDER BY created_at, id OFFSET $4 LIMIT $5"
+    ))
+    .bind(portal_admin)
+    .bind(user)
+    .bind(org)
+    .bind(page.skip)
+    .bind(page.limit)
+    .fetch_all(pool)
+    .await
+}

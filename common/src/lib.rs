@@ -1,0 +1,11 @@
+//! The vocabulary every oec process shares: configuration, the data model,
+//! database access, authentication and permissions, secrets.
+//!
+//! Invariants: no HTTP here, and all SQL of the project lives in [`db`].
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod model;
+pub mod secrets;
+pub mod telemetry;

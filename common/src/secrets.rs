@@ -1,0 +1,188 @@
+//! Secrets at rest and in text: AES-256-GCM encryption under `OEC_SECRET_KEY`,
+//! and masking of secrets in anything written to a log, an event or an error.
+
+use std::fmt;
+
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng};
+use aes_gcm::{Aes256Gcm, Key, Nonce};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+
+/// What a masked secret reads as.
+pub const MASK: &str = "***";
+
+/// The 32-byte key every secret is encrypted under.
+#[derive(Clone)]
+pub struct SecretKey(Key<Aes256Gcm>);
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretKey(***)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("stored secret is not valid base64 or is too short")]
+    Malformed,
+    #[error("stored secret cannot be decrypted with OEC_SECRET_KEY (was the key changed?)")]
+    Decrypt,
+}
+
+impl SecretKey {
+    pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
+        (bytes.len() == 32).then(|| SecretKey(*Key::<Aes256Gcm>::from_slice(bytes)))
+    }
+
+    /// Encrypts `plaintext` under a fresh random nonce: base64(nonce ‖ ciphertext ‖ tag).
+    pub fn encrypt(&self, plaintext: &str) -> String {
+        let cipher = Aes256Gcm::new(&self.0);
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        // Encryption with a valid key and nonce cannot fail for in-memory input.
+        let ciphertext = cipher
+            .encrypt(&nonce, plaintext.as_bytes())
+            .unwrap_or_default();
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&ciphertext);
+        B64.encode(out)
+    }
+
+    pub fn decrypt(&self, stored: &str) -> Result<String, SecretError> {
+        let bytes = B64.decode(stored).map_err(|_| SecretError::Malformed)?;
+        if bytes.len() < 12 + 16 {
+            return Err(SecretError::Malformed);
+        }
+        let (nonce, ciphertext) = bytes.split_at(12);
+        let plain = Aes256Gcm::new(&self.0)
+            .decrypt(Nonce::from_slice(nonce), ciphertext)
+            .map_err(|_| SecretError::Decrypt)?;
+        String::from_utf8(plain).map_err(|_| SecretError::Decrypt)
+    }
+}
+
+/// Replaces the password (or token) in a URL's user-info with [`MASK`]:
+/// `https://tok@host/x` → `https://***@host/x`, `postgres://u:pw@h/db` → `postgres://u:***@h/db`.
+pub fn mask_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &rest[..at];
+    let masked = match userinfo.split_once(':') {
+        Some((user, _)) => format!("{user}:{MASK}"),
+        None => MASK.to_owned(),
+    };
+    format!("{}{}{}", &url[..scheme_end + 3], masked, &rest[at..])
+}
+
+/// Masks a known set of secret values wherever they appear in a text.
+#[derive(Clone, Default)]
+pub struct Masker {
+    secrets: Vec<String>,
+}
+
+impl fmt::Debug for Masker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Masker({} secrets)", self.secrets.len())
+    }
+}
+
+impl Masker {
+    /// Adds a secret; values shorter than 4 characters are ignored, since
+    /// masking them would mangle ordinary text and reveal nothing useful.
+    pub fn add(&mut self, secret: impl Into<String>) {
+        let s = secret.into();
+        if s.len() >= 4 && !self.secrets.contains(&s) {
+            self.secrets.push(s);
+            // Longest first, so a secret containing another is masked whole.
+            self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        }
+    }
+
+    pub fn mask(&self, text: &str) -> String {
+        let mut out = mask_all_urls(text);
+        for s in &self.secrets {
+            if out.contains(s.as_str()) {
+                out = out.replace(s.as_str(), MASK);
+            }
+        }
+        out
+    }
+}
+
+/// Masks the user-info of every URL in a free text (e.g. git's error output).
+fn mask_all_urls(text: &str) -> String {
+    if !text.contains("://") {
+        return text.to_owned();
+    }
+    text.split_inclusive(|c: char| c.is_whitespace() || c == '\'' || c == '"')
+        .map(|w| {
+            if w.contains("://") {
+                mask_url(w)
+            } else {
+                w.to_owned()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> SecretKey {
+        SecretKey::from_bytes(&[7u8; 32]).expect("32 bytes")
+    }
+
+    #[test]
+    fn encrypt_then_decrypt_round_trips_and_hides_the_plaintext() {
+        let k = key();
+        let a = k.encrypt("hunter2-password");
+        let b = k.encrypt("hunter2-password");
+        assert_ne!(a, b, "nonces must differ");
+        assert!(!a.contains("hunter2"));
+        assert_eq!(k.decrypt(&a).expect("decrypts"), "hunter2-password");
+    }
+
+    #[test]
+    fn a_wrong_key_or_tampered_text_fails_cleanly() {
+        let stored = key().encrypt("s3cret");
+        let other = SecretKey::from_bytes(&[8u8; 32]).expect("32 bytes");
+        assert!(matches!(other.decrypt(&stored), Err(SecretError::Decrypt)));
+        assert!(matches!(key().decrypt("!!"), Err(SecretError::Malformed)));
+        assert!(SecretKey::from_bytes(&[0u8; 31]).is_none());
+    }
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        assert_eq!(
+            mask_url("https://ghp_abc@github.com/o/r.git"),
+            "https://***@github.com/o/r.git"
+        );
+        assert_eq!(
+            mask_url("postgres://oec:pw@127.0.0.1/db"),
+            "postgres://oec:***@127.0.0.1/db"
+        );
+        assert_eq!(
+            mask_url("https://github.com/o/r.git"),
+            "https://github.com/o/r.git"
+        );
+        assert_eq!(mask_url("https://h/x?a=b@c"), "https://h/x?a=b@c");
+    }
+
+    #[test]
+    fn masker_hides_known_secrets_and_url_credentials() {
+        let mut m = Masker::default();
+        m.add("tok-123456");
+        m.add("ab");
+        let text = "fatal: Authentication failed for 'https://tok-123456@git.example/r.git' (tok-123456) ab";
+        let out = m.mask(text);
+        assert!(!out.contains("tok-123456"), "{out}");
+        assert!(out.contains("'https://***@git.example/r.git'"), "{out}");
+        assert!(out.ends_with(" ab"));
+    }
+}
