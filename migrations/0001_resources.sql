@@ -116,7 +116,7 @@ CREATE TABLE dns_providers (
 CREATE TABLE environments (
     id                             UUID PRIMARY KEY,
     project_id                     UUID NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
-    server_id                      UUID NOT NULL REFERENCES servers(id) ON DELETE RESTRICT,
+    server_id                      UUID NOT NULL REFERENCES servers(id),
     name                           TEXT NOT NULL,
     kind                           TEXT NOT NULL CHECK (kind IN ('production', 'staging', 'development')),
     subdomain                      TEXT NOT NULL,

@@ -8,4 +8,5 @@ pub mod config;
 pub mod db;
 pub mod model;
 pub mod secrets;
+pub mod shutdown;
 pub mod telemetry;

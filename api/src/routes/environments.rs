@@ -1,0 +1,327 @@
+//! Environments: one Odoo instance of a project on a server. The id is the
+//! instance UUID used in every name on the server.
+
+use actix_web::{HttpResponse, web};
+use oec_common::auth::Permission;
+use oec_common::db;
+use oec_common::db::environments::EnvironmentFields;
+use oec_common::model::{EnvironmentKind, fields, overrides};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::resource;
+use crate::access;
+use crate::errors::ApiError;
+use crate::extract::{AuthUser, Pagination};
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/environments")
+            .route(web::post().to(create))
+            .route(web::get().to(list)),
+    )
+    .service(
+        resource("/environments/{id}")
+            .route(web::get().to(get))
+            .route(web::patch().to(update))
+            .route(web::delete().to(delete)),
+    );
+}
+
+/// The body of POST (all required fields present) and PATCH (any subset).
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentBody {
+    project_id: Option<Uuid>,
+    server_id: Option<Uuid>,
+    name: Option<String>,
+    kind: Option<String>,
+    subdomain: Option<String>,
+    odoo_version: Option<String>,
+    branch: Option<String>,
+    cpu_cores: Option<f64>,
+    ram_mb: Option<i64>,
+    disk_gb: Option<i64>,
+    odoo_conf_overrides: Option<serde_json::Value>,
+    replica_enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    project_id: Option<Uuid>,
+    skip: Option<i64>,
+    limit: Option<i64>,
+}
+
+/// Validated values of a body; `None` where the body left a field out.
+struct Parsed {
+    name: Option<String>,
+    kind: Option<EnvironmentKind>,
+    subdomain: Option<String>,
+    odoo_version: Option<String>,
+    branch: Option<String>,
+    cpu_cores: Option<f64>,
+    ram_mb: Option<i32>,
+    disk_gb: Option<i32>,
+    overrides: Option<serde_json::Value>,
+}
+
+fn parse(b: &EnvironmentBody) -> Result<Parsed, ApiError> {
+    Ok(Parsed {
+        name: b
+            .name
+            .as_deref()
+            .map(|v| fields::parse_dns_label("name", v))
+            .transpose()?,
+        kind: b
+            .kind
+            .as_deref()
+            .map(|v| {
+                EnvironmentKind::parse(v).ok_or_else(|| {
+                    ApiError::invalid(
+                        "kind",
+                        format!("must be one of {}", EnvironmentKind::choices()),
+                    )
+                })
+            })
+            .transpose()?,
+        subdomain: b
+            .subdomain
+            .as_deref()
+            .map(|v| fields::parse_dns_label("subdomain", v))
+            .transpose()?,
+        odoo_version: b
+            .odoo_version
+            .as_deref()
+            .map(|v| fields::parse_odoo_version("odoo_version", v))
+            .transpose()?,
+        branch: b
+            .branch
+            .as_deref()
+            .map(|v| fields::parse_branch("branch", v))
+            .transpose()?,
+        cpu_cores: b
+            .cpu_cores
+            .map(|v| fields::parse_cpu_cores("cpu_cores", v))
+            .transpose()?,
+        ram_mb: b
+            .ram_mb
+            .map(|v| fields::parse_int_range("ram_mb", v, 512, 262_144, "MB"))
+            .transpose()?,
+        disk_gb: b
+            .disk_gb
+            .map(|v| fields::parse_int_range("disk_gb", v, 1, 10_000, "GB"))
+            .transpose()?,
+        overrides: b
+            .odoo_conf_overrides
+            .as_ref()
+            .map(|v| overrides::parse_overrides("odoo_conf_overrides", v))
+            .transpose()?,
+    })
+}
+
+/// Checks the references a body makes: the server belongs to the project's
+/// organization and the Odoo version is configured.
+async fn check_references(
+    state: &AppState,
+    org: Uuid,
+    server: Option<Uuid>,
+    version: Option<&str>,
+) -> Result<(), ApiError> {
+    if let Some(server) = server {
+        match db::servers::get(&state.pool, server).await? {
+            Some(s) if s.organization_id == org => {}
+            _ => {
+                return Err(ApiError::invalid(
+                    "server_id",
+                    "no server with this id in the project's organization",
+                ));
+            }
+        }
+    }
+    if let Some(v) = version {
+        if !db::odoo_versions::exists(&state.pool, v).await? {
+            return Err(ApiError::invalid(
+                "odoo_version",
+                format!("Odoo version {v} is not configured (see /api/v1/odoo-versions)"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn write_error(e: sqlx::Error) -> ApiError {
+    if db::is_unique_violation(&e, "environments_project_id_name_key") {
+        ApiError::conflict(
+            "name_taken",
+            "The project already has an environment with this name.",
+        )
+    } else if db::is_unique_violation(&e, "environments_server_subdomain") {
+        ApiError::conflict(
+            "subdomain_taken",
+            "Another environment on this server uses this subdomain.",
+        )
+    } else {
+        e.into()
+    }
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<EnvironmentBody>,
+) -> Result<HttpResponse, ApiError> {
+    let project_id = body
+        .project_id
+        .ok_or_else(|| ApiError::invalid("project_id", "required"))?;
+    let org = access::project(
+        &state,
+        &user,
+        project_id,
+        Permission::ProjectEnvironmentsManage,
+    )
+    .await?;
+    let p = parse(&body)?;
+    let server_id = body
+        .server_id
+        .ok_or_else(|| ApiError::invalid("server_id", "required"))?;
+    let name = p
+        .name
+        .ok_or_else(|| ApiError::invalid("name", "required"))?;
+    let kind = p
+        .kind
+        .ok_or_else(|| ApiError::invalid("kind", "required"))?;
+    let subdomain = p
+        .subdomain
+        .ok_or_else(|| ApiError::invalid("subdomain", "required"))?;
+    let odoo_version = p
+        .odoo_version
+        .ok_or_else(|| ApiError::invalid("odoo_version", "required"))?;
+    check_references(&state, org, Some(server_id), Some(&odoo_version)).await?;
+    // The branch defaults to the project's.
+    let branch = match p.branch {
+        Some(b) => b,
+        None => {
+            db::projects::get(&state.pool, project_id)
+                .await?
+                .ok_or(ApiError::NotFound("project"))?
+                .git_branch
+        }
+    };
+    let f = EnvironmentFields {
+        server_id: Some(server_id),
+        name: Some(&name),
+        kind: Some(kind.as_str()),
+        subdomain: Some(&subdomain),
+        odoo_version: Some(&odoo_version),
+        branch: Some(&branch),
+        cpu_cores: Some(p.cpu_cores.unwrap_or(1.0)),
+        ram_mb: Some(p.ram_mb.unwrap_or(2048)),
+        disk_gb: Some(p.disk_gb.unwrap_or(10)),
+        odoo_conf_overrides: p.overrides.as_ref(),
+        replica_enabled: body.replica_enabled,
+    };
+    let env = db::environments::insert(&state.pool, project_id, &f)
+        .await
+        .map_err(write_error)?;
+    Ok(HttpResponse::Created().json(env))
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = Pagination {
+        skip: q.skip,
+        limit: q.limit,
+    }
+    .page(50)?;
+    let rows =
+        db::environments::list_visible(&state.pool, user.id, user.portal_admin, q.project_id, page)
+            .await?;
+    Ok(HttpResponse::Ok().json(rows))
+}
+
+/// Loads the environment and checks `permission` on its project; an
+/// environment of an invisible project is itself not found.
+async fn load(
+    state: &AppState,
+    user: &AuthUser,
+    id: Uuid,
+    permission: Permission,
+) -> Result<(db::environments::Environment, Uuid), ApiError> {
+    let env = db::environments::get(&state.pool, id)
+        .await?
+        .ok_or(ApiError::NotFound("environment"))?;
+    let org = access::project(state, user, env.project_id, permission)
+        .await
+        .map_err(|e| match e {
+            ApiError::NotFound(_) => ApiError::NotFound("environment"),
+            e => e,
+        })?;
+    Ok((env, org))
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let (env, _) = load(&state, &user, *id, Permission::ProjectEnvironmentsView).await?;
+    Ok(HttpResponse::Ok().json(env))
+}
+
+async fn update(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    body: web::Json<EnvironmentBody>,
+) -> Result<HttpResponse, ApiError> {
+    let (_, org) = load(&state, &user, *id, Permission::ProjectEnvironmentsManage).await?;
+    if body.project_id.is_some() {
+        return Err(ApiError::invalid(
+            "project_id",
+            "an environment cannot move to another project",
+        ));
+    }
+    let p = parse(&body)?;
+    check_references(&state, org, body.server_id, p.odoo_version.as_deref()).await?;
+    let f = EnvironmentFields {
+        server_id: body.server_id,
+        name: p.name.as_deref(),
+        kind: p.kind.map(EnvironmentKind::as_str),
+        subdomain: p.subdomain.as_deref(),
+        odoo_version: p.odoo_version.as_deref(),
+        branch: p.branch.as_deref(),
+        cpu_cores: p.cpu_cores,
+        ram_mb: p.ram_mb,
+        disk_gb: p.disk_gb,
+        odoo_conf_overrides: p.overrides.as_ref(),
+        replica_enabled: body.replica_enabled,
+    };
+    let env = db::environments::update(&state.pool, *id, &f)
+        .await
+        .map_err(write_error)?
+        .ok_or(ApiError::NotFound("environment"))?;
+    Ok(HttpResponse::Ok().json(env))
+}
+
+async fn delete(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    load(&state, &user, *id, Permission::ProjectEnvironmentsManage).await?;
+    if db::environments::has_active_deployment(&state.pool, *id).await? {
+        return Err(ApiError::conflict(
+            "deployment_in_progress",
+            "A deployment of this environment is pending or running; cancel it or wait for it to finish.",
+        ));
+    }
+    if !db::environments::delete(&state.pool, *id).await? {
+        return Err(ApiError::NotFound("environment"));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}

@@ -1,0 +1,34 @@
+//! The REST API under `/api/v1`, one module per resource.
+
+pub mod auth;
+pub mod dns_providers;
+pub mod environments;
+pub mod health;
+pub mod odoo_versions;
+pub mod organizations;
+pub mod projects;
+pub mod repositories;
+pub mod servers;
+pub mod users;
+
+use actix_web::{Resource, web};
+
+use crate::errors::method_not_allowed;
+
+/// A resource that answers 405 with a JSON body for methods it does not route.
+pub(crate) fn resource(path: &str) -> Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    auth::configure(cfg);
+    users::configure(cfg);
+    organizations::configure(cfg);
+    projects::configure(cfg);
+    servers::configure(cfg);
+    odoo_versions::configure(cfg);
+    repositories::configure(cfg);
+    dns_providers::configure(cfg);
+    environments::configure(cfg);
+    health::configure(cfg);
+}

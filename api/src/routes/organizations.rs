@@ -1,0 +1,166 @@
+//! Organizations and their members.
+
+use actix_web::{HttpResponse, web};
+use oec_common::auth::Permission;
+use oec_common::db;
+use oec_common::model::{OrgRole, fields};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::resource;
+use crate::access;
+use crate::errors::ApiError;
+use crate::extract::{AuthUser, Pagination};
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/organizations")
+            .route(web::post().to(create))
+            .route(web::get().to(list)),
+    )
+    .service(
+        resource("/organizations/{id}")
+            .route(web::get().to(get))
+            .route(web::patch().to(update))
+            .route(web::delete().to(delete)),
+    )
+    .service(resource("/organizations/{id}/members").route(web::post().to(add_member)));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrganization {
+    name: String,
+    slug: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateOrganization {
+    name: Option<String>,
+    slug: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    user_id: Uuid,
+    role: String,
+}
+
+fn slug_taken(e: &sqlx::Error, slug: &str) -> Option<ApiError> {
+    db::is_unique_violation(e, "organizations_slug_key").then(|| {
+        ApiError::conflict(
+            "slug_taken",
+            format!("An organization with slug {slug} already exists."),
+        )
+    })
+}
+
+/// Any signed-in user may create an organization and becomes its owner.
+async fn create(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<CreateOrganization>,
+) -> Result<HttpResponse, ApiError> {
+    let name = fields::parse_name("name", &body.name)?;
+    let slug = fields::parse_dns_label("slug", &body.slug)?;
+    match db::organizations::insert(&state.pool, &name, &slug, user.id).await {
+        Ok(org) => Ok(HttpResponse::Created().json(org)),
+        Err(e) => Err(slug_taken(&e, &slug).unwrap_or_else(|| e.into())),
+    }
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    q: web::Query<Pagination>,
+) -> Result<HttpResponse, ApiError> {
+    let page = q.page(50)?;
+    Ok(HttpResponse::Ok().json(
+        db::organizations::list_visible(&state.pool, user.id, user.portal_admin, page).await?,
+    ))
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    access::org(&state, &user, *id, Permission::OrgView).await?;
+    let org = db::organizations::get(&state.pool, *id)
+        .await?
+        .ok_or(ApiError::NotFound("organization"))?;
+    Ok(HttpResponse::Ok().json(org))
+}
+
+async fn update(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    body: web::Json<UpdateOrganization>,
+) -> Result<HttpResponse, ApiError> {
+    access::org(&state, &user, *id, Permission::OrgUpdate).await?;
+    let name = body
+        .name
+        .as_deref()
+        .map(|v| fields::parse_name("name", v))
+        .transpose()?;
+    let slug = body
+        .slug
+        .as_deref()
+        .map(|v| fields::parse_dns_label("slug", v))
+        .transpose()?;
+    match db::organizations::update(&state.pool, *id, name.as_deref(), slug.as_deref()).await {
+        Ok(Some(org)) => Ok(HttpResponse::Ok().json(org)),
+        Ok(None) => Err(ApiError::NotFound("organization")),
+        Err(e) => {
+            Err(slug_taken(&e, slug.as_deref().unwrap_or_default()).unwrap_or_else(|| e.into()))
+        }
+    }
+}
+
+async fn delete(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    access::org(&state, &user, *id, Permission::OrgDelete).await?;
+    if !db::organizations::delete(&state.pool, *id).await? {
+        return Err(ApiError::NotFound("organization"));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn add_member(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    body: web::Json<AddMember>,
+) -> Result<HttpResponse, ApiError> {
+    access::org(&state, &user, *id, Permission::OrgMembersManage).await?;
+    let role = OrgRole::parse(&body.role).ok_or_else(|| {
+        ApiError::invalid("role", format!("must be one of {}", OrgRole::choices()))
+    })?;
+    // Only owners (and portal admins) hand out or take away ownership.
+    let current = db::organizations::member_role(&state.pool, *id, body.user_id).await?;
+    let touches_owner = role == OrgRole::Owner || current.as_deref() == Some("owner");
+    if touches_owner {
+        access::org(&state, &user, *id, Permission::OrgDelete).await?;
+    }
+    if current.as_deref() == Some("owner")
+        && role != OrgRole::Owner
+        && db::organizations::owner_count(&state.pool, *id).await? <= 1
+    {
+        return Err(ApiError::conflict(
+            "last_owner",
+            "An organization keeps at least one owner; add another owner first.",
+        ));
+    }
+    if !db::users::exists(&state.pool, body.user_id).await? {
+        return Err(ApiError::invalid("user_id", "no user with this id"));
+    }
+    let m = db::organizations::upsert_member(&state.pool, *id, body.user_id, role).await?;
+    Ok(HttpResponse::Created().json(m))
+}

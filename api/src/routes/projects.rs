@@ -1,0 +1,203 @@
+//! Projects and their members.
+
+use actix_web::{HttpResponse, web};
+use oec_common::auth::Permission;
+use oec_common::db;
+use oec_common::db::projects::{NewProject, ProjectPatch};
+use oec_common::model::{ProjectRole, fields};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::resource;
+use crate::access;
+use crate::errors::ApiError;
+use crate::extract::{AuthUser, Pagination};
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/projects")
+            .route(web::post().to(create))
+            .route(web::get().to(list)),
+    )
+    .service(
+        resource("/projects/{id}")
+            .route(web::get().to(get))
+            .route(web::patch().to(update))
+            .route(web::delete().to(delete)),
+    )
+    .service(resource("/projects/{id}/members").route(web::post().to(add_member)));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProject {
+    organization_id: Uuid,
+    name: String,
+    slug: String,
+    git_url: String,
+    git_branch: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateProject {
+    name: Option<String>,
+    slug: Option<String>,
+    git_url: Option<String>,
+    git_branch: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    organization_id: Option<Uuid>,
+    skip: Option<i64>,
+    limit: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddMember {
+    user_id: Uuid,
+    role: String,
+}
+
+fn slug_taken(e: &sqlx::Error) -> Option<ApiError> {
+    db::is_unique_violation(e, "projects_organization_id_slug_key").then(|| {
+        ApiError::conflict(
+            "slug_taken",
+            "A project with this slug already exists in the organization.",
+        )
+    })
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<CreateProject>,
+) -> Result<HttpResponse, ApiError> {
+    access::org(
+        &state,
+        &user,
+        body.organization_id,
+        Permission::OrgProjectsCreate,
+    )
+    .await?;
+    let name = fields::parse_name("name", &body.name)?;
+    let slug = fields::parse_dns_label("slug", &body.slug)?;
+    let git_url = fields::parse_git_url("git_url", &body.git_url, state.settings.allow_file_repos)?;
+    let git_branch = fields::parse_branch("git_branch", &body.git_branch)?;
+    let new = NewProject {
+        organization_id: body.organization_id,
+        name: &name,
+        slug: &slug,
+        git_url: &git_url,
+        git_branch: &git_branch,
+    };
+    match db::projects::insert(&state.pool, &new).await {
+        Ok(p) => Ok(HttpResponse::Created().json(p)),
+        Err(e) => Err(slug_taken(&e).unwrap_or_else(|| e.into())),
+    }
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = Pagination {
+        skip: q.skip,
+        limit: q.limit,
+    }
+    .page(50)?;
+    let rows = db::projects::list_visible(
+        &state.pool,
+        user.id,
+        user.portal_admin,
+        q.organization_id,
+        page,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(rows))
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    access::project(&state, &user, *id, Permission::ProjectView).await?;
+    let p = db::projects::get(&state.pool, *id)
+        .await?
+        .ok_or(ApiError::NotFound("project"))?;
+    Ok(HttpResponse::Ok().json(p))
+}
+
+async fn update(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    body: web::Json<UpdateProject>,
+) -> Result<HttpResponse, ApiError> {
+    access::project(&state, &user, *id, Permission::ProjectUpdate).await?;
+    let name = body
+        .name
+        .as_deref()
+        .map(|v| fields::parse_name("name", v))
+        .transpose()?;
+    let slug = body
+        .slug
+        .as_deref()
+        .map(|v| fields::parse_dns_label("slug", v))
+        .transpose()?;
+    let git_url = body
+        .git_url
+        .as_deref()
+        .map(|v| fields::parse_git_url("git_url", v, state.settings.allow_file_repos))
+        .transpose()?;
+    let git_branch = body
+        .git_branch
+        .as_deref()
+        .map(|v| fields::parse_branch("git_branch", v))
+        .transpose()?;
+    let patch = ProjectPatch {
+        name: name.as_deref(),
+        slug: slug.as_deref(),
+        git_url: git_url.as_deref(),
+        git_branch: git_branch.as_deref(),
+    };
+    match db::projects::update(&state.pool, *id, &patch).await {
+        Ok(Some(p)) => Ok(HttpResponse::Ok().json(p)),
+        Ok(None) => Err(ApiError::NotFound("project")),
+        Err(e) => Err(slug_taken(&e).unwrap_or_else(|| e.into())),
+    }
+}
+
+async fn delete(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    access::project(&state, &user, *id, Permission::ProjectDelete).await?;
+    if !db::projects::delete(&state.pool, *id).await? {
+        return Err(ApiError::NotFound("project"));
+    }
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn add_member(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    body: web::Json<AddMember>,
+) -> Result<HttpResponse, ApiError> {
+    access::project(&state, &user, *id, Permission::ProjectMembersManage).await?;
+    let role = ProjectRole::parse(&body.role).ok_or_else(|| {
+        ApiError::invalid("role", format!("must be one of {}", ProjectRole::choices()))
+    })?;
+    if !db::users::exists(&state.pool, body.user_id).await? {
+        return Err(ApiError::invalid("user_id", "no user with this id"));
+    }
+    let m = db::projects::upsert_member(&state.pool, *id, body.user_id, role).await?;
+    Ok(HttpResponse::Created().json(m))
+}

@@ -1,0 +1,160 @@
+//! Servers: where environments are deployed. Credentials are encrypted at
+//! rest and never returned.
+
+use actix_web::{HttpResponse, web};
+use oec_common::auth::Permission;
+use oec_common::db;
+use oec_common::db::servers::NewServer;
+use oec_common::model::{AuthMethod, fields};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::resource;
+use crate::access;
+use crate::errors::ApiError;
+use crate::extract::{AuthUser, Pagination};
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/servers")
+            .route(web::post().to(create))
+            .route(web::get().to(list)),
+    )
+    .service(resource("/servers/{id}").route(web::get().to(get)));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateServer {
+    organization_id: Uuid,
+    name: String,
+    host: String,
+    #[serde(default = "default_port")]
+    ssh_port: i64,
+    ssh_user: String,
+    auth_method: String,
+    password: Option<String>,
+    private_key: Option<String>,
+    host_key_fingerprint: Option<String>,
+}
+
+fn default_port() -> i64 {
+    22
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    organization_id: Option<Uuid>,
+    skip: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<CreateServer>,
+) -> Result<HttpResponse, ApiError> {
+    access::org(
+        &state,
+        &user,
+        body.organization_id,
+        Permission::OrgServersManage,
+    )
+    .await?;
+    let name = fields::parse_name("name", &body.name)?;
+    let host = fields::parse_host("host", &body.host)?;
+    let ssh_port = fields::parse_port("ssh_port", body.ssh_port)?;
+    let ssh_user = fields::parse_unix_user("ssh_user", &body.ssh_user)?;
+    let method = AuthMethod::parse(&body.auth_method).ok_or_else(|| {
+        ApiError::invalid(
+            "auth_method",
+            format!("must be one of {}", AuthMethod::choices()),
+        )
+    })?;
+    let secret = match (method, &body.password, &body.private_key) {
+        (AuthMethod::Password, Some(p), None) => fields::parse_secret("password", p)?,
+        (AuthMethod::Key, None, Some(k)) => fields::parse_private_key("private_key", k)?,
+        (AuthMethod::Password, _, _) => {
+            return Err(ApiError::invalid(
+                "password",
+                "required (and only it) when auth_method is password",
+            ));
+        }
+        (AuthMethod::Key, _, _) => {
+            return Err(ApiError::invalid(
+                "private_key",
+                "required (and only it) when auth_method is key",
+            ));
+        }
+    };
+    let fingerprint = body
+        .host_key_fingerprint
+        .as_deref()
+        .map(|f| fields::parse_fingerprint("host_key_fingerprint", f))
+        .transpose()?;
+    let encrypted = state.settings.secret_key.encrypt(&secret);
+    let new = NewServer {
+        organization_id: body.organization_id,
+        name: &name,
+        host: &host,
+        ssh_port,
+        ssh_user: &ssh_user,
+        auth_method: method.as_str(),
+        secret_encrypted: &encrypted,
+        host_key_fingerprint: fingerprint.as_deref(),
+    };
+    match db::servers::insert(&state.pool, &new).await {
+        Ok(s) => Ok(HttpResponse::Created().json(s)),
+        Err(e) if db::is_unique_violation(&e, "servers_organization_id_name_key") => {
+            Err(ApiError::conflict(
+                "name_taken",
+                format!("A server named {name} already exists in the organization."),
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = Pagination {
+        skip: q.skip,
+        limit: q.limit,
+    }
+    .page(50)?;
+    let rows = db::servers::list_visible(
+        &state.pool,
+        user.id,
+        user.portal_admin,
+        q.organization_id,
+        page,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(rows))
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let server = db::servers::get(&state.pool, *id)
+        .await?
+        .ok_or(ApiError::NotFound("server"))?;
+    access::org(
+        &state,
+        &user,
+        server.organization_id,
+        Permission::OrgServersView,
+    )
+    .await
+    .map_err(|e| match e {
+        ApiError::NotFound(_) => ApiError::NotFound("server"),
+        e => e,
+    })?;
+    Ok(HttpResponse::Ok().json(server))
+}

@@ -1,0 +1,61 @@
+//! Users: portal admins create and list them.
+
+use actix_web::{HttpResponse, web};
+use oec_common::model::fields;
+use oec_common::{auth, db};
+use serde::Deserialize;
+
+use super::resource;
+use crate::errors::ApiError;
+use crate::extract::{AuthUser, Pagination};
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/users")
+            .route(web::post().to(create))
+            .route(web::get().to(list)),
+    );
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    email: String,
+    name: String,
+    password: String,
+    #[serde(default)]
+    is_portal_admin: bool,
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: web::Json<CreateUser>,
+) -> Result<HttpResponse, ApiError> {
+    user.require_portal_admin()?;
+    let email = fields::parse_email("email", &body.email)?;
+    let name = fields::parse_name("name", &body.name)?;
+    let password = fields::parse_password("password", &body.password)?;
+    let hash = web::block(move || auth::hash_password(&password))
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing: {e}")))??;
+    match db::users::insert(&state.pool, &email, &name, &hash, body.is_portal_admin).await {
+        Ok(u) => Ok(HttpResponse::Created().json(u)),
+        Err(e) if db::is_unique_violation(&e, "users_email_key") => Err(ApiError::conflict(
+            "email_taken",
+            format!("A user with email {email} already exists."),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    q: web::Query<Pagination>,
+) -> Result<HttpResponse, ApiError> {
+    user.require_portal_admin()?;
+    let page = q.page(50)?;
+    Ok(HttpResponse::Ok().json(db::users::list(&state.pool, page).await?))
+}

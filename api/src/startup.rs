@@ -1,0 +1,81 @@
+//! Builds the HTTP server: binds the listener itself (port 0 allowed, so tests
+//! start the real server on a free port), connects PostgreSQL and Redis.
+
+use std::net::TcpListener;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpServer, web};
+use anyhow::Context as _;
+use oec_common::auth::{self, TokenIssuer};
+use oec_common::config::Settings;
+use oec_common::db;
+
+use crate::errors;
+use crate::routes;
+use crate::state::AppState;
+
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let pool =
+            db::connect_and_migrate(&settings.database_url, settings.database_max_connections)
+                .await?;
+        if let Some(admin) = &settings.bootstrap_admin {
+            let email =
+                oec_common::model::fields::parse_email("OEC_BOOTSTRAP_ADMIN_EMAIL", &admin.email)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let hash = auth::hash_password(&admin.password)?;
+            if db::users::bootstrap_admin(&pool, &email, &hash).await? {
+                tracing::info!(%email, "created the first portal admin");
+            }
+        }
+        let redis = deadpool_redis::Config::from_url(settings.redis_url.clone())
+            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+            .context("creating the Redis pool (REDIS_URL)")?;
+        let listener = TcpListener::bind(settings.bind)
+            .with_context(|| format!("binding {}", settings.bind))?;
+        let port = listener.local_addr()?.port();
+        let max_body = settings.max_body_bytes;
+        let state = web::Data::new(AppState {
+            pool,
+            redis,
+            tokens: TokenIssuer::new(
+                &settings.jwt_secret,
+                settings.access_token_ttl,
+                settings.refresh_token_ttl,
+            ),
+            settings,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(
+                    web::JsonConfig::default()
+                        .limit(max_body)
+                        .error_handler(errors::json_error),
+                )
+                .app_data(web::PayloadConfig::default().limit(max_body))
+                .app_data(web::PathConfig::default().error_handler(errors::path_error))
+                .app_data(web::QueryConfig::default().error_handler(errors::query_error))
+                .configure(routes::health::configure)
+                .service(web::scope("/api/v1").configure(routes::configure))
+                .default_service(web::to(errors::not_found))
+        })
+        .listen(listener)?
+        .run();
+        Ok(Application { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Runs until SIGINT/SIGTERM, then drains in-flight requests.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
