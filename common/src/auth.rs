@@ -320,3 +320,169 @@ mod tests {
         assert!(!verify_password("anything", "not a hash"));
     }
 }
+
+#[cfg(test)]
+mod role_table {
+    use super::Permission as P;
+    use super::*;
+
+    /// The roles of the spec's hierarchy, each as the subject it produces.
+    fn roles() -> Vec<(&'static str, Subject)> {
+        let s = Subject::default();
+        vec![
+            (
+                "portal.admin",
+                Subject {
+                    portal_admin: true,
+                    ..s
+                },
+            ),
+            (
+                "org.owner",
+                Subject {
+                    org_role: Some(OrgRole::Owner),
+                    ..s
+                },
+            ),
+            (
+                "org.admin",
+                Subject {
+                    org_role: Some(OrgRole::Admin),
+                    ..s
+                },
+            ),
+            (
+                "org.member",
+                Subject {
+                    org_role: Some(OrgRole::Member),
+                    ..s
+                },
+            ),
+            (
+                "project.admin",
+                Subject {
+                    project_role: Some(ProjectRole::Admin),
+                    in_some_project: true,
+                    ..s
+                },
+            ),
+            (
+                "project.member",
+                Subject {
+                    project_role: Some(ProjectRole::Member),
+                    in_some_project: true,
+                    ..s
+                },
+            ),
+            (
+                "project.viewer",
+                Subject {
+                    project_role: Some(ProjectRole::Viewer),
+                    in_some_project: true,
+                    ..s
+                },
+            ),
+            (
+                "other project's member",
+                Subject {
+                    in_some_project: true,
+                    ..s
+                },
+            ),
+            ("outsider", s),
+        ]
+    }
+
+    /// The expected grants, written out in full: one row per role.
+    fn expected(role: &str) -> Vec<P> {
+        let project_read = [
+            P::ProjectView,
+            P::ProjectEnvironmentsView,
+            P::ProjectDeploymentsView,
+            P::ProjectDeploymentsList,
+        ];
+        match role {
+            "portal.admin" | "org.owner" => P::ALL.to_vec(),
+            "org.admin" => P::ALL
+                .iter()
+                .copied()
+                .filter(|p| *p != P::OrgDelete)
+                .collect(),
+            "org.member" => vec![
+                P::OrgView,
+                P::OrgServersView,
+                P::OrgRepositoriesView,
+                P::ProjectView,
+                P::ProjectEnvironmentsView,
+            ],
+            "project.admin" => {
+                let mut v = vec![
+                    P::OrgView,
+                    P::ProjectUpdate,
+                    P::ProjectRepositoriesManage,
+                    P::ProjectEnvironmentsManage,
+                    P::ProjectEnvironmentsDeploy,
+                    P::ProjectDeploymentsCancel,
+                ];
+                v.extend(project_read);
+                v
+            }
+            "project.member" => {
+                let mut v = vec![P::OrgView];
+                v.extend(project_read);
+                v
+            }
+            "project.viewer" => vec![P::OrgView, P::ProjectView, P::ProjectDeploymentsView],
+            "other project's member" => vec![P::OrgView],
+            "outsider" => vec![],
+            other => panic!("no expectation for {other}"),
+        }
+    }
+
+    #[test]
+    fn every_role_times_every_permission() {
+        let mut mismatches = Vec::new();
+        for (role, subject) in roles() {
+            let granted = expected(role);
+            for p in P::ALL {
+                let want = granted.contains(&p);
+                if authorize(&subject, p) != want {
+                    mismatches.push(format!("{role} × {}: expected {want}", p.as_str()));
+                }
+            }
+        }
+        assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    }
+
+    #[test]
+    fn the_specs_deployment_permissions_keep_their_names() {
+        assert_eq!(
+            P::ProjectDeploymentsView.as_str(),
+            "project.deployments.view"
+        );
+        assert_eq!(
+            P::ProjectDeploymentsList.as_str(),
+            "project.deployments.list"
+        );
+        assert_eq!(
+            P::ProjectDeploymentsCancel.as_str(),
+            "project.deployments.cancel"
+        );
+        assert_eq!(
+            P::ProjectEnvironmentsDeploy.as_str(),
+            "project.environments.deploy"
+        );
+    }
+
+    #[test]
+    fn visibility_decides_404_before_403() {
+        let outsider = Subject::default();
+        assert!(!outsider.can_see_org() && !outsider.can_see_project());
+        let other_project = Subject {
+            in_some_project: true,
+            ..outsider
+        };
+        assert!(other_project.can_see_org());
+        assert!(!other_project.can_see_project());
+    }
+}

@@ -1,1 +1,332 @@
+//! The test harness: real PostgreSQL, Redis and the real API server.
+//!
+//! [`TestApp::spawn`] creates a fresh database named by a UUID, starts the api
+//! on a free port against it with its own Redis key prefix, and drops the
+//! database when the test ends, so tests run in parallel without sharing state.
 
+use std::collections::HashMap;
+
+use oec_api::startup::Application;
+use oec_common::config::Settings;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::Connection as _;
+use uuid::Uuid;
+
+pub const ADMIN_EMAIL: &str = "admin@oec.test";
+pub const ADMIN_PASSWORD: &str = "admin-password-1";
+/// The secret key of every test app (base64 of 32 bytes).
+pub const SECRET_KEY_B64: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+/// The PostgreSQL server tests create their databases on.
+pub fn base_database_url() -> String {
+    std::env::var("OEC_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://oec:oec@127.0.0.1:5432/oec".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("OEC_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+fn with_database(url: &str, db: &str) -> String {
+    let (base, _) = url.rsplit_once('/').unwrap_or((url, ""));
+    format!("{base}/{db}")
+}
+
+/// A database that exists for one test and is dropped with it.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let name = format!("oec_test_{}", Uuid::new_v4().simple());
+        let mut conn = sqlx::PgConnection::connect(&base_database_url())
+            .await
+            .expect("connect to PostgreSQL (run scripts/services)");
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&mut conn)
+            .await
+            .expect("create test database");
+        let url = with_database(&base_database_url(), &name);
+        TestDatabase { name, url }
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop runs outside async context: use a short-lived runtime on a thread.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&base_database_url())
+                    .await
+                    .ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// The settings a test app runs with; `extra` overrides or adds variables.
+pub fn test_settings(database_url: &str, extra: &[(&str, &str)]) -> Settings {
+    let prefix = format!("test:{}:", Uuid::new_v4().simple());
+    let mut vars: HashMap<String, String> = [
+        ("DATABASE_URL", database_url),
+        ("REDIS_URL", &redis_url()),
+        ("OEC_REDIS_PREFIX", &prefix),
+        ("OEC_BIND", "127.0.0.1:0"),
+        ("OEC_JWT_SECRET", "test-jwt-secret-test-jwt-secret-0123"),
+        ("OEC_SECRET_KEY", SECRET_KEY_B64),
+        ("OEC_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL),
+        ("OEC_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD),
+        ("OEC_DB_MAX_CONNECTIONS", "5"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in extra {
+        vars.insert(k.to_string(), v.to_string());
+    }
+    Settings::from_vars(vars).expect("valid test settings")
+}
+
+/// A response as tests look at it.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Resp {
+    /// The `error` code of an error body.
+    pub fn code(&self) -> &str {
+        self.body["error"].as_str().unwrap_or("")
+    }
+
+    pub fn id(&self) -> Uuid {
+        self.body["id"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no id in {}", self.text))
+    }
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub admin_token: String,
+    pub settings: Settings,
+    pub db: sqlx::PgPool,
+    // Dropped last: the database outlives the pool above.
+    pub database: TestDatabase,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(&[]).await
+    }
+
+    pub async fn spawn_with(extra: &[(&str, &str)]) -> Self {
+        let database = TestDatabase::create().await;
+        let settings = test_settings(&database.url, extra);
+        let app = Application::build(settings.clone())
+            .await
+            .expect("build app");
+        let address = format!("http://127.0.0.1:{}", app.port());
+        tokio::spawn(app.run_until_stopped());
+        let db = sqlx::PgPool::connect(&database.url)
+            .await
+            .expect("test pool");
+        let client = reqwest::Client::new();
+        let mut t = TestApp {
+            address,
+            client,
+            admin_token: String::new(),
+            settings,
+            db,
+            database,
+        };
+        t.admin_token = t.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
+        t
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp { status, body, text }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Resp {
+        self.send(reqwest::Method::GET, path, Some(token), None)
+            .await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.send(reqwest::Method::POST, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.send(reqwest::Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Resp {
+        self.send(reqwest::Method::DELETE, path, Some(token), None)
+            .await
+    }
+
+    /// Posts raw bytes with a content type, for malformed-body cases.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        token: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Resp {
+        let resp = self
+            .client
+            .post(self.url(path))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("request");
+        let status = resp.status();
+        let text = resp.text().await.expect("body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp { status, body, text }
+    }
+
+    pub async fn login(&self, email: &str, password: &str) -> String {
+        let r = self
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(json!({"email": email, "password": password})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "login {email}: {}", r.text);
+        r.body["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
+    /// Creates a user (as the portal admin) and logs them in.
+    pub async fn user(&self, name: &str) -> (Uuid, String) {
+        let email = format!("{name}@oec.test");
+        let r = self
+            .post(
+                "/api/v1/users",
+                &self.admin_token,
+                json!({"email": email, "name": name, "password": "password-123"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        (r.id(), self.login(&email, "password-123").await)
+    }
+}
+
+/// A small world to test against: an organization with a project, a server,
+/// an Odoo version and an environment, all created by the portal admin.
+pub struct World {
+    pub org: Uuid,
+    pub project: Uuid,
+    pub server: Uuid,
+    pub environment: Uuid,
+}
+
+impl World {
+    pub async fn build(app: &TestApp, slug: &str) -> World {
+        let t = &app.admin_token;
+        let org = app
+            .post(
+                "/api/v1/organizations",
+                t,
+                json!({"name": slug, "slug": slug}),
+            )
+            .await;
+        assert_eq!(org.status, StatusCode::CREATED, "{}", org.text);
+        let org = org.id();
+        let project = app
+            .post(
+                "/api/v1/projects",
+                t,
+                json!({"organization_id": org, "name": "My Project", "slug": "my-project",
+                       "git_url": "https://git.example.com/acme/my-project.git", "git_branch": "main"}),
+            )
+            .await;
+        assert_eq!(project.status, StatusCode::CREATED, "{}", project.text);
+        let server = app
+            .post(
+                "/api/v1/servers",
+                t,
+                json!({"organization_id": org, "name": "srv", "host": "127.0.0.1", "ssh_port": 2222,
+                       "ssh_user": "oecdeploy", "auth_method": "password", "password": "server-pass-secret"}),
+            )
+            .await;
+        assert_eq!(server.status, StatusCode::CREATED, "{}", server.text);
+        // The version may exist already when a second world is built in one app.
+        let v = app
+            .post(
+                "/api/v1/odoo-versions",
+                t,
+                json!({"version": "18.0", "image": "odoo:18.0"}),
+            )
+            .await;
+        assert!(
+            v.status == StatusCode::CREATED || v.code() == "version_exists",
+            "{}",
+            v.text
+        );
+        let env = app
+            .post(
+                "/api/v1/environments",
+                t,
+                json!({"project_id": project.id(), "server_id": server.id(), "name": "staging", "kind": "staging",
+                       "subdomain": format!("{slug}-staging"), "odoo_version": "18.0", "cpu_cores": 2.0,
+                       "ram_mb": 2048, "disk_gb": 20}),
+            )
+            .await;
+        assert_eq!(env.status, StatusCode::CREATED, "{}", env.text);
+        World {
+            org,
+            project: project.id(),
+            server: server.id(),
+            environment: env.id(),
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! Black-box tests of the API against real PostgreSQL and Redis.
+
+mod auth;
+mod bad_input;
+mod permissions;
+mod resources;
+mod secrets;

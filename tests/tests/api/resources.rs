@@ -1,0 +1,493 @@
+//! Every resource endpoint, driven as a portal admin and as members.
+
+use oec_tests::{TestApp, World};
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[tokio::test]
+async fn users_are_created_and_listed_by_the_portal_admin() {
+    let app = TestApp::spawn().await;
+    let t = &app.admin_token;
+    let r = app
+        .post(
+            "/api/v1/users",
+            t,
+            json!({"email": "Jo@Oec.Test", "name": "Jo", "password": "password-123"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["email"], "jo@oec.test");
+    let dup = app
+        .post(
+            "/api/v1/users",
+            t,
+            json!({"email": "jo@oec.test", "name": "Jo", "password": "password-123"}),
+        )
+        .await;
+    assert_eq!(
+        (dup.status, dup.code()),
+        (StatusCode::CONFLICT, "email_taken")
+    );
+    let list = app.get("/api/v1/users?limit=1&skip=1", t).await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert_eq!(list.body.as_array().map(Vec::len), Some(1));
+    assert_eq!(list.body[0]["email"], "jo@oec.test");
+    // The new user logs in, but may neither list nor create users.
+    let token = app.login("jo@oec.test", "password-123").await;
+    assert_eq!(
+        app.get("/api/v1/users", &token).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let r = app
+        .post(
+            "/api/v1/users",
+            &token,
+            json!({"email": "x@oec.test", "name": "X", "password": "password-123"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn organizations_crud_and_members() {
+    let app = TestApp::spawn().await;
+    let (alice, alice_t) = app.user("alice").await;
+    let (bob, bob_t) = app.user("bob").await;
+    // Any user may create an organization and becomes its owner.
+    let org = app
+        .post(
+            "/api/v1/organizations",
+            &alice_t,
+            json!({"name": "Acme", "slug": "acme"}),
+        )
+        .await;
+    assert_eq!(org.status, StatusCode::CREATED, "{}", org.text);
+    let id = org.id();
+    let path = format!("/api/v1/organizations/{id}");
+    assert_eq!(app.get(&path, &alice_t).await.body["slug"], "acme");
+    let listed = app.get("/api/v1/organizations", &alice_t).await;
+    assert_eq!(listed.body.as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        app.get("/api/v1/organizations", &bob_t).await.body,
+        json!([])
+    );
+    // PATCH renames.
+    let r = app
+        .patch(&path, &alice_t, json!({"name": "Acme Inc"}))
+        .await;
+    assert_eq!(
+        (r.status, r.body["name"].as_str()),
+        (StatusCode::OK, Some("Acme Inc"))
+    );
+    // Members: bob joins as admin, sees it, may update but not delete.
+    let r = app
+        .post(
+            &format!("{path}/members"),
+            &alice_t,
+            json!({"user_id": bob, "role": "admin"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["role"].as_str()),
+        (StatusCode::CREATED, Some("admin"))
+    );
+    assert_eq!(app.get(&path, &bob_t).await.status, StatusCode::OK);
+    assert_eq!(
+        app.patch(&path, &bob_t, json!({"slug": "acme-2"}))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        app.delete(&path, &bob_t).await.status,
+        StatusCode::FORBIDDEN
+    );
+    // An org admin cannot make anyone owner, nor demote the owner.
+    let r = app
+        .post(
+            &format!("{path}/members"),
+            &bob_t,
+            json!({"user_id": bob, "role": "owner"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = app
+        .post(
+            &format!("{path}/members"),
+            &bob_t,
+            json!({"user_id": alice, "role": "member"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    // The last owner stays an owner.
+    let r = app
+        .post(
+            &format!("{path}/members"),
+            &alice_t,
+            json!({"user_id": alice, "role": "member"}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "last_owner"));
+    // Slugs are unique.
+    let r = app
+        .post(
+            "/api/v1/organizations",
+            &bob_t,
+            json!({"name": "Other", "slug": "acme-2"}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (StatusCode::CONFLICT, "slug_taken"));
+    // The owner deletes it; then it is gone.
+    assert_eq!(
+        app.delete(&path, &alice_t).await.status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(app.get(&path, &alice_t).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn projects_crud_and_members() {
+    let app = TestApp::spawn().await;
+    let w = World::build(&app, "acme").await;
+    let t = &app.admin_token;
+    let (carol, carol_t) = app.user("carol").await;
+    let path = format!("/api/v1/projects/{}", w.project);
+    assert_eq!(app.get(&path, t).await.body["git_branch"], "main");
+    let list = app
+        .get(&format!("/api/v1/projects?organization_id={}", w.org), t)
+        .await;
+    assert_eq!(list.body.as_array().map(Vec::len), Some(1));
+    let r = app
+        .patch(
+            &path,
+            t,
+            json!({"git_branch": "release/18.0", "name": "Renamed"}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["git_branch"].as_str()),
+        (StatusCode::OK, Some("release/18.0"))
+    );
+    // Carol is not a member: 404, and no project in her list.
+    assert_eq!(app.get(&path, &carol_t).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(app.get("/api/v1/projects", &carol_t).await.body, json!([]));
+    let r = app
+        .post(
+            &format!("{path}/members"),
+            t,
+            json!({"user_id": carol, "role": "member"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(app.get(&path, &carol_t).await.status, StatusCode::OK);
+    assert_eq!(
+        app.get("/api/v1/projects", &carol_t)
+            .await
+            .body
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    // A member may not change or delete the project.
+    assert_eq!(
+        app.patch(&path, &carol_t, json!({"name": "x"}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        app.delete(&path, &carol_t).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let dup = app
+        .post(
+            "/api/v1/projects",
+            t,
+            json!({"organization_id": w.org, "name": "Dup", "slug": "my-project", "git_url": "https://h.example/r.git", "git_branch": "main"}),
+        )
+        .await;
+    assert_eq!(
+        (dup.status, dup.code()),
+        (StatusCode::CONFLICT, "slug_taken")
+    );
+    // Deleting the project takes its environments with it.
+    assert_eq!(app.delete(&path, t).await.status, StatusCode::NO_CONTENT);
+    let env = app
+        .get(&format!("/api/v1/environments/{}", w.environment), t)
+        .await;
+    assert_eq!(env.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn servers_store_credentials_without_returning_them() {
+    let app = TestApp::spawn().await;
+    let w = World::build(&app, "acme").await;
+    let t = &app.admin_token;
+    let s = app.get(&format!("/api/v1/servers/{}", w.server), t).await;
+    assert_eq!(s.status, StatusCode::OK);
+    assert_eq!(
+        (
+            s.body["has_password"].as_bool(),
+            s.body["has_private_key"].as_bool()
+        ),
+        (Some(true), Some(false))
+    );
+    assert_eq!(s.body["ssh_port"], 2222);
+    let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----";
+    let r = app
+        .post(
+            "/api/v1/servers",
+            t,
+            json!({"organization_id": w.org, "name": "srv-key", "host": "srv.example.com", "ssh_user": "deploy",
+                   "auth_method": "key", "private_key": key,
+                   "host_key_fingerprint": "SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["ssh_port"], 22, "the port defaults to 22");
+    assert_eq!(r.body["has_private_key"], true);
+    let list = app
+        .get(&format!("/api/v1/servers?organization_id={}", w.org), t)
+        .await;
+    assert_eq!(list.body.as_array().map(Vec::len), Some(2));
+    // Stored encrypted: the database holds no plaintext.
+    let stored: Vec<String> = sqlx::query_scalar("SELECT secret_encrypted FROM servers")
+        .fetch_all(&app.db)
+        .await
+        .expect("select");
+    assert!(
+        stored
+            .iter()
+            .all(|s| !s.contains("server-pass-secret") && !s.contains("BEGIN"))
+    );
+    let dup = app
+        .post(
+            "/api/v1/servers",
+            t,
+            json!({"organization_id": w.org, "name": "srv", "host": "h.example.com", "ssh_user": "u", "auth_method": "password", "password": "pw"}),
+        )
+        .await;
+    assert_eq!(
+        (dup.status, dup.code()),
+        (StatusCode::CONFLICT, "name_taken")
+    );
+}
+
+#[tokio::test]
+async fn odoo_versions_are_managed_by_portal_admins_and_listed_by_all() {
+    let app = TestApp::spawn().await;
+    let t = &app.admin_token;
+    let r = app
+        .post(
+            "/api/v1/odoo-versions",
+            t,
+            json!({"version": "17.0", "image": "127.0.0.1:5000/oec/odoo:17.0", "registry_username": "bot", "registry_password": "reg-secret"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["has_registry_password"], true);
+    let dup = app
+        .post(
+            "/api/v1/odoo-versions",
+            t,
+            json!({"version": "17.0", "image": "odoo:17.0"}),
+        )
+        .await;
+    assert_eq!(
+        (dup.status, dup.code()),
+        (StatusCode::CONFLICT, "version_exists")
+    );
+    let (_, user_t) = app.user("dana").await;
+    let list = app.get("/api/v1/odoo-versions", &user_t).await;
+    assert_eq!(list.body[0]["version"], "17.0");
+    let r = app
+        .post(
+            "/api/v1/odoo-versions",
+            &user_t,
+            json!({"version": "19.0", "image": "odoo:19.0"}),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "forbidden"));
+}
+
+#[tokio::test]
+async fn repositories_at_each_scope() {
+    let app = TestApp::spawn().await;
+    let w = World::build(&app, "acme").await;
+    let t = &app.admin_token;
+    let repo = |scope: &str, name: &str| json!({"scope": scope, "name": name, "git_url": format!("https://git.example.com/{name}.git"), "branch": "18.0"});
+    let r = app
+        .post(
+            "/api/v1/repositories",
+            t,
+            repo("platform", "platform-utils"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let mut org_repo = repo("organization", "org-modules");
+    org_repo["organization_id"] = json!(w.org);
+    org_repo["token"] = json!("ghp_orgtoken123");
+    let r = app.post("/api/v1/repositories", t, org_repo).await;
+    assert_eq!(
+        (r.status, r.body["has_token"].as_bool()),
+        (StatusCode::CREATED, Some(true)),
+        "{}",
+        r.text
+    );
+    let mut project_repo = repo("project", "extra");
+    project_repo["project_id"] = json!(w.project);
+    let r = app
+        .post("/api/v1/repositories", t, project_repo.clone())
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["organization_id"], json!(w.org));
+    let dup = app.post("/api/v1/repositories", t, project_repo).await;
+    assert_eq!(
+        (dup.status, dup.code()),
+        (StatusCode::CONFLICT, "name_taken")
+    );
+    assert_eq!(
+        app.get("/api/v1/repositories", t)
+            .await
+            .body
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+    // An outsider sees platform repositories only, and may not add one.
+    let (_, eve_t) = app.user("eve").await;
+    let seen = app.get("/api/v1/repositories", &eve_t).await;
+    assert_eq!(seen.body.as_array().map(Vec::len), Some(1));
+    assert_eq!(seen.body[0]["scope"], "platform");
+    let r = app
+        .post("/api/v1/repositories", &eve_t, repo("platform", "mine"))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn dns_providers_per_organization() {
+    let app = TestApp::spawn().await;
+    let w = World::build(&app, "acme").await;
+    let t = &app.admin_token;
+    let body = json!({"organization_id": w.org, "kind": "cloudflare", "api_token": "cf-token-secret",
+                      "zone_id": "023e105f4ecef8ad9ca31a8372d0c353", "apps_domain": "apps.example.com"});
+    let r = app.post("/api/v1/dns-providers", t, body.clone()).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    assert_eq!(r.body["has_api_token"], true);
+    let dup = app.post("/api/v1/dns-providers", t, body).await;
+    assert_eq!(
+        (dup.status, dup.code()),
+        (StatusCode::CONFLICT, "domain_taken")
+    );
+    let list = app
+        .get(
+            &format!("/api/v1/dns-providers?organization_id={}", w.org),
+            t,
+        )
+        .await;
+    assert_eq!(list.body[0]["apps_domain"], "apps.example.com");
+}
+
+#[tokio::test]
+async fn environments_crud_with_defaults_and_reference_checks() {
+    let app = TestApp::spawn().await;
+    let w = World::build(&app, "acme").await;
+    let t = &app.admin_token;
+    let path = format!("/api/v1/environments/{}", w.environment);
+    let env = app.get(&path, t).await;
+    assert_eq!(env.status, StatusCode::OK);
+    assert_eq!(
+        env.body["branch"], "main",
+        "the branch defaults to the project's"
+    );
+    assert_eq!(env.body["status"], "created");
+    assert_eq!(env.body["odoo_conf_overrides"], json!({}));
+    let overrides = json!({"performance": {"workers": 8}, "logging": {"log_level": "debug"}});
+    let r = app
+        .patch(
+            &path,
+            t,
+            json!({"ram_mb": 4096, "odoo_conf_overrides": overrides, "replica_enabled": true}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        (r.body["ram_mb"].as_i64(), r.body["cpu_cores"].as_f64()),
+        (Some(4096), Some(2.0))
+    );
+    assert_eq!(r.body["odoo_conf_overrides"], overrides);
+    let list = app
+        .get(&format!("/api/v1/environments?project_id={}", w.project), t)
+        .await;
+    assert_eq!(list.body.as_array().map(Vec::len), Some(1));
+    // A server of another organization, or an unknown version, is refused.
+    let other = World::build(&app, "other").await;
+    let base = json!({"project_id": w.project, "server_id": other.server, "name": "prod", "kind": "production",
+                      "subdomain": "acme-prod", "odoo_version": "18.0"});
+    let r = app.post("/api/v1/environments", t, base.clone()).await;
+    assert_eq!(
+        (r.status, r.body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("server_id"))
+    );
+    let mut b = base.clone();
+    b["server_id"] = json!(w.server);
+    b["odoo_version"] = json!("16.0");
+    let r = app.post("/api/v1/environments", t, b.clone()).await;
+    assert_eq!(
+        (r.status, r.body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("odoo_version"))
+    );
+    b["odoo_version"] = json!("18.0");
+    b["subdomain"] = json!("acme-staging");
+    let r = app.post("/api/v1/environments", t, b).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::CONFLICT, "subdomain_taken")
+    );
+    // A pending deployment blocks deletion; once it is gone, delete works.
+    sqlx::query(
+        "INSERT INTO deployments (id, project_id, environment_id, version) VALUES ($1, $2, $3, 1)",
+    )
+    .bind(uuid::Uuid::new_v4())
+    .bind(w.project)
+    .bind(w.environment)
+    .execute(&app.db)
+    .await
+    .expect("insert deployment");
+    let r = app.delete(&path, t).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::CONFLICT, "deployment_in_progress")
+    );
+    sqlx::query("DELETE FROM deployments")
+        .execute(&app.db)
+        .await
+        .expect("delete");
+    assert_eq!(app.delete(&path, t).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.get(&path, t).await.status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn schema_constraints_hold_one_active_deployment_per_environment() {
+    let app = TestApp::spawn().await;
+    let w = World::build(&app, "acme").await;
+    let insert = |version: i32, status: &'static str| {
+        sqlx::query("INSERT INTO deployments (id, project_id, environment_id, version, status) VALUES ($1, $2, $3, $4, $5)")
+            .bind(uuid::Uuid::new_v4())
+            .bind(w.project)
+            .bind(w.environment)
+            .bind(version)
+            .bind(status)
+    };
+    insert(1, "pending").execute(&app.db).await.expect("first");
+    let second = insert(2, "running")
+        .execute(&app.db)
+        .await
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(second.contains("deployments_one_active"), "{second}");
+    let bad = insert(3, "exploded").execute(&app.db).await;
+    assert!(bad.is_err(), "status is a closed set");
+}

@@ -1,0 +1,94 @@
+//! Secrets are encrypted at rest and never appear in any response.
+
+use oec_tests::{TestApp, World};
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[tokio::test]
+async fn no_response_ever_contains_a_stored_secret() {
+    let app = TestApp::spawn().await;
+    let w = World::build(&app, "acme").await;
+    let t = &app.admin_token;
+    let secrets = [
+        "server-pass-secret",
+        "reg-pass-secret",
+        "ghp_repo_token_secret",
+        "cf-api-token-secret",
+        "PRIVATE-KEY-BODY",
+    ];
+    let mut bodies = Vec::new();
+    let key =
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nPRIVATE-KEY-BODY\n-----END OPENSSH PRIVATE KEY-----";
+    for (path, body) in [
+        (
+            "/api/v1/servers",
+            json!({"organization_id": w.org, "name": "k", "host": "h.example.com", "ssh_user": "u", "auth_method": "key", "private_key": key}),
+        ),
+        (
+            "/api/v1/odoo-versions",
+            json!({"version": "17.0", "image": "odoo:17.0", "registry_username": "bot", "registry_password": "reg-pass-secret"}),
+        ),
+        (
+            "/api/v1/repositories",
+            json!({"scope": "organization", "organization_id": w.org, "name": "r", "git_url": "https://h.example/r.git",
+                   "branch": "main", "token": "ghp_repo_token_secret"}),
+        ),
+        (
+            "/api/v1/dns-providers",
+            json!({"organization_id": w.org, "kind": "cloudflare", "api_token": "cf-api-token-secret", "zone_id": "z1", "apps_domain": "apps.example.com"}),
+        ),
+    ] {
+        let r = app.post(path, t, body).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{path}: {}", r.text);
+        bodies.push(r.text);
+    }
+    // A bad request that carries a secret must not echo it either.
+    let r = app
+        .post("/api/v1/servers", t, json!({"organization_id": w.org, "name": "bad", "host": "bad host", "ssh_user": "u",
+                                           "auth_method": "password", "password": "server-pass-secret"}))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    bodies.push(r.text);
+    for path in [
+        "/api/v1/servers".to_owned(),
+        format!("/api/v1/servers/{}", w.server),
+        "/api/v1/odoo-versions".to_owned(),
+        "/api/v1/repositories".to_owned(),
+        "/api/v1/dns-providers".to_owned(),
+        format!("/api/v1/environments/{}", w.environment),
+        "/api/v1/users".to_owned(),
+        "/api/v1/auth/me".to_owned(),
+    ] {
+        let r = app.get(&path, t).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        bodies.push(r.text);
+    }
+    for body in &bodies {
+        for s in secrets {
+            assert!(!body.contains(s), "secret {s} leaked in {body}");
+        }
+        assert!(
+            !body.contains("password_hash") && !body.contains("_encrypted"),
+            "{body}"
+        );
+    }
+    // At rest, every secret column holds ciphertext.
+    let stored: Vec<String> = sqlx::query_scalar(
+        "SELECT secret_encrypted FROM servers UNION ALL SELECT registry_password_encrypted FROM odoo_versions WHERE registry_password_encrypted IS NOT NULL
+         UNION ALL SELECT token_encrypted FROM addon_repositories WHERE token_encrypted IS NOT NULL
+         UNION ALL SELECT api_token_encrypted FROM dns_providers",
+    )
+    .fetch_all(&app.db)
+    .await
+    .expect("select");
+    assert_eq!(stored.len(), 5);
+    for s in &stored {
+        for secret in secrets {
+            assert!(!s.contains(secret));
+        }
+        assert!(
+            app.settings.secret_key.decrypt(s).is_ok(),
+            "stored value decrypts with OEC_SECRET_KEY"
+        );
+    }
+}
