@@ -11,9 +11,14 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     oec_common::telemetry::init(settings.log_format);
+    let mut signals = oec_common::shutdown::Signals::install()?;
     let app = Application::build(settings).await?;
     tracing::info!(port = app.port(), "oec-api listening");
-    app.run_until_stopped().await?;
+    app.run_until(async {
+        let signal = signals.recv().await;
+        tracing::info!(signal, "oec-api stopping");
+    })
+    .await?;
     tracing::info!("oec-api stopped");
     Ok(())
 }

@@ -65,6 +65,7 @@ impl Application {
                 .service(web::scope("/api/v1").configure(routes::configure))
                 .default_service(web::to(errors::not_found))
         })
+        .disable_signals()
         .listen(listener)?
         .run();
         Ok(Application { port, server })
@@ -74,8 +75,26 @@ impl Application {
         self.port
     }
 
-    /// Runs until SIGINT/SIGTERM, then drains in-flight requests.
+    /// Runs until the server fails.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
+    }
+
+    /// Runs until `stop` resolves, then stops accepting connections and
+    /// drains in-flight requests.
+    pub async fn run_until(
+        self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let mut server = std::pin::pin!(self.server);
+        tokio::select! {
+            r = &mut server => r,
+            () = stop => {
+                // The server future must keep running to carry out the stop.
+                let ((), r) = tokio::join!(handle.stop(true), server);
+                r
+            }
+        }
     }
 }

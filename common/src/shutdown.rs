@@ -1,28 +1,28 @@
-//! Waiting for SIGTERM or SIGINT, the way every oec process stops.
+//! How every oec process stops: on SIGTERM or SIGINT. The handlers are
+//! installed before a process reports itself started, so a signal that comes
+//! right after "started" is never lost.
 
-/// Resolves on the first SIGTERM or SIGINT, and names which one came.
-pub async fn signal() -> &'static str {
-    let ctrl_c = async {
-        match tokio::signal::ctrl_c().await {
-            Ok(()) => "SIGINT",
-            Err(_) => std::future::pending().await,
+use tokio::signal::unix::{Signal, SignalKind, signal};
+
+pub struct Signals {
+    term: Signal,
+    int: Signal,
+}
+
+impl Signals {
+    pub fn install() -> std::io::Result<Self> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Resolves on the next SIGTERM or SIGINT and names it.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-                "SIGTERM"
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<&'static str>();
-    tokio::select! {
-        s = ctrl_c => s,
-        s = term => s,
     }
 }
 

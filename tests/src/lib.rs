@@ -330,3 +330,54 @@ impl World {
         }
     }
 }
+
+/// The path of a workspace binary (`oec-api`, `oec-worker`, `oec-scheduler`),
+/// built on first use so that the tests never run a stale one.
+pub fn binary(name: &str) -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let status = std::process::Command::new(option_env!("CARGO").unwrap_or("cargo"))
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "oec-api",
+                "-p",
+                "oec-worker",
+                "-p",
+                "oec-scheduler",
+                "--bins",
+            ])
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the binaries failed");
+    });
+    let exe = std::env::current_exe().expect("current exe");
+    // target/debug/deps/<test> → target/debug/<name>
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    dir.join(name)
+}
+
+/// The environment a real process runs with in tests (as `test_settings`).
+pub fn process_env(database_url: &str, extra: &[(&str, &str)]) -> Vec<(String, String)> {
+    let prefix = format!("test:{}:", Uuid::new_v4().simple());
+    let mut vars: Vec<(String, String)> = [
+        ("DATABASE_URL", database_url),
+        ("REDIS_URL", &redis_url()),
+        ("OEC_REDIS_PREFIX", &prefix),
+        ("OEC_BIND", "127.0.0.1:0"),
+        ("OEC_JWT_SECRET", "test-jwt-secret-test-jwt-secret-0123"),
+        ("OEC_SECRET_KEY", SECRET_KEY_B64),
+        ("OEC_BOOTSTRAP_ADMIN_EMAIL", ADMIN_EMAIL),
+        ("OEC_BOOTSTRAP_ADMIN_PASSWORD", ADMIN_PASSWORD),
+        ("NO_COLOR", "1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in extra {
+        vars.retain(|(name, _)| name != k);
+        vars.push((k.to_string(), v.to_string()));
+    }
+    vars
+}

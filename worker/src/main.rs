@@ -15,6 +15,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     oec_common::telemetry::init(settings.log_format);
+    let mut signals = oec_common::shutdown::Signals::install()?;
     let pool = oec_common::db::connect_and_migrate(
         &settings.database_url,
         settings.database_max_connections,
@@ -22,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     oec_common::shutdown::ping_redis(&settings.redis_url).await?;
     tracing::info!("oec-worker started");
-    let signal = oec_common::shutdown::signal().await;
+    let signal = signals.recv().await;
     tracing::info!(signal, "oec-worker stopping");
     pool.close().await;
     tracing::info!("oec-worker stopped");

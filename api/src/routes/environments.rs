@@ -140,13 +140,13 @@ async fn check_references(
             }
         }
     }
-    if let Some(v) = version {
-        if !db::odoo_versions::exists(&state.pool, v).await? {
-            return Err(ApiError::invalid(
-                "odoo_version",
-                format!("Odoo version {v} is not configured (see /api/v1/odoo-versions)"),
-            ));
-        }
+    if let Some(v) = version
+        && !db::odoo_versions::exists(&state.pool, v).await?
+    {
+        return Err(ApiError::invalid(
+            "odoo_version",
+            format!("Odoo version {v} is not configured (see /api/v1/odoo-versions)"),
+        ));
     }
     Ok(())
 }

@@ -178,15 +178,13 @@ pub fn parse_git_url(field: &str, v: &str, allow_file: bool) -> FieldResult<Stri
         return invalid(field, "scheme must be https, ssh or file");
     }
     // scp-like: user@host:path
-    if let Some((userhost, path)) = v.split_once(':') {
-        if let Some((user, host)) = userhost.split_once('@') {
-            if parse_unix_user(field, user).is_ok()
-                && parse_host(field, host).is_ok()
-                && !path.is_empty()
-            {
-                return Ok(v.to_owned());
-            }
-        }
+    if let Some((userhost, path)) = v.split_once(':')
+        && let Some((user, host)) = userhost.split_once('@')
+        && parse_unix_user(field, user).is_ok()
+        && parse_host(field, host).is_ok()
+        && !path.is_empty()
+    {
+        return Ok(v.to_owned());
     }
     invalid(
         field,
