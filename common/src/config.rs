@@ -54,6 +54,21 @@ pub struct Settings {
     pub allow_file_repos: bool,
     pub max_body_bytes: usize,
     pub log_format: LogFormat,
+    /// Deployments one worker process runs at once.
+    pub worker_concurrency: usize,
+    /// How long a stopping worker lets running deployments finish.
+    pub worker_grace: Duration,
+    /// How often a worker heartbeats each deployment it runs (and notices a
+    /// cancel request).
+    pub heartbeat_interval: Duration,
+    /// The longest one pipeline stage may take.
+    pub stage_timeout: Duration,
+    /// Where environments live on a server: `{root}/{uuid}/...`.
+    pub deploy_root: String,
+    /// Events kept in Redis for clients that reconnect.
+    pub event_replay_max: usize,
+    /// Interval of the `: keepalive` comment on SSE streams.
+    pub sse_keepalive: Duration,
 }
 
 impl fmt::Debug for Settings {
@@ -171,6 +186,35 @@ impl Settings {
             _ => Err("must be `pretty` or `json`".into()),
         });
 
+        let worker_concurrency =
+            r.optional("OEC_WORKER_CONCURRENCY", 4, |v| parse_range(v, 1, 256)) as usize;
+        let worker_grace = r.optional("OEC_WORKER_GRACE_SECS", Duration::from_secs(60), |v| {
+            parse_range(v, 0, 3600).map(|n| Duration::from_secs(n.into()))
+        });
+        let heartbeat_interval = r.optional("OEC_HEARTBEAT_MS", Duration::from_millis(1000), |v| {
+            parse_range(v, 100, 60_000).map(|n| Duration::from_millis(n.into()))
+        });
+        let stage_timeout = r.optional("OEC_STAGE_TIMEOUT_SECS", Duration::from_secs(900), |v| {
+            parse_range(v, 1, 86_400).map(|n| Duration::from_secs(n.into()))
+        });
+        let deploy_root = r.optional("OEC_DEPLOY_ROOT", "/opt/paasportal".to_owned(), |v| {
+            if v.starts_with('/')
+                && v.len() > 1
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b))
+            {
+                Ok(v.trim_end_matches('/').to_owned())
+            } else {
+                Err("must be an absolute path of letters, digits, '/', '.', '_' and '-'".into())
+            }
+        });
+        let event_replay_max = r.optional("OEC_EVENT_REPLAY_MAX", 50_000, |v| {
+            parse_range(v, 10_000, 10_000_000)
+        }) as usize;
+        let sse_keepalive = r.optional("OEC_SSE_KEEPALIVE_SECS", Duration::from_secs(30), |v| {
+            parse_range(v, 1, 3600).map(|n| Duration::from_secs(n.into()))
+        });
+
         if !r.errors.is_empty() {
             return Err(ConfigError(r.errors));
         }
@@ -195,6 +239,13 @@ impl Settings {
             allow_file_repos,
             max_body_bytes,
             log_format,
+            worker_concurrency,
+            worker_grace,
+            heartbeat_interval,
+            stage_timeout,
+            deploy_root,
+            event_replay_max,
+            sse_keepalive,
         })
     }
 

@@ -6,7 +6,9 @@
 pub mod auth;
 pub mod config;
 pub mod db;
+pub mod events;
 pub mod model;
+pub mod queue;
 pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;

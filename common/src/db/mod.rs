@@ -2,6 +2,7 @@
 //! with binds, so a fresh clone builds without a database.
 
 pub mod access;
+pub mod deployments;
 pub mod dns_providers;
 pub mod environments;
 pub mod odoo_versions;

@@ -3,6 +3,7 @@
 
 pub mod fields;
 pub mod overrides;
+pub mod steps;
 
 /// A closed set of values stored as text; `parse` is the only way in.
 macro_rules! text_enum {
@@ -69,3 +70,38 @@ text_enum!(
         Stopped => "stopped",
     }
 );
+text_enum!(
+    DeploymentStatus {
+        Pending => "pending",
+        Running => "running",
+        Success => "success",
+        Failed => "failed",
+        Cancelled => "cancelled",
+    }
+);
+text_enum!(
+    /// Why a deployment was started.
+    Trigger { Manual => "manual", GitPush => "git_push", Api => "api", Scheduled => "scheduled", Rollback => "rollback" }
+);
+text_enum!(
+    LogLevel { Debug => "debug", Info => "info", Warning => "warning", Error => "error" }
+);
+text_enum!(
+    StepStatus {
+        Pending => "pending",
+        Running => "running",
+        Completed => "completed",
+        Failed => "failed",
+        Skipped => "skipped",
+        Warning => "warning",
+    }
+);
+
+impl DeploymentStatus {
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            DeploymentStatus::Success | DeploymentStatus::Failed | DeploymentStatus::Cancelled
+        )
+    }
+}

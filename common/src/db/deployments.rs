@@ -1,0 +1,360 @@
+//! Deployments, their steps and log lines.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgPool, Postgres, Transaction};
+use uuid::Uuid;
+
+use super::Page;
+use crate::model::LogLevel;
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Deployment {
+    pub id: Uuid,
+    pub project_id: Uuid,
+    pub environment_id: Uuid,
+    pub vm_id: Option<Uuid>,
+    pub version: i32,
+    pub status: String,
+    pub trigger: String,
+    pub triggered_by: Option<Uuid>,
+    pub git_commit: Option<String>,
+    pub git_branch: Option<String>,
+    pub git_message: Option<String>,
+    pub committer_name: Option<String>,
+    pub committer_email: Option<String>,
+    pub commit_date: Option<DateTime<Utc>>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub duration_seconds: Option<f64>,
+    pub container_id: Option<String>,
+    pub image_tag: Option<String>,
+    pub error_message: Option<String>,
+    pub current_step: Option<String>,
+    pub progress_percent: i32,
+    pub cancel_requested_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+const COLUMNS: &str =
+    "id, project_id, environment_id, vm_id, version, status, trigger, triggered_by,
+    git_commit, git_branch, git_message, committer_name, committer_email, commit_date, started_at,
+    completed_at, duration_seconds, container_id, image_tag, error_message, current_step,
+    progress_percent, cancel_requested_at, created_at, updated_at";
+
+pub enum Created {
+    New(Deployment),
+    /// The same `Idempotency-Key` was used before by the same user.
+    Replayed(Deployment),
+    /// Another deployment of the environment is pending or running.
+    InProgress(Deployment),
+}
+
+pub struct NewDeployment<'a> {
+    pub environment_id: Uuid,
+    pub trigger: &'a str,
+    pub triggered_by: Uuid,
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// Creates a pending deployment with the next version of its environment and
+/// its first log line, in one transaction. The environment row is locked, so
+/// concurrent requests are serialized: exactly one wins, the others see it.
+pub async fn create(pool: &PgPool, n: &NewDeployment<'_>) -> sqlx::Result<Option<Created>> {
+    let mut tx = pool.begin().await?;
+    let env: Option<(Uuid, Uuid, String)> = sqlx::query_as(
+        "SELECT project_id, server_id, branch FROM environments WHERE id = $1 FOR UPDATE",
+    )
+    .bind(n.environment_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((project_id, server_id, branch)) = env else {
+        return Ok(None);
+    };
+    if let Some(key) = n.idempotency_key {
+        let prior: Option<Deployment> = sqlx::query_as(&format!(
+            "SELECT {COLUMNS} FROM deployments WHERE triggered_by = $1 AND idempotency_key = $2"
+        ))
+        .bind(n.triggered_by)
+        .bind(key)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(d) = prior {
+            return Ok(Some(Created::Replayed(d)));
+        }
+    }
+    let active: Option<Deployment> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM deployments WHERE environment_id = $1 AND status IN ('pending', 'running')"
+    ))
+    .bind(n.environment_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(d) = active {
+        return Ok(Some(Created::InProgress(d)));
+    }
+    let d: Deployment = sqlx::query_as(&format!(
+        "INSERT INTO deployments (id, project_id, environment_id, vm_id, version, trigger, triggered_by, git_branch, idempotency_key)
+         VALUES ($1, $2, $3, $4,
+                 (SELECT COALESCE(max(version), 0) + 1 FROM deployments WHERE environment_id = $3),
+                 $5, $6, $7, $8)
+         RETURNING {COLUMNS}"
+    ))
+    .bind(Uuid::new_v4())
+    .bind(project_id)
+    .bind(n.environment_id)
+    .bind(server_id)
+    .bind(n.trigger)
+    .bind(n.triggered_by)
+    .bind(branch)
+    .bind(n.idempotency_key)
+    .fetch_one(&mut *tx)
+    .await?;
+    insert_log(
+        &mut tx,
+        d.id,
+        1,
+        LogLevel::Info,
+        "Deployment created and queued",
+        Some("initializing"),
+        None,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Some(Created::New(d)))
+}
+
+async fn insert_log(
+    tx: &mut Transaction<'_, Postgres>,
+    deployment: Uuid,
+    seq: i64,
+    level: LogLevel,
+    message: &str,
+    step: Option<&str>,
+    data: Option<&serde_json::Value>,
+) -> sqlx::Result<LogLine> {
+    sqlx::query_as(
+        "INSERT INTO deployment_logs (id, deployment_id, seq, timestamp, level, message, step, data)
+         VALUES ($1, $2, $3, now(), $4, $5, $6, $7)
+         RETURNING id, seq, timestamp, level, message, step, data",
+    )
+    .bind(Uuid::new_v4())
+    .bind(deployment)
+    .bind(seq)
+    .bind(level.as_str())
+    .bind(message)
+    .bind(step)
+    .bind(data)
+    .fetch_one(&mut **tx)
+    .await
+}
+
+pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Deployment>> {
+    sqlx::query_as(&format!("SELECT {COLUMNS} FROM deployments WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Deployments of the projects whose deployments the user may list, newest first.
+pub async fn list_visible(
+    pool: &PgPool,
+    user: Uuid,
+    portal_admin: bool,
+    project: Option<Uuid>,
+    status: Option<&str>,
+    page: Page,
+) -> sqlx::Result<Vec<Deployment>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM deployments d
+         WHERE ($3::uuid IS NULL OR d.project_id = $3) AND ($4::text IS NULL OR d.status = $4)
+           AND ($1 OR EXISTS (SELECT 1 FROM projects p JOIN organization_members m ON m.organization_id = p.organization_id
+                              WHERE p.id = d.project_id AND m.user_id = $2 AND m.role IN ('owner', 'admin'))
+                   OR EXISTS (SELECT 1 FROM project_members pm WHERE pm.project_id = d.project_id
+                              AND pm.user_id = $2 AND pm.role IN ('admin', 'member')))
+         ORDER BY created_at DESC, id DESC OFFSET $5 LIMIT $6"
+    ))
+    .bind(portal_admin)
+    .bind(user)
+    .bind(project)
+    .bind(status)
+    .bind(page.skip)
+    .bind(page.limit)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn latest_for_environment(pool: &PgPool, env: Uuid) -> sqlx::Result<Option<Deployment>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM deployments WHERE environment_id = $1 ORDER BY version DESC LIMIT 1"
+    ))
+    .bind(env)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Records a cancel request on a pending or running deployment; a pending one
+/// is cancelled at once (no worker holds it). Returns the new state, or `None`
+/// when the deployment is already terminal.
+pub async fn request_cancel(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Deployment>> {
+    sqlx::query_as(&format!(
+        "UPDATE deployments SET
+            cancel_requested_at = COALESCE(cancel_requested_at, now()),
+            status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
+            completed_at = CASE WHEN status = 'pending' THEN now() ELSE completed_at END,
+            error_message = CASE WHEN status = 'pending' THEN 'Cancelled before it started' ELSE error_message END,
+            updated_at = now()
+         WHERE id = $1 AND status IN ('pending', 'running')
+         RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct LogLine {
+    pub id: Uuid,
+    pub seq: i64,
+    pub timestamp: DateTime<Utc>,
+    pub level: String,
+    pub message: String,
+    pub step: Option<String>,
+    pub data: Option<serde_json::Value>,
+}
+
+/// Log lines in `seq` order, optionally of one level.
+pub async fn logs(
+    pool: &PgPool,
+    deployment: Uuid,
+    level: Option<&str>,
+    page: Page,
+) -> sqlx::Result<Vec<LogLine>> {
+    sqlx::query_as(
+        "SELECT id, seq, timestamp, level, message, step, data FROM deployment_logs
+         WHERE deployment_id = $1 AND ($2::text IS NULL OR level = $2)
+         ORDER BY seq OFFSET $3 LIMIT $4",
+    )
+    .bind(deployment)
+    .bind(level)
+    .bind(page.skip)
+    .bind(page.limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Log lines after `seq`, in order, at most `limit`.
+pub async fn logs_after(
+    pool: &PgPool,
+    deployment: Uuid,
+    after_seq: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<LogLine>> {
+    sqlx::query_as(
+        "SELECT id, seq, timestamp, level, message, step, data FROM deployment_logs
+         WHERE deployment_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+    )
+    .bind(deployment)
+    .bind(after_seq)
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct StepRow {
+    pub step: String,
+    pub status: String,
+    pub started_at: Option<DateTime<Utc>>,
+    pub completed_at: Option<DateTime<Utc>>,
+    pub duration_seconds: Option<f64>,
+    pub latest_message: Option<String>,
+}
+
+pub async fn steps(pool: &PgPool, deployment: Uuid) -> sqlx::Result<Vec<StepRow>> {
+    sqlx::query_as(
+        "SELECT step, status, started_at, completed_at, duration_seconds, latest_message
+         FROM deployment_steps WHERE deployment_id = $1",
+    )
+    .bind(deployment)
+    .fetch_all(pool)
+    .await
+}
+
+/// Every log line of a deployment, for the progress view.
+pub async fn all_logs(pool: &PgPool, deployment: Uuid) -> sqlx::Result<Vec<LogLine>> {
+    logs(
+        pool,
+        deployment,
+        None,
+        Page {
+            skip: 0,
+            limit: i64::MAX,
+        },
+    )
+    .await
+}
+
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Stats {
+    pub total_deployments: i64,
+    pub success: i64,
+    pub failed: i64,
+    pub cancelled: i64,
+    pub pending: i64,
+    pub running: i64,
+    pub avg_duration_seconds: Option<f64>,
+    pub min_duration_seconds: Option<f64>,
+    pub max_duration_seconds: Option<f64>,
+    pub p50_duration_seconds: Option<f64>,
+    pub p95_duration_seconds: Option<f64>,
+}
+
+/// Counts over all of a project's deployments; durations over the last 30 days.
+pub async fn stats(pool: &PgPool, project: Uuid) -> sqlx::Result<Stats> {
+    sqlx::query_as(
+        "SELECT count(*) AS total_deployments,
+                count(*) FILTER (WHERE status = 'success') AS success,
+                count(*) FILTER (WHERE status = 'failed') AS failed,
+                count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
+                count(*) FILTER (WHERE status = 'pending') AS pending,
+                count(*) FILTER (WHERE status = 'running') AS running,
+                avg(duration_seconds) FILTER (WHERE recent) AS avg_duration_seconds,
+                min(duration_seconds) FILTER (WHERE recent) AS min_duration_seconds,
+                max(duration_seconds) FILTER (WHERE recent) AS max_duration_seconds,
+                percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_seconds) FILTER (WHERE recent) AS p50_duration_seconds,
+                percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_seconds) FILTER (WHERE recent) AS p95_duration_seconds
+         FROM (SELECT status, duration_seconds,
+                      created_at > now() - interval '30 days' AND duration_seconds IS NOT NULL AS recent
+               FROM deployments WHERE project_id = $1) d",
+    )
+    .bind(project)
+    .fetch_one(pool)
+    .await
+}
+
+/// Average duration per stage over the last 30 days.
+pub async fn stage_averages(pool: &PgPool, project: Uuid) -> sqlx::Result<Vec<(String, f64)>> {
+    sqlx::query_as(
+        "SELECT s.step, avg(s.duration_seconds) FROM deployment_steps s JOIN deployments d ON d.id = s.deployment_id
+         WHERE d.project_id = $1 AND d.created_at > now() - interval '30 days' AND s.duration_seconds IS NOT NULL
+         GROUP BY s.step",
+    )
+    .bind(project)
+    .fetch_all(pool)
+    .await
+}
+
+/// The names the export header shows.
+pub async fn names(
+    pool: &PgPool,
+    deployment: Uuid,
+) -> sqlx::Result<Option<(String, String, Uuid)>> {
+    sqlx::query_as(
+        "SELECT p.name, e.name, p.organization_id FROM deployments d JOIN projects p ON p.id = d.project_id
+         JOIN environments e ON e.id = d.environment_id WHERE d.id = $1",
+    )
+    .bind(deployment)
+    .fetch_optional(pool)
+    .await
+}

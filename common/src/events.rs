@@ -1,0 +1,118 @@
+//! Live events: the envelope published on `sse:events`, and the capped Redis
+//! stream that keeps recent events for clients that reconnect.
+//!
+//! Publishing appends to the stream and publishes on the channel in one Lua
+//! script, so the stream order and the channel order are the same and every
+//! event's `id` (the stream entry id) is known to subscribers.
+
+use redis::Script;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The channel name (before the configured prefix), as the spec fixes it.
+pub const CHANNEL: &str = "sse:events";
+/// The replay stream (before the configured prefix).
+pub const STREAM: &str = "sse:stream";
+
+/// One event as published: `{"id", "org_id", "type", "data"}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    #[serde(default)]
+    pub id: String,
+    pub org_id: Uuid,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub data: serde_json::Value,
+}
+
+impl Event {
+    /// The project the event belongs to, when it names one.
+    pub fn project_id(&self) -> Option<Uuid> {
+        self.data.get("project_id")?.as_str()?.parse().ok()
+    }
+
+    pub fn deployment_id(&self) -> Option<Uuid> {
+        self.data.get("deployment_id")?.as_str()?.parse().ok()
+    }
+}
+
+/// A stream entry id `ms-seq`, ordered as Redis orders them.
+pub fn parse_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
+const PUBLISH: &str = r#"
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[1])
+local msg = '{"id":"' .. id .. '",' .. string.sub(ARGV[1], 2)
+redis.call('PUBLISH', KEYS[2], msg)
+return id
+"#;
+
+/// Where events go: the channel and the stream, under the configured prefix.
+#[derive(Clone)]
+pub struct Publisher {
+    pool: deadpool_redis::Pool,
+    channel: String,
+    stream: String,
+    script: Script,
+    replay_max: usize,
+}
+
+impl Publisher {
+    pub fn new(pool: deadpool_redis::Pool, prefix: &str, replay_max: usize) -> Self {
+        Publisher {
+            pool,
+            channel: format!("{prefix}{CHANNEL}"),
+            stream: format!("{prefix}{STREAM}"),
+            script: Script::new(PUBLISH),
+            replay_max,
+        }
+    }
+
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    /// Publishes an event and returns its id.
+    pub async fn publish(
+        &self,
+        org_id: Uuid,
+        kind: &str,
+        data: serde_json::Value,
+    ) -> anyhow::Result<String> {
+        let body = serde_json::json!({"org_id": org_id, "type": kind, "data": data}).to_string();
+        let mut conn = self.pool.get().await?;
+        let id: String = self
+            .script
+            .key(&self.stream)
+            .key(&self.channel)
+            .arg(body)
+            .arg(self.replay_max)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(id)
+    }
+
+    /// Events after `last_id` (exclusive), oldest first, at most `count`.
+    pub async fn replay(&self, last_id: &str, count: usize) -> anyhow::Result<Vec<Event>> {
+        let mut conn = self.pool.get().await?;
+        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg(&self.stream)
+            .arg(format!("({last_id}"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(count)
+            .query_async(&mut conn)
+            .await?;
+        Ok(entries
+            .into_iter()
+            .filter_map(|(id, fields)| {
+                let body = fields.into_iter().find(|(k, _)| k == "e")?.1;
+                let mut e: Event = serde_json::from_str(&body).ok()?;
+                e.id = id;
+                Some(e)
+            })
+            .collect())
+    }
+}
