@@ -94,6 +94,42 @@ impl Publisher {
         Ok(id)
     }
 
+    /// Publishes several events in one round trip, in order; returns their ids.
+    pub async fn publish_many(
+        &self,
+        events: &[(Uuid, &str, serde_json::Value)],
+    ) -> anyhow::Result<Vec<String>> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.pool.get().await?;
+        let mut pipe = redis::pipe();
+        for (org_id, kind, data) in events {
+            let body =
+                serde_json::json!({"org_id": org_id, "type": kind, "data": data}).to_string();
+            pipe.invoke_script(
+                self.script
+                    .key(&self.stream)
+                    .key(&self.channel)
+                    .arg(body)
+                    .arg(self.replay_max),
+            );
+        }
+        match pipe.query_async::<Vec<String>>(&mut conn).await {
+            Ok(ids) => Ok(ids),
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                // First use on this Redis (or after SCRIPT FLUSH): load, then retry once.
+                redis::cmd("SCRIPT")
+                    .arg("LOAD")
+                    .arg(PUBLISH)
+                    .query_async::<String>(&mut conn)
+                    .await?;
+                Ok(pipe.query_async::<Vec<String>>(&mut conn).await?)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Events after `last_id` (exclusive), oldest first, at most `count`.
     pub async fn replay(&self, last_id: &str, count: usize) -> anyhow::Result<Vec<Event>> {
         let mut conn = self.pool.get().await?;

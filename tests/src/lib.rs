@@ -381,3 +381,43 @@ pub fn process_env(database_url: &str, extra: &[(&str, &str)]) -> Vec<(String, S
     }
     vars
 }
+
+/// This machine as a deployment target, from `.oec/target.env` (written by
+/// scripts/services) or the environment.
+pub struct TargetEnv {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub key_path: String,
+    pub password: String,
+}
+
+impl TargetEnv {
+    pub fn load() -> TargetEnv {
+        let mut vars: HashMap<String, String> = std::env::vars().collect();
+        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../.oec/target.env");
+        if let Ok(text) = std::fs::read_to_string(file) {
+            for line in text.lines() {
+                if let Some((k, v)) = line.split_once('=') {
+                    vars.entry(k.to_owned()).or_insert_with(|| v.to_owned());
+                }
+            }
+        }
+        let get = |k: &str| {
+            vars.get(k)
+                .cloned()
+                .unwrap_or_else(|| panic!("{k} missing: run scripts/services"))
+        };
+        TargetEnv {
+            host: get("OEC_TEST_SSH_HOST"),
+            port: get("OEC_TEST_SSH_PORT").parse().expect("port"),
+            user: get("OEC_TEST_SSH_USER"),
+            key_path: get("OEC_TEST_SSH_KEY"),
+            password: get("OEC_TEST_SSH_PASSWORD"),
+        }
+    }
+
+    pub fn private_key(&self) -> String {
+        std::fs::read_to_string(&self.key_path).expect("read the test private key")
+    }
+}

@@ -358,3 +358,226 @@ pub async fn names(
     .fetch_optional(pool)
     .await
 }
+
+// ---------------------------------------------------------------------------
+// The worker's side.
+
+/// Everything a worker needs to run one deployment, loaded at claim time.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RunContext {
+    pub deployment_id: Uuid,
+    pub version: i32,
+    pub trigger: String,
+    pub triggered_by: Option<Uuid>,
+    pub organization_id: Uuid,
+    pub project_id: Uuid,
+    pub project_name: String,
+    pub project_slug: String,
+    pub environment_id: Uuid,
+    pub environment_name: String,
+    pub environment_kind: String,
+    pub environment_status: String,
+    pub branch: String,
+    pub subdomain: String,
+    pub odoo_version: String,
+    pub cpu_cores: f64,
+    pub ram_mb: i32,
+    pub disk_gb: i32,
+    pub server_id: Uuid,
+    pub server_host: String,
+    pub ssh_port: i32,
+    pub ssh_user: String,
+    pub auth_method: String,
+    pub secret_encrypted: String,
+    pub host_key_fingerprint: Option<String>,
+}
+
+/// Takes a pending deployment for this worker: `None` when it is not pending
+/// any more (terminal, cancelled, or running elsewhere), so a redelivered job
+/// never runs a deployment twice.
+pub async fn claim(pool: &PgPool, id: Uuid, worker: &str) -> sqlx::Result<Option<RunContext>> {
+    let mut tx = pool.begin().await?;
+    let claimed: Option<(Uuid,)> = sqlx::query_as(
+        "UPDATE deployments SET status = 'running', started_at = now(), worker_id = $2, heartbeat_at = now(),
+                current_step = 'initializing', updated_at = now()
+         WHERE id = $1 AND status = 'pending' AND cancel_requested_at IS NULL RETURNING id",
+    )
+    .bind(id)
+    .bind(worker)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if claimed.is_none() {
+        return Ok(None);
+    }
+    let ctx: RunContext = sqlx::query_as(
+        "SELECT d.id AS deployment_id, d.version, d.trigger, d.triggered_by, p.organization_id, p.id AS project_id,
+                p.name AS project_name, p.slug AS project_slug, e.id AS environment_id, e.name AS environment_name,
+                e.kind AS environment_kind, e.status AS environment_status, e.branch, e.subdomain, e.odoo_version,
+                e.cpu_cores, e.ram_mb, e.disk_gb, s.id AS server_id, s.host AS server_host, s.ssh_port, s.ssh_user,
+                s.auth_method, s.secret_encrypted, s.host_key_fingerprint
+         FROM deployments d JOIN environments e ON e.id = d.environment_id JOIN projects p ON p.id = d.project_id
+         JOIN servers s ON s.id = e.server_id WHERE d.id = $1",
+    )
+    .bind(id)
+    .fetch_one(&mut *tx)
+    .await?;
+    // The status before this deployment is kept in `ctx`, to restore it on cancel.
+    sqlx::query("UPDATE environments SET status = 'deploying', updated_at = now() WHERE id = $1")
+        .bind(ctx.environment_id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(ctx))
+}
+
+/// Marks the deployment alive; true when a cancel was requested.
+pub async fn heartbeat(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
+    let cancel: Option<bool> = sqlx::query_scalar(
+        "UPDATE deployments SET heartbeat_at = now() WHERE id = $1 AND status = 'running'
+         RETURNING cancel_requested_at IS NOT NULL",
+    )
+    .bind(id)
+    .fetch_optional(pool)
+    .await?;
+    // A deployment no longer running (e.g. reaped) counts as cancelled.
+    Ok(cancel.unwrap_or(true))
+}
+
+/// One log line to store.
+#[derive(Debug, Clone)]
+pub struct NewLog {
+    pub seq: i64,
+    pub level: LogLevel,
+    pub message: String,
+    pub step: Option<&'static str>,
+    pub data: Option<serde_json::Value>,
+}
+
+/// Stores log lines in one statement (one commit); returns them as stored.
+pub async fn insert_logs(
+    pool: &PgPool,
+    deployment: Uuid,
+    lines: &[NewLog],
+) -> sqlx::Result<Vec<LogLine>> {
+    let ids: Vec<Uuid> = lines.iter().map(|_| Uuid::new_v4()).collect();
+    let seqs: Vec<i64> = lines.iter().map(|l| l.seq).collect();
+    let levels: Vec<&str> = lines.iter().map(|l| l.level.as_str()).collect();
+    let messages: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
+    let steps: Vec<Option<&str>> = lines.iter().map(|l| l.step).collect();
+    let data: Vec<Option<serde_json::Value>> = lines.iter().map(|l| l.data.clone()).collect();
+    sqlx::query_as(
+        "INSERT INTO deployment_logs (id, deployment_id, seq, timestamp, level, message, step, data)
+         SELECT id, $2, seq, clock_timestamp(), level, message, step, data
+         FROM unnest($1::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::jsonb[])
+              AS t(id, seq, level, message, step, data)
+         RETURNING id, seq, timestamp, level, message, step, data",
+    )
+    .bind(&ids)
+    .bind(deployment)
+    .bind(&seqs)
+    .bind(&levels)
+    .bind(&messages)
+    .bind(&steps)
+    .bind(&data)
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn max_seq(pool: &PgPool, deployment: Uuid) -> sqlx::Result<i64> {
+    sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM deployment_logs WHERE deployment_id = $1")
+        .bind(deployment)
+        .fetch_one(pool)
+        .await
+}
+
+pub async fn step_started(pool: &PgPool, deployment: Uuid, step: &str) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "INSERT INTO deployment_steps (deployment_id, step, status, started_at) VALUES ($1, $2, 'running', now())
+         ON CONFLICT (deployment_id, step) DO UPDATE SET status = 'running', started_at = now(),
+             completed_at = NULL, duration_seconds = NULL",
+    )
+    .bind(deployment)
+    .bind(step)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE deployments SET current_step = $2, updated_at = now() WHERE id = $1")
+        .bind(deployment)
+        .bind(step)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+pub async fn step_finished(
+    pool: &PgPool,
+    deployment: Uuid,
+    step: &str,
+    status: &str,
+    latest_message: Option<&str>,
+    progress_percent: i32,
+) -> sqlx::Result<()> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "UPDATE deployment_steps SET status = $3, completed_at = now(),
+             duration_seconds = EXTRACT(EPOCH FROM now() - started_at)::float8,
+             latest_message = COALESCE($4, latest_message)
+         WHERE deployment_id = $1 AND step = $2",
+    )
+    .bind(deployment)
+    .bind(step)
+    .bind(status)
+    .bind(latest_message)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE deployments SET progress_percent = $2, updated_at = now() WHERE id = $1")
+        .bind(deployment)
+        .bind(progress_percent)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
+}
+
+/// Ends a running deployment (success, failed or cancelled) and moves its
+/// environment to `environment_status`. Returns the final row, or `None` when
+/// it was not running any more.
+pub async fn finish(
+    pool: &PgPool,
+    deployment: Uuid,
+    status: &str,
+    error_message: Option<&str>,
+    environment_status: &str,
+) -> sqlx::Result<Option<Deployment>> {
+    let mut tx = pool.begin().await?;
+    let d: Option<Deployment> = sqlx::query_as(&format!(
+        "UPDATE deployments SET status = $2, error_message = $3, completed_at = now(),
+             duration_seconds = EXTRACT(EPOCH FROM now() - COALESCE(started_at, created_at))::float8,
+             progress_percent = CASE WHEN $2 = 'success' THEN 100 ELSE progress_percent END,
+             current_step = CASE WHEN $2 = 'success' THEN 'completed' ELSE current_step END,
+             updated_at = now()
+         WHERE id = $1 AND status = 'running' RETURNING {COLUMNS}"
+    ))
+    .bind(deployment)
+    .bind(status)
+    .bind(error_message)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(d) = &d {
+        // A running step is failed along with the deployment.
+        sqlx::query(
+            "UPDATE deployment_steps SET status = 'failed', completed_at = now(),
+                 duration_seconds = EXTRACT(EPOCH FROM now() - started_at)::float8
+             WHERE deployment_id = $1 AND status = 'running'",
+        )
+        .bind(deployment)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE environments SET status = $2, updated_at = now() WHERE id = $1")
+            .bind(d.environment_id)
+            .bind(environment_status)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(d)
+}

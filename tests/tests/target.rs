@@ -1,0 +1,113 @@
+//! The SSH target against the real sshd and Docker engine of scripts/services.
+
+use std::time::Duration;
+
+use oec_tests::TargetEnv;
+use oec_worker::target::ConnectErrorCode;
+use oec_worker::target::ssh::{Credentials, SshParams, SshTarget};
+
+fn params(t: &TargetEnv, credentials: Credentials) -> SshParams {
+    SshParams {
+        host: t.host.clone(),
+        port: t.port,
+        user: t.user.clone(),
+        credentials,
+        connect_timeout: Duration::from_secs(10),
+    }
+}
+
+#[tokio::test]
+async fn key_login_streams_command_lines_and_reaches_docker_through_the_session() {
+    let t = TargetEnv::load();
+    let target = SshTarget::connect(params(&t, Credentials::Key(t.private_key())))
+        .await
+        .expect("connect");
+    let mut lines = Vec::new();
+    let out = target
+        .run(
+            "echo first; echo second >&2; printf 'no newline'; exit 3",
+            &mut |l| lines.push(l.to_owned()),
+        )
+        .await
+        .expect("run");
+    assert_eq!(out.exit_code, 3);
+    assert_eq!(lines, ["first", "second", "no newline"]);
+    let version = target.docker().version().await.expect("docker over ssh");
+    assert!(version.version.is_some());
+    // Several Docker calls at once, each on its own SSH channel.
+    let calls = (0..8).map(|_| {
+        target
+            .docker()
+            .list_networks(None::<bollard::query_parameters::ListNetworksOptions>)
+    });
+    for r in futures_util::future::join_all(calls).await {
+        assert!(
+            r.expect("list networks")
+                .iter()
+                .any(|n| n.name.as_deref() == Some("bridge"))
+        );
+    }
+}
+
+#[tokio::test]
+async fn password_login_works_and_a_wrong_password_is_auth_failed() {
+    let t = TargetEnv::load();
+    let target = SshTarget::connect(params(&t, Credentials::Password(t.password.clone())))
+        .await
+        .expect("connect");
+    let out = target.run("id -un", &mut |_| {}).await.expect("run");
+    assert!(out.success());
+    assert_eq!(out.tail, std::slice::from_ref(&t.user));
+    let err = SshTarget::connect(params(&t, Credentials::Password("wrong-password".into())))
+        .await
+        .err()
+        .expect("must fail");
+    assert_eq!(err.code, ConnectErrorCode::AuthFailed, "{}", err.detail);
+}
+
+#[tokio::test]
+async fn a_closed_port_is_connection_refused() {
+    let t = TargetEnv::load();
+    let mut p = params(&t, Credentials::Password("x".into()));
+    p.port = 1;
+    let err = SshTarget::connect(p).await.err().expect("must fail");
+    assert_eq!(
+        err.code,
+        ConnectErrorCode::ConnectionRefused,
+        "{}",
+        err.detail
+    );
+}
+
+#[tokio::test]
+async fn dropping_a_running_command_stops_it_on_the_server() {
+    let t = TargetEnv::load();
+    let target = SshTarget::connect(params(&t, Credentials::Key(t.private_key())))
+        .await
+        .expect("connect");
+    let marker = format!("oec-cancel-{}", uuid::Uuid::new_v4().simple());
+    let cmd = format!("sleep 300 # {marker}");
+    let mut ignore = |_: &str| {};
+    let run = target.run(&cmd, &mut ignore);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), run)
+            .await
+            .is_err()
+    );
+    // The remote sleep is hung up once the channel is gone.
+    let mut gone = false;
+    for _ in 0..40 {
+        // `[o]` keeps the pattern from matching this shell's own command line.
+        let pattern = format!("[o]{}", &marker[1..]);
+        let out = target
+            .run(&format!("pgrep -f '{pattern}' || true"), &mut |_| {})
+            .await
+            .expect("pgrep");
+        if out.tail.iter().all(|l| l.trim().is_empty()) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gone, "the remote command kept running");
+}

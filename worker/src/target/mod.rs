@@ -1,0 +1,92 @@
+//! The one seam between the pipeline and a machine: run a command (streaming
+//! its output lines), write a file, and a Docker client for that machine.
+//! Invariant: only this module does SSH or Docker I/O setup.
+
+pub mod shell;
+pub mod ssh;
+
+use bollard::Docker;
+
+/// What a finished command left behind.
+#[derive(Debug)]
+pub struct CommandOutput {
+    pub exit_code: u32,
+    /// The last lines of output, for error messages.
+    pub tail: Vec<String>,
+}
+
+impl CommandOutput {
+    pub fn success(&self) -> bool {
+        self.exit_code == 0
+    }
+}
+
+/// Why a connection could not be made, in the spec's `error_code` terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectErrorCode {
+    AuthFailed,
+    HostKeyMismatch,
+    ConnectionRefused,
+    Timeout,
+    Unreachable,
+    KeyInvalid,
+}
+
+impl ConnectErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectErrorCode::AuthFailed => "AUTH_FAILED",
+            ConnectErrorCode::HostKeyMismatch => "HOST_KEY_MISMATCH",
+            ConnectErrorCode::ConnectionRefused => "CONNECTION_REFUSED",
+            ConnectErrorCode::Timeout => "TIMEOUT",
+            ConnectErrorCode::Unreachable => "UNREACHABLE",
+            ConnectErrorCode::KeyInvalid => "KEY_INVALID",
+        }
+    }
+
+    /// What to try, in the spirit of the spec's troubleshooting hints.
+    pub fn hint(self) -> &'static str {
+        match self {
+            ConnectErrorCode::AuthFailed => "check the server's SSH user and password or key",
+            ConnectErrorCode::HostKeyMismatch => {
+                "the server's host key differs from the stored fingerprint"
+            }
+            ConnectErrorCode::ConnectionRefused => "check the SSH port and that sshd runs",
+            ConnectErrorCode::Timeout => "check the server address and firewall rules",
+            ConnectErrorCode::Unreachable => "check the server address",
+            ConnectErrorCode::KeyInvalid => "the stored private key cannot be read",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{code:?}: {detail}")]
+pub struct ConnectError {
+    pub code: ConnectErrorCode,
+    pub detail: String,
+}
+
+/// A machine to deploy on.
+pub enum Target {
+    Ssh(ssh::SshTarget),
+}
+
+impl Target {
+    /// Runs `command` through the machine's shell; each output line goes to
+    /// `on_line` as it arrives.
+    pub async fn run(
+        &self,
+        command: &str,
+        on_line: &mut (dyn FnMut(&str) + Send),
+    ) -> anyhow::Result<CommandOutput> {
+        match self {
+            Target::Ssh(t) => t.run(command, on_line).await,
+        }
+    }
+
+    pub fn docker(&self) -> &Docker {
+        match self {
+            Target::Ssh(t) => t.docker(),
+        }
+    }
+}
