@@ -23,6 +23,11 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// Another deployment of the environment is pending or running.
+    #[error("deployment {0} is in progress")]
+    DeploymentInProgress(uuid::Uuid),
+    #[error("{0}")]
+    QueueUnavailable(String),
     #[error(transparent)]
     Invalid(#[from] FieldError),
     #[error("{0}")]
@@ -75,6 +80,8 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => "payload_too_large".into(),
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type".into(),
             ApiError::NotReady(_) => "not_ready".into(),
+            ApiError::DeploymentInProgress(_) => "deployment_in_progress".into(),
+            ApiError::QueueUnavailable(_) => "queue_unavailable".into(),
             ApiError::Internal(_) => "internal_error".into(),
         }
     }
@@ -91,6 +98,9 @@ impl ApiError {
             ),
             ApiError::Invalid(e) => format!("Invalid {}: {}", e.field, e.message),
             ApiError::Internal(_) => "Internal error; it has been logged. Try again later.".into(),
+            ApiError::DeploymentInProgress(id) => format!(
+                "Deployment {id} of this environment is pending or running; wait for it to finish or cancel it."
+            ),
             other => other.to_string(),
         }
     }
@@ -108,6 +118,8 @@ struct Body {
     message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deployment_id: Option<uuid::Uuid>,
 }
 
 impl ResponseError for ApiError {
@@ -117,7 +129,8 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::PortalAdminOnly => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Conflict { .. } | ApiError::DeploymentInProgress(_) => StatusCode::CONFLICT,
+            ApiError::QueueUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -138,10 +151,15 @@ impl ResponseError for ApiError {
         if let ApiError::Unauthorized { .. } = self {
             resp.insert_header(("WWW-Authenticate", "Bearer"));
         }
+        let deployment_id = match self {
+            ApiError::DeploymentInProgress(id) => Some(*id),
+            _ => None,
+        };
         resp.json(Body {
             error: self.code(),
             message: self.message(),
             field,
+            deployment_id,
         })
     }
 }
@@ -197,6 +215,7 @@ pub async fn not_found() -> HttpResponse {
         error: "not_found".into(),
         message: "No such route; the API lives under /api/v1.".into(),
         field: None,
+        deployment_id: None,
     })
 }
 
@@ -205,5 +224,6 @@ pub async fn method_not_allowed() -> HttpResponse {
         error: "method_not_allowed".into(),
         message: "This method is not allowed on this path.".into(),
         field: None,
+        deployment_id: None,
     })
 }

@@ -5,5 +5,6 @@ pub mod access;
 pub mod errors;
 pub mod extract;
 pub mod routes;
+pub mod sse;
 pub mod startup;
 pub mod state;

@@ -36,6 +36,12 @@ impl Application {
         let redis = deadpool_redis::Config::from_url(settings.redis_url.clone())
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .context("creating the Redis pool (REDIS_URL)")?;
+        let publisher = oec_common::events::Publisher::new(
+            redis.clone(),
+            &settings.redis_prefix,
+            settings.event_replay_max,
+        );
+        let hub = crate::sse::Hub::start(&settings.redis_url, publisher.clone(), 16_384)?;
         let listener = TcpListener::bind(settings.bind)
             .with_context(|| format!("binding {}", settings.bind))?;
         let port = listener.local_addr()?.port();
@@ -49,6 +55,9 @@ impl Application {
                 settings.refresh_token_ttl,
             ),
             settings,
+            publisher,
+            hub,
+            queue: tokio::sync::OnceCell::new(),
         });
         let server = HttpServer::new(move || {
             App::new()

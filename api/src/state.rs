@@ -1,6 +1,12 @@
+use std::sync::Arc;
+
 use oec_common::auth::TokenIssuer;
 use oec_common::config::Settings;
+use oec_common::events::Publisher;
+use oec_common::queue;
 use sqlx::PgPool;
+
+use crate::sse::Hub;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -8,4 +14,21 @@ pub struct AppState {
     pub redis: deadpool_redis::Pool,
     pub tokens: TokenIssuer,
     pub settings: Settings,
+    pub publisher: Publisher,
+    pub hub: Arc<Hub>,
+    /// Connected on first use, so the api starts (and reports not ready)
+    /// while Redis is down.
+    pub queue: tokio::sync::OnceCell<queue::Storage>,
+}
+
+impl AppState {
+    pub async fn queue(&self) -> anyhow::Result<queue::Storage> {
+        let s = self
+            .queue
+            .get_or_try_init(|| {
+                queue::storage(&self.settings.redis_url, &self.settings.redis_prefix, 1)
+            })
+            .await?;
+        Ok(s.clone())
+    }
 }

@@ -1,6 +1,7 @@
 //! The REST API under `/api/v1`, one module per resource.
 
 pub mod auth;
+pub mod deployments;
 pub mod dns_providers;
 pub mod environments;
 pub mod health;
@@ -29,6 +30,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     odoo_versions::configure(cfg);
     repositories::configure(cfg);
     dns_providers::configure(cfg);
+    deployments::configure(cfg);
     environments::configure(cfg);
     health::configure(cfg);
 }

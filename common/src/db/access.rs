@@ -69,3 +69,20 @@ pub async fn for_project(
     .await?;
     Ok(row.map(|r| (r.subject(portal_admin), r.organization_id)))
 }
+
+/// What a user may watch live: every project of the organizations they own or
+/// administer, and the projects they belong to (any role may view progress).
+pub async fn event_scopes(pool: &PgPool, user: Uuid) -> sqlx::Result<(Vec<Uuid>, Vec<Uuid>)> {
+    let orgs: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT organization_id FROM organization_members WHERE user_id = $1 AND role IN ('owner', 'admin')",
+    )
+    .bind(user)
+    .fetch_all(pool)
+    .await?;
+    let projects: Vec<Uuid> =
+        sqlx::query_scalar("SELECT project_id FROM project_members WHERE user_id = $1")
+            .bind(user)
+            .fetch_all(pool)
+            .await?;
+    Ok((orgs, projects))
+}

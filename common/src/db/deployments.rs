@@ -581,3 +581,26 @@ pub async fn finish(
     tx.commit().await?;
     Ok(d)
 }
+
+/// How many deployments a worker still runs.
+pub async fn running_for_worker(pool: &PgPool, worker: &str) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM deployments WHERE worker_id = $1 AND status = 'running'",
+    )
+    .bind(worker)
+    .fetch_one(pool)
+    .await
+}
+
+/// Fails a deployment that never reached a worker (e.g. it could not be queued).
+pub async fn fail_pending(pool: &PgPool, id: Uuid, message: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE deployments SET status = 'failed', error_message = $2, completed_at = now(), updated_at = now()
+         WHERE id = $1 AND status = 'pending'",
+    )
+    .bind(id)
+    .bind(message)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

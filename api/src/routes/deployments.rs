@@ -1,0 +1,496 @@
+//! Deployments: trigger, history, logs, progress, stats, cancel, export, and
+//! the live event streams (see `sse.rs`).
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use chrono::Utc;
+use futures_util::stream;
+use oec_common::auth::Permission;
+use oec_common::db;
+use oec_common::db::deployments::{Created, Deployment, NewDeployment};
+use oec_common::model::steps::Step;
+use oec_common::model::{DeploymentStatus, LogLevel, Trigger};
+use oec_common::queue;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::resource;
+use crate::access;
+use crate::errors::ApiError;
+use crate::extract::{AuthUser, Pagination};
+use crate::sse;
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        resource("/deployments")
+            .route(web::post().to(create))
+            .route(web::get().to(list)),
+    )
+    .service(resource("/deployments/environment/{id}/latest").route(web::get().to(latest)))
+    .service(resource("/deployments/project/{id}/stats").route(web::get().to(stats)))
+    .service(resource("/deployments/{id}").route(web::get().to(get)))
+    .service(resource("/deployments/{id}/logs").route(web::get().to(logs)))
+    .service(resource("/deployments/{id}/logs/export").route(web::get().to(export)))
+    .service(resource("/deployments/{id}/progress").route(web::get().to(progress)))
+    .service(resource("/deployments/{id}/cancel").route(web::post().to(cancel)))
+    .service(resource("/deployments/{id}/events").route(web::get().to(sse::deployment_events)))
+    .service(resource("/events/stream").route(web::get().to(sse::events_stream)));
+}
+
+/// Loads a deployment and checks `permission` on its project; a deployment
+/// of an invisible project is itself not found.
+pub async fn load(
+    state: &AppState,
+    user: &AuthUser,
+    id: Uuid,
+    permission: Permission,
+) -> Result<Deployment, ApiError> {
+    let d = db::deployments::get(&state.pool, id)
+        .await?
+        .ok_or(ApiError::NotFound("deployment"))?;
+    access::project(state, user, d.project_id, permission)
+        .await
+        .map_err(|e| match e {
+            ApiError::NotFound(_) => ApiError::NotFound("deployment"),
+            e => e,
+        })?;
+    Ok(d)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateDeployment {
+    environment_id: Uuid,
+    trigger: Option<String>,
+}
+
+async fn create(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    req: HttpRequest,
+    body: web::Json<CreateDeployment>,
+) -> Result<HttpResponse, ApiError> {
+    let env = db::environments::get(&state.pool, body.environment_id)
+        .await?
+        .ok_or(ApiError::NotFound("environment"))?;
+    let org = access::project(
+        &state,
+        &user,
+        env.project_id,
+        Permission::ProjectEnvironmentsDeploy,
+    )
+    .await
+    .map_err(|e| match e {
+        ApiError::NotFound(_) => ApiError::NotFound("environment"),
+        e => e,
+    })?;
+    let trigger = match body.trigger.as_deref() {
+        None => Trigger::Manual,
+        Some(t) => Trigger::parse(t).ok_or_else(|| {
+            ApiError::invalid("trigger", format!("must be one of {}", Trigger::choices()))
+        })?,
+    };
+    let key = match req.headers().get("Idempotency-Key") {
+        None => None,
+        Some(v) => {
+            let k = v.to_str().ok().filter(|k| {
+                (1..=200).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic())
+            });
+            Some(
+                k.ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_idempotency_key",
+                        "Idempotency-Key must be 1 to 200 printable ASCII characters.",
+                    )
+                })?
+                .to_owned(),
+            )
+        }
+    };
+    let new = NewDeployment {
+        environment_id: env.id,
+        trigger: trigger.as_str(),
+        triggered_by: user.id,
+        idempotency_key: key.as_deref(),
+    };
+    let d = match db::deployments::create(&state.pool, &new).await? {
+        None => return Err(ApiError::NotFound("environment")),
+        Some(Created::Replayed(d)) => return Ok(HttpResponse::Accepted().json(d)),
+        Some(Created::InProgress(d)) => return Err(ApiError::DeploymentInProgress(d.id)),
+        Some(Created::New(d)) => d,
+    };
+    let queued = match state.queue().await {
+        Ok(mut storage) => queue::enqueue(&mut storage, d.id).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = queued {
+        tracing::error!(deployment_id = %d.id, error = %e, "enqueueing failed");
+        db::deployments::fail_pending(
+            &state.pool,
+            d.id,
+            "The deployment could not be queued (Redis unavailable)",
+        )
+        .await?;
+        return Err(ApiError::QueueUnavailable(
+            "The deployment queue is unavailable; try again shortly.".into(),
+        ));
+    }
+    let data = json!({"deployment_id": d.id, "environment_id": d.environment_id, "project_id": d.project_id,
+                      "environment_name": env.name, "status": "pending", "step": "initializing", "seq": 1,
+                      "level": "info", "message": "Deployment created and queued", "progress_percent": 0,
+                      "triggered_by": user.id, "branch": d.git_branch, "timestamp": d.created_at});
+    if let Err(e) = state
+        .publisher
+        .publish(org, "deployment_progress", data)
+        .await
+    {
+        tracing::warn!(error = %e, "publishing the creation event failed");
+    }
+    Ok(HttpResponse::Accepted().json(d))
+}
+
+#[derive(Deserialize)]
+pub struct ListQuery {
+    project_id: Option<Uuid>,
+    status: Option<String>,
+    skip: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn list(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    q: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let page = Pagination {
+        skip: q.skip,
+        limit: q.limit,
+    }
+    .page(50)?;
+    let status = q
+        .status
+        .as_deref()
+        .map(|s| {
+            DeploymentStatus::parse(s).ok_or_else(|| {
+                ApiError::invalid(
+                    "status",
+                    format!("must be one of {}", DeploymentStatus::choices()),
+                )
+            })
+        })
+        .transpose()?;
+    if let Some(p) = q.project_id {
+        access::project(&state, &user, p, Permission::ProjectDeploymentsList).await?;
+    }
+    let rows = db::deployments::list_visible(
+        &state.pool,
+        user.id,
+        user.portal_admin,
+        q.project_id,
+        status.map(|s| s.as_str()),
+        page,
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(rows))
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(
+        HttpResponse::Ok()
+            .json(load(&state, &user, *id, Permission::ProjectDeploymentsView).await?),
+    )
+}
+
+#[derive(Deserialize)]
+pub struct LogsQuery {
+    level: Option<String>,
+    skip: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn logs(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    q: web::Query<LogsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    load(&state, &user, *id, Permission::ProjectDeploymentsView).await?;
+    let page = Pagination {
+        skip: q.skip,
+        limit: q.limit,
+    }
+    .page(500)?;
+    let level = q
+        .level
+        .as_deref()
+        .map(|l| {
+            LogLevel::parse(&l.to_lowercase()).ok_or_else(|| {
+                ApiError::invalid("level", format!("must be one of {}", LogLevel::choices()))
+            })
+        })
+        .transpose()?;
+    let rows = db::deployments::logs(&state.pool, *id, level.map(|l| l.as_str()), page).await?;
+    Ok(HttpResponse::Ok().json(json!({"deployment_id": *id, "logs": rows})))
+}
+
+async fn progress(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let d = load(&state, &user, *id, Permission::ProjectDeploymentsView).await?;
+    let rows = db::deployments::steps(&state.pool, d.id).await?;
+    let logs = db::deployments::all_logs(&state.pool, d.id).await?;
+    let steps: Vec<Value> = Step::PIPELINE
+        .iter()
+        .map(|step| {
+            let row = rows.iter().find(|r| r.step == step.id());
+            let step_logs: Vec<Value> = logs
+                .iter()
+                .filter(|l| l.step.as_deref() == Some(step.id()))
+                .map(|l| json!({"message": l.message, "timestamp": l.timestamp, "level": l.level}))
+                .collect();
+            let latest = row.and_then(|r| r.latest_message.clone()).or_else(|| {
+                step_logs
+                    .last()
+                    .and_then(|l| l["message"].as_str().map(str::to_owned))
+            });
+            json!({
+                "id": step.id(),
+                "name": step.name(),
+                "description": step.description(),
+                "status": row.map(|r| r.status.as_str()).unwrap_or("pending"),
+                "logs": step_logs,
+                "latest_message": latest,
+                "started_at": row.and_then(|r| r.started_at),
+                "completed_at": row.and_then(|r| r.completed_at),
+                "duration_seconds": row.and_then(|r| r.duration_seconds),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "deployment_id": d.id,
+        "status": d.status,
+        "progress_percent": d.progress_percent,
+        "steps": steps,
+        "current_step": d.current_step,
+        "error_message": d.error_message,
+        "started_at": d.started_at,
+        "completed_at": d.completed_at,
+        "duration_seconds": d.duration_seconds,
+    })))
+}
+
+async fn latest(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    env_id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let env = db::environments::get(&state.pool, *env_id)
+        .await?
+        .ok_or(ApiError::NotFound("environment"))?;
+    access::project(
+        &state,
+        &user,
+        env.project_id,
+        Permission::ProjectDeploymentsView,
+    )
+    .await
+    .map_err(|e| match e {
+        ApiError::NotFound(_) => ApiError::NotFound("environment"),
+        e => e,
+    })?;
+    let body = match db::deployments::latest_for_environment(&state.pool, env.id).await? {
+        None => json!({"has_deployment": false, "environment_id": env.id}),
+        Some(d) => json!({
+            "has_deployment": true, "environment_id": env.id, "deployment_id": d.id, "status": d.status,
+            "version": d.version, "started_at": d.started_at, "completed_at": d.completed_at,
+            "error_message": d.error_message,
+        }),
+    };
+    Ok(HttpResponse::Ok().json(body))
+}
+
+async fn stats(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    project: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    access::project(&state, &user, *project, Permission::ProjectDeploymentsList).await?;
+    let s = db::deployments::stats(&state.pool, *project).await?;
+    let stages: serde_json::Map<String, Value> =
+        db::deployments::stage_averages(&state.pool, *project)
+            .await?
+            .into_iter()
+            .map(|(step, avg)| (step, json!(avg)))
+            .collect();
+    let finished = s.success + s.failed + s.cancelled;
+    let success_rate = if finished == 0 {
+        0.0
+    } else {
+        (s.success as f64 * 1000.0 / finished as f64).round() / 10.0
+    };
+    Ok(HttpResponse::Ok().json(json!({
+        "project_id": *project,
+        "total_deployments": s.total_deployments,
+        "status_counts": {"success": s.success, "failed": s.failed, "cancelled": s.cancelled,
+                          "pending": s.pending, "running": s.running},
+        "success_rate": success_rate,
+        "last_30_days": {
+            "avg_duration_seconds": s.avg_duration_seconds, "min_duration_seconds": s.min_duration_seconds,
+            "max_duration_seconds": s.max_duration_seconds, "p50_duration_seconds": s.p50_duration_seconds,
+            "p95_duration_seconds": s.p95_duration_seconds, "avg_stage_duration_seconds": stages,
+        },
+    })))
+}
+
+async fn cancel(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let d = load(&state, &user, *id, Permission::ProjectDeploymentsCancel).await?;
+    let Some(after) = db::deployments::request_cancel(&state.pool, d.id).await? else {
+        return Err(ApiError::bad_request(
+            "deployment_not_cancellable",
+            format!(
+                "The deployment is already {}; only pending or running deployments can be cancelled.",
+                d.status
+            ),
+        ));
+    };
+    // A pending deployment ends here; a running one is ended by its worker,
+    // which notices the request at its next heartbeat.
+    if after.status == "cancelled"
+        && let Ok(Some((_, _, org))) = db::deployments::names(&state.pool, d.id).await
+    {
+        let data = json!({"deployment_id": d.id, "environment_id": d.environment_id, "project_id": d.project_id,
+                              "status": "cancelled", "message": "Deployment cancelled"});
+        let _ = state
+            .publisher
+            .publish(org, "deployment_progress", data)
+            .await;
+    }
+    Ok(HttpResponse::Ok().json(json!({"message": "Deployment cancelled"})))
+}
+
+#[derive(Deserialize)]
+pub struct ExportQuery {
+    format: Option<String>,
+}
+
+/// Streams the whole log in the spec's JSON or text format, a batch at a
+/// time, so a 100k-line log is never built in memory.
+async fn export(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    q: web::Query<ExportQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let d = load(&state, &user, *id, Permission::ProjectDeploymentsView).await?;
+    let json_format = match q.format.as_deref().unwrap_or("json") {
+        "json" => true,
+        "txt" => false,
+        _ => return Err(ApiError::invalid("format", "must be json or txt")),
+    };
+    let (project, environment, _) = db::deployments::names(&state.pool, d.id)
+        .await?
+        .ok_or(ApiError::NotFound("deployment"))?;
+    let now = Utc::now();
+    let header = if json_format {
+        let head = json!({"deployment_id": d.id, "project_name": project, "environment_name": environment,
+                          "exported_at": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)});
+        let head = head.to_string();
+        // Reopen the object to append the logs array.
+        format!("{},\"logs\":[", &head[..head.len() - 1])
+    } else {
+        format!(
+            "=== Deployment Logs ===\nDeployment ID: {}\nProject: {}\nEnvironment: {}\nExported: {}\n\n",
+            d.id,
+            project,
+            environment,
+            now.format("%Y-%m-%d %H:%M:%S UTC")
+        )
+    };
+    struct Cursor {
+        pool: sqlx::PgPool,
+        id: Uuid,
+        last: i64,
+        first: bool,
+        done: bool,
+        json: bool,
+        header: Option<String>,
+    }
+    let cursor = Cursor {
+        pool: state.pool.clone(),
+        id: d.id,
+        last: 0,
+        first: true,
+        done: false,
+        json: json_format,
+        header: Some(header),
+    };
+    let body = stream::unfold(cursor, |mut c| async move {
+        if let Some(h) = c.header.take() {
+            return Some((Ok::<_, actix_web::Error>(web::Bytes::from(h)), c));
+        }
+        if c.done {
+            return None;
+        }
+        let lines = match db::deployments::logs_after(&c.pool, c.id, c.last, 1000).await {
+            Ok(l) => l,
+            Err(e) => {
+                return Some((
+                    Err(actix_web::error::ErrorInternalServerError(e)),
+                    Cursor { done: true, ..c },
+                ));
+            }
+        };
+        let mut out = String::new();
+        for l in &lines {
+            if c.json {
+                if !c.first {
+                    out.push(',');
+                }
+                out.push_str(
+                    &json!({"id": l.id, "seq": l.seq, "timestamp": l.timestamp, "level": l.level,
+                                     "step": l.step, "message": l.message, "data": l.data})
+                    .to_string(),
+                );
+            } else {
+                out.push_str(&format!(
+                    "[{}] [{}] {}\n",
+                    l.timestamp.format("%Y-%m-%d %H:%M:%S"),
+                    l.level.to_uppercase(),
+                    l.message
+                ));
+            }
+            c.first = false;
+            c.last = l.seq;
+        }
+        if lines.len() < 1000 {
+            c.done = true;
+            if c.json {
+                out.push_str("]}");
+            }
+        }
+        Some((Ok(web::Bytes::from(out)), c))
+    });
+    let (content_type, ext) = if json_format {
+        ("application/json", "json")
+    } else {
+        ("text/plain; charset=utf-8", "txt")
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header((
+            "Content-Disposition",
+            format!("attachment; filename=\"deployment-{}.{ext}\"", d.id),
+        ))
+        .streaming(body))
+}

@@ -1,0 +1,386 @@
+//! Live events over Server-Sent Events.
+//!
+//! One Redis subscription per api process ([`Hub`]) feeds a tokio broadcast
+//! channel that every client reads from. The channel's ring buffer is the only
+//! buffer: a slow or dead client never delays the others and never grows
+//! memory; a client that falls behind the buffer is disconnected and resumes
+//! with `Last-Event-ID` from the replay stream in Redis.
+
+use std::collections::{HashSet, VecDeque};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{HttpRequest, Responder, web};
+use actix_web_lab::sse;
+use futures_util::StreamExt as _;
+use oec_common::db;
+use oec_common::events::{Event, Publisher, parse_id};
+use serde_json::json;
+use tokio::sync::broadcast;
+use tokio::time::{Instant, Interval, interval_at};
+use uuid::Uuid;
+
+use crate::errors::ApiError;
+use crate::extract::{AuthUser, authenticate};
+use crate::state::AppState;
+
+pub struct Hub {
+    tx: broadcast::Sender<Arc<Event>>,
+}
+
+impl Hub {
+    /// Subscribes once to the events channel and fans every event out.
+    pub fn start(
+        redis_url: &str,
+        publisher: Publisher,
+        capacity: usize,
+    ) -> anyhow::Result<Arc<Hub>> {
+        let client = redis::Client::open(redis_url)?;
+        let (tx, _) = broadcast::channel(capacity);
+        tokio::spawn(pump(client, publisher, tx.clone()));
+        Ok(Arc::new(Hub { tx }))
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.tx.subscribe()
+    }
+}
+
+async fn pump(client: redis::Client, publisher: Publisher, tx: broadcast::Sender<Arc<Event>>) {
+    let mut last: Option<String> = None;
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => match pubsub.subscribe(publisher.channel()).await {
+                Ok(()) => {
+                    // Events published while we were not subscribed.
+                    if let Some(id) = &last
+                        && let Ok(missed) = publisher.replay(id, 100_000).await
+                    {
+                        for e in missed {
+                            last = Some(e.id.clone());
+                            let _ = tx.send(Arc::new(e));
+                        }
+                    }
+                    let mut messages = pubsub.into_on_message();
+                    while let Some(msg) = messages.next().await {
+                        let Ok(payload) = msg.get_payload::<String>() else {
+                            continue;
+                        };
+                        let Ok(event) = serde_json::from_str::<Event>(&payload) else {
+                            continue;
+                        };
+                        if last.as_deref().and_then(parse_id) >= parse_id(&event.id)
+                            && last.is_some()
+                        {
+                            continue;
+                        }
+                        last = Some(event.id.clone());
+                        let _ = tx.send(Arc::new(event));
+                    }
+                    tracing::warn!("Redis event subscription ended; resubscribing");
+                }
+                Err(e) => tracing::warn!(error = %e, "subscribing to the events channel failed"),
+            },
+            Err(e) => tracing::warn!(error = %e, "connecting to Redis for events failed"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Which events a client may receive.
+struct Scope {
+    all: bool,
+    orgs: HashSet<Uuid>,
+    projects: HashSet<Uuid>,
+}
+
+impl Scope {
+    async fn load(state: &AppState, user: &AuthUser) -> Result<Scope, ApiError> {
+        if user.portal_admin {
+            return Ok(Scope {
+                all: true,
+                orgs: HashSet::new(),
+                projects: HashSet::new(),
+            });
+        }
+        let (orgs, projects) = db::access::event_scopes(&state.pool, user.id).await?;
+        Ok(Scope {
+            all: false,
+            orgs: orgs.into_iter().collect(),
+            projects: projects.into_iter().collect(),
+        })
+    }
+
+    fn allows(&self, e: &Event) -> bool {
+        self.all
+            || self.orgs.contains(&e.org_id)
+            || e.project_id().is_some_and(|p| self.projects.contains(&p))
+    }
+}
+
+/// The token of an SSE request: `Authorization: Bearer` or `?token=`
+/// (browsers' EventSource cannot send headers).
+pub async fn sse_user(state: &AppState, req: &HttpRequest) -> Result<AuthUser, ApiError> {
+    let header = req
+        .headers()
+        .get(actix_web::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::to_owned);
+    let query =
+        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+            .ok()
+            .and_then(|q| q.get("token").cloned());
+    let token = header.or(query).ok_or_else(|| {
+        ApiError::unauthorized(
+            "missing_token",
+            "Pass the access token as `?token=` or `Authorization: Bearer`.",
+        )
+    })?;
+    authenticate(state, &token).await
+}
+
+fn last_event_id(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get("Last-Event-ID")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+fn to_sse(e: &Event) -> sse::Event {
+    let body = json!({"type": e.kind, "data": e.data});
+    sse::Event::Data(
+        sse::Data::new(body.to_string())
+            .event(e.kind.clone())
+            .id(e.id.clone()),
+    )
+}
+
+fn connected() -> sse::Event {
+    sse::Event::Data(sse::Data::new(json!({"status": "connected"}).to_string()).event("connected"))
+}
+
+fn keepalive(period: Duration) -> Interval {
+    interval_at(Instant::now() + period, period)
+}
+
+fn respond<S>(stream: S) -> impl Responder
+where
+    S: futures_util::Stream<Item = Result<sse::Event, Infallible>> + 'static,
+{
+    sse::Sse::from_stream(stream)
+        .customize()
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+}
+
+struct StreamState {
+    rx: broadcast::Receiver<Arc<Event>>,
+    scope: Scope,
+    replay: VecDeque<Event>,
+    replayed_up_to: Option<(u64, u64)>,
+    tick: Interval,
+    connected: bool,
+    done: bool,
+}
+
+/// `GET /api/v1/events/stream`: every event the caller may see.
+pub async fn events_stream(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+) -> Result<impl Responder, ApiError> {
+    let user = sse_user(&state, &req).await?;
+    let scope = Scope::load(&state, &user).await?;
+    // Subscribe before reading the replay, so nothing falls in between.
+    let rx = state.hub.subscribe();
+    let mut replay = VecDeque::new();
+    let mut replayed_up_to = None;
+    if let Some(last) = last_event_id(&req).filter(|id| parse_id(id).is_some()) {
+        let missed = state
+            .publisher
+            .replay(&last, state.settings.event_replay_max)
+            .await
+            .map_err(ApiError::Internal)?;
+        replayed_up_to = missed
+            .last()
+            .and_then(|e| parse_id(&e.id))
+            .or(parse_id(&last));
+        replay = missed.into_iter().filter(|e| scope.allows(e)).collect();
+    }
+    let st = StreamState {
+        rx,
+        scope,
+        replay,
+        replayed_up_to,
+        tick: keepalive(state.settings.sse_keepalive),
+        connected: false,
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(st, |mut st| async move {
+        if st.done {
+            return None;
+        }
+        if !st.connected {
+            st.connected = true;
+            return Some((Ok(connected()), st));
+        }
+        if let Some(e) = st.replay.pop_front() {
+            return Some((Ok(to_sse(&e)), st));
+        }
+        loop {
+            tokio::select! {
+                r = st.rx.recv() => match r {
+                    Ok(e) => {
+                        if !st.scope.allows(&e) {
+                            continue;
+                        }
+                        if st.replayed_up_to.is_some() && parse_id(&e.id) <= st.replayed_up_to {
+                            continue;
+                        }
+                        return Some((Ok(to_sse(&e)), st));
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Too slow for the shared buffer: disconnect; the client resumes.
+                        st.done = true;
+                        return Some((Ok(sse::Event::Comment("lagged; reconnect with Last-Event-ID".into())), st));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = st.tick.tick() => return Some((Ok(sse::Event::Comment("keepalive".into())), st)),
+            }
+        }
+    });
+    Ok(respond(stream))
+}
+
+enum Phase {
+    Backlog,
+    Live,
+    Finished,
+}
+
+struct DeploymentStream {
+    state: web::Data<AppState>,
+    deployment: Uuid,
+    rx: broadcast::Receiver<Arc<Event>>,
+    last_seq: i64,
+    queue: VecDeque<sse::Event>,
+    phase: Phase,
+    tick: Interval,
+}
+
+fn log_event(deployment: Uuid, l: &db::deployments::LogLine) -> sse::Event {
+    let body = json!({"type": "deployment_progress", "data": {
+        "deployment_id": deployment, "seq": l.seq, "step": l.step, "level": l.level,
+        "message": l.message, "timestamp": l.timestamp, "data": l.data}});
+    sse::Event::Data(
+        sse::Data::new(body.to_string())
+            .event("deployment_progress")
+            .id(l.seq.to_string()),
+    )
+}
+
+/// `GET /api/v1/deployments/{id}/events`: the stored log lines (after
+/// `Last-Event-ID`), then live lines, then `deployment_finished`.
+pub async fn deployment_events(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    id: web::Path<Uuid>,
+) -> Result<impl Responder, ApiError> {
+    let user = sse_user(&state, &req).await?;
+    crate::routes::deployments::load(
+        &state,
+        &user,
+        *id,
+        oec_common::auth::Permission::ProjectDeploymentsView,
+    )
+    .await?;
+    let rx = state.hub.subscribe();
+    let last_seq = last_event_id(&req)
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(0)
+        .max(0);
+    let mut queue = VecDeque::new();
+    queue.push_back(connected());
+    let st = DeploymentStream {
+        tick: keepalive(state.settings.sse_keepalive),
+        state,
+        deployment: *id,
+        rx,
+        last_seq,
+        queue,
+        phase: Phase::Backlog,
+    };
+    let stream = futures_util::stream::unfold(st, |mut st| async move {
+        loop {
+            if let Some(e) = st.queue.pop_front() {
+                return Some((Ok(e), st));
+            }
+            match st.phase {
+                Phase::Finished => return None,
+                Phase::Backlog => {
+                    let pool = &st.state.pool;
+                    // Read the status first: if it is terminal, every line is already stored.
+                    let d = match db::deployments::get(pool, st.deployment).await {
+                        Ok(Some(d)) => d,
+                        _ => return None,
+                    };
+                    let lines =
+                        match db::deployments::logs_after(pool, st.deployment, st.last_seq, 500)
+                            .await
+                        {
+                            Ok(l) => l,
+                            Err(_) => return None,
+                        };
+                    let full = lines.len() == 500;
+                    for l in &lines {
+                        st.queue.push_back(log_event(st.deployment, l));
+                        st.last_seq = l.seq;
+                    }
+                    if !full {
+                        if matches!(d.status.as_str(), "success" | "failed" | "cancelled") {
+                            let body = json!({"type": "deployment_finished", "data": {
+                                "deployment_id": d.id, "status": d.status, "error_message": d.error_message,
+                                "duration_seconds": d.duration_seconds, "completed_at": d.completed_at}});
+                            st.queue.push_back(sse::Event::Data(
+                                sse::Data::new(body.to_string()).event("deployment_finished"),
+                            ));
+                            st.phase = Phase::Finished;
+                        } else {
+                            st.phase = Phase::Live;
+                        }
+                    }
+                }
+                Phase::Live => {
+                    tokio::select! {
+                        r = st.rx.recv() => match r {
+                            Ok(e) if e.deployment_id() == Some(st.deployment) => {
+                                let seq = e.data.get("seq").and_then(|s| s.as_i64());
+                                match seq {
+                                    Some(s) if s <= st.last_seq => {}
+                                    Some(s) if s == st.last_seq + 1 => {
+                                        st.last_seq = s;
+                                        let mut ev = (*e).clone();
+                                        ev.id = s.to_string();
+                                        st.queue.push_back(to_sse(&ev));
+                                    }
+                                    // A gap, or a status change: read from PostgreSQL.
+                                    _ => st.phase = Phase::Backlog,
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(broadcast::error::RecvError::Lagged(_)) => st.phase = Phase::Backlog,
+                            Err(broadcast::error::RecvError::Closed) => return None,
+                        },
+                        _ = st.tick.tick() => st.queue.push_back(sse::Event::Comment("keepalive".into())),
+                    }
+                }
+            }
+        }
+    });
+    Ok(respond(stream))
+}

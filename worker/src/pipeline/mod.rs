@@ -1,0 +1,382 @@
+//! The pipeline runner: takes one deployment from pending to success, failed
+//! or cancelled, stage by stage in the spec's order. Per stage it keeps a
+//! `deployment_steps` row, log lines, `current_step` and `progress_percent`,
+//! and applies a timeout; a failure of a fatal stage ends the deployment, a
+//! non-fatal one is a warning.
+
+pub mod stages;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use oec_common::config::Settings;
+use oec_common::db::deployments::{self, RunContext};
+use oec_common::events::Publisher;
+use oec_common::model::LogLevel;
+use oec_common::model::steps::{Step, progress_percent};
+use oec_common::secrets::Masker;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::log::{EventContext, Log, Progress};
+use crate::target::Target;
+
+/// What a worker process shares with every deployment it runs.
+pub struct Deps {
+    pub pool: PgPool,
+    pub publisher: Publisher,
+    pub settings: Settings,
+    pub worker_id: String,
+    /// Becomes true when the process is asked to stop.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// How a stage ended when it did not fail.
+pub enum Outcome {
+    Completed(String),
+    Warning(String),
+    Skipped(String),
+}
+
+/// A stage failure: the log line (the spec's message) and its data.
+#[derive(Debug)]
+pub struct StageError {
+    pub message: String,
+    pub data: Option<Value>,
+}
+
+impl StageError {
+    pub fn new(message: impl Into<String>) -> Self {
+        StageError {
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    pub fn with_data(message: impl Into<String>, data: Value) -> Self {
+        StageError {
+            message: message.into(),
+            data: Some(data),
+        }
+    }
+}
+
+impl From<anyhow::Error> for StageError {
+    fn from(e: anyhow::Error) -> Self {
+        StageError::new(format!("{e:#}"))
+    }
+}
+
+/// What the stages of one deployment share.
+pub struct Run {
+    pub ctx: RunContext,
+    pub log: Log,
+    pub settings: Settings,
+    pub secret: String,
+    pub target: Option<Target>,
+}
+
+impl Run {
+    pub fn target(&self) -> Result<&Target, StageError> {
+        self.target
+            .as_ref()
+            .ok_or_else(|| StageError::new("not connected to the server"))
+    }
+}
+
+/// Seconds with one decimal, as the spec's messages show them.
+pub fn secs(since: Instant) -> String {
+    format!("{:.1}s", since.elapsed().as_secs_f64())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Abort {
+    Cancelled,
+    Shutdown,
+    Lost,
+}
+
+enum End {
+    Success,
+    Failed(String),
+    Aborted(Abort),
+}
+
+/// Runs one deployment job. Never fails towards the queue: a pipeline
+/// failure is recorded in PostgreSQL and is final; a job for a deployment
+/// that is not pending any more is skipped.
+pub async fn run_job(deps: Arc<Deps>, deployment_id: Uuid) {
+    let ctx = match deployments::claim(&deps.pool, deployment_id, &deps.worker_id).await {
+        Ok(Some(ctx)) => ctx,
+        Ok(None) => {
+            tracing::info!(%deployment_id, "deployment is not pending any more; job skipped");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(%deployment_id, error = %e, "claiming the deployment failed; it stays pending for the reaper");
+            return;
+        }
+    };
+    let started = Instant::now();
+    let secret = match deps.settings.secret_key.decrypt(&ctx.secret_encrypted) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = format!("Server credentials cannot be read: {e}");
+            finish(&deps, &ctx, None, End::Failed(msg), started).await;
+            return;
+        }
+    };
+    let mut masker = Masker::default();
+    masker.add(secret.clone());
+    let progress = Arc::new(Progress {
+        percent: Default::default(),
+    });
+    let first_seq = deployments::max_seq(&deps.pool, deployment_id)
+        .await
+        .unwrap_or(0);
+    let events = EventContext::new(&ctx);
+    let (log, writer) = Log::start(
+        deps.pool.clone(),
+        deps.publisher.clone(),
+        deployment_id,
+        first_seq,
+        events.clone(),
+        progress.clone(),
+        masker,
+    );
+    publish_env_status(&deps, &ctx, "deploying").await;
+
+    let (abort_tx, mut abort_rx) = watch::channel(None::<Abort>);
+    let heartbeat = tokio::spawn(watch_liveness(deps.clone(), deployment_id, abort_tx));
+    let mut run = Run {
+        ctx: ctx.clone(),
+        log: log.clone(),
+        settings: deps.settings.clone(),
+        secret,
+        target: None,
+    };
+    let end = tokio::select! {
+        end = pipeline(&deps, &mut run, &progress) => end,
+        abort = async {
+            loop {
+                if let Some(a) = *abort_rx.borrow_and_update() {
+                    return a;
+                }
+                if abort_rx.changed().await.is_err() {
+                    return Abort::Lost;
+                }
+            }
+        } => End::Aborted(abort),
+    };
+    heartbeat.abort();
+    // Dropping the target closes the SSH session, hanging up any remote command.
+    drop(run);
+    finish(&deps, &ctx, Some(&log), end, started).await;
+    drop(log);
+    let _ = writer.await;
+}
+
+async fn pipeline(deps: &Deps, run: &mut Run, progress: &Progress) -> End {
+    for (i, step) in Step::PIPELINE.into_iter().enumerate() {
+        let pool = &deps.pool;
+        let id = run.ctx.deployment_id;
+        if let Err(e) = deployments::step_started(pool, id, step.id()).await {
+            return End::Failed(format!("Recording step {} failed: {e}", step.id()));
+        }
+        let t0 = Instant::now();
+        let result =
+            match tokio::time::timeout(deps.settings.stage_timeout, stages::run(step, run)).await {
+                Ok(r) => r,
+                Err(_) => Err(StageError::new(format!(
+                    "{} timed out after {}s",
+                    step.name(),
+                    deps.settings.stage_timeout.as_secs()
+                ))),
+            };
+        let percent = progress_percent(i + 1);
+        let (status, latest, failure) = match result {
+            Ok(Outcome::Completed(m)) => ("completed", m, None),
+            Ok(Outcome::Warning(m)) => ("warning", m, None),
+            Ok(Outcome::Skipped(m)) => ("skipped", m, None),
+            Err(e) if step.fatal() => {
+                run.log
+                    .line(LogLevel::Error, step, &e.message, e.data.clone());
+                ("failed", e.message.clone(), Some(e.message))
+            }
+            Err(e) => {
+                let m = format!("{} ({})", e.message, secs(t0));
+                run.log.line(LogLevel::Warning, step, &m, e.data.clone());
+                ("warning", m, None)
+            }
+        };
+        if failure.is_none() {
+            progress.percent.store(percent, Ordering::SeqCst);
+        }
+        let stored_percent = progress.percent.load(Ordering::SeqCst);
+        if let Err(e) =
+            deployments::step_finished(pool, id, step.id(), status, Some(&latest), stored_percent)
+                .await
+        {
+            return End::Failed(format!("Recording step {} failed: {e}", step.id()));
+        }
+        if let Some(message) = failure {
+            return End::Failed(message);
+        }
+    }
+    End::Success
+}
+
+/// Heartbeats the deployment and turns a cancel request, a lost deployment or
+/// the end of the shutdown grace period into an abort.
+async fn watch_liveness(deps: Arc<Deps>, id: Uuid, abort: watch::Sender<Option<Abort>>) {
+    let mut shutdown = deps.shutdown.clone();
+    let mut grace_deadline: Option<tokio::time::Instant> = None;
+    let mut tick = tokio::time::interval(deps.settings.heartbeat_interval);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => {}
+            _ = async { match grace_deadline { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => {
+                let _ = abort.send(Some(Abort::Shutdown));
+                return;
+            }
+        }
+        if *shutdown.borrow() && grace_deadline.is_none() {
+            grace_deadline = Some(tokio::time::Instant::now() + deps.settings.worker_grace);
+        }
+        match deployments::heartbeat(&deps.pool, id).await {
+            Ok(true) => {
+                let reason = match deployments::get(&deps.pool, id).await {
+                    Ok(Some(d)) if d.status == "running" => Abort::Cancelled,
+                    _ => Abort::Lost,
+                };
+                let _ = abort.send(Some(reason));
+                return;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(deployment_id = %id, error = %e, "heartbeat failed"),
+        }
+    }
+}
+
+async fn finish(deps: &Deps, ctx: &RunContext, log: Option<&Log>, end: End, started: Instant) {
+    let total = started.elapsed().as_secs_f64();
+    let (status, error, env_status) = match &end {
+        End::Success => ("success", None, "running"),
+        End::Failed(m) => ("failed", Some(m.clone()), "failed"),
+        End::Aborted(Abort::Cancelled) => (
+            "cancelled",
+            Some("Deployment cancelled".to_owned()),
+            restore(ctx),
+        ),
+        End::Aborted(Abort::Shutdown) => (
+            "failed",
+            Some(format!(
+                "Worker shut down before the deployment finished (grace period of {}s expired); trigger the deployment again",
+                deps.settings.worker_grace.as_secs()
+            )),
+            "failed",
+        ),
+        End::Aborted(Abort::Lost) => {
+            // Someone else (the reaper) already ended it.
+            if let Some(log) = log {
+                log.flush().await;
+            }
+            return;
+        }
+    };
+    if let Some(log) = log {
+        match &end {
+            End::Success => {
+                let line = format!(
+                    "Deployment completed successfully! Total time: {total:.1}s ({:.1} min)",
+                    total / 60.0
+                );
+                log.info(Step::Completed, &line);
+                log.info(
+                    Step::Completed,
+                    &format!(
+                        "Deployment completed! Total: {total:.1}s ({:.1} min)",
+                        total / 60.0
+                    ),
+                );
+            }
+            End::Aborted(Abort::Cancelled) => log.warning(Step::Completed, "Deployment cancelled"),
+            _ => {
+                if let Some(e) = &error {
+                    log.line(
+                        LogLevel::Error,
+                        Step::Completed,
+                        &format!("Deployment failed: {e}"),
+                        None,
+                    );
+                }
+            }
+        }
+        log.flush().await;
+    }
+    let row = match deployments::finish(
+        &deps.pool,
+        ctx.deployment_id,
+        status,
+        error.as_deref(),
+        env_status,
+    )
+    .await
+    {
+        Ok(row) => row,
+        Err(e) => {
+            tracing::error!(deployment_id = %ctx.deployment_id, error = %e, "recording the end of the deployment failed");
+            None
+        }
+    };
+    let Some(d) = row else { return };
+    let mut data = EventContext::new(ctx).base;
+    data.insert("status".into(), json!(d.status));
+    data.insert("step".into(), json!(d.current_step));
+    data.insert("progress_percent".into(), json!(d.progress_percent));
+    data.insert("error_message".into(), json!(d.error_message));
+    data.insert("duration_seconds".into(), json!(d.duration_seconds));
+    data.insert("message".into(), json!(format!("Deployment {}", d.status)));
+    if let Err(e) = deps
+        .publisher
+        .publish(
+            ctx.organization_id,
+            "deployment_progress",
+            Value::Object(data),
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "publishing the final event failed");
+    }
+    publish_env_status(deps, ctx, env_status).await;
+    tracing::info!(deployment_id = %ctx.deployment_id, status, seconds = total, "deployment finished");
+}
+
+/// The environment status after a cancelled deployment: what it was before.
+fn restore(ctx: &RunContext) -> &'static str {
+    match ctx.environment_status.as_str() {
+        "running" => "running",
+        "stopped" => "stopped",
+        "failed" => "failed",
+        _ => "created",
+    }
+}
+
+async fn publish_env_status(deps: &Deps, ctx: &RunContext, status: &str) {
+    let data = json!({"environment_id": ctx.environment_id, "project_id": ctx.project_id, "status": status,
+                      "deployment_id": ctx.deployment_id});
+    if let Err(e) = deps
+        .publisher
+        .publish(ctx.organization_id, "environment_status", data)
+        .await
+    {
+        tracing::warn!(error = %e, "publishing environment_status failed");
+    }
+}
+
+/// How long to wait for the remote side in `connecting`.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);

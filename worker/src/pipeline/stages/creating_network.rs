@@ -1,0 +1,62 @@
+//! creating_network: the environment's isolated bridge network
+//! `paasportal_net_{uuid}`, reused when it exists. Fatal.
+
+use std::time::Instant;
+
+use bollard::models::NetworkCreateRequest;
+use oec_common::model::steps::Step;
+
+use super::network_name;
+use crate::pipeline::{Outcome, Run, StageError, secs};
+
+pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
+    let t0 = Instant::now();
+    let name = network_name(run.ctx.environment_id);
+    run.log.info(
+        Step::CreatingNetwork,
+        &format!("Creating network {name}..."),
+    );
+    let docker = run.target()?.docker();
+    if docker
+        .inspect_network(
+            &name,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .is_ok()
+    {
+        let message = format!("Network exists, reusing ({})", secs(t0));
+        run.log.info(Step::CreatingNetwork, &message);
+        return Ok(Outcome::Completed(message));
+    }
+    let request = NetworkCreateRequest {
+        name: name.clone(),
+        driver: Some("bridge".into()),
+        labels: Some(
+            [(
+                "oec.environment".to_owned(),
+                run.ctx.environment_id.to_string(),
+            )]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    if let Err(e) = docker.create_network(request).await {
+        // Another deployment may have created it in the meantime.
+        if docker
+            .inspect_network(
+                &name,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .is_err()
+        {
+            return Err(StageError::new(format!(
+                "Failed to create network {name}: {e}"
+            )));
+        }
+    }
+    let message = format!("Network created ({})", secs(t0));
+    run.log.info(Step::CreatingNetwork, &message);
+    Ok(Outcome::Completed(message))
+}
