@@ -4,6 +4,8 @@
 //! on a free port against it with its own Redis key prefix, and drops the
 //! database when the test ends, so tests run in parallel without sharing state.
 
+pub mod stack;
+
 use std::collections::HashMap;
 
 use oec_api::startup::Application;

@@ -46,6 +46,8 @@ pub enum Outcome {
 pub struct StageError {
     pub message: String,
     pub data: Option<Value>,
+    /// Ends the deployment even in a non-fatal stage.
+    pub always_fatal: bool,
 }
 
 impl StageError {
@@ -53,6 +55,7 @@ impl StageError {
         StageError {
             message: message.into(),
             data: None,
+            always_fatal: false,
         }
     }
 
@@ -60,6 +63,16 @@ impl StageError {
         StageError {
             message: message.into(),
             data: Some(data),
+            always_fatal: false,
+        }
+    }
+
+    /// A stage this build does not have: never a silent warning.
+    pub fn not_implemented(step: Step) -> Self {
+        StageError {
+            message: format!("stage not implemented: {}", step.id()),
+            data: None,
+            always_fatal: true,
         }
     }
 }
@@ -201,7 +214,7 @@ async fn pipeline(deps: &Deps, run: &mut Run, progress: &Progress) -> End {
             Ok(Outcome::Completed(m)) => ("completed", m, None),
             Ok(Outcome::Warning(m)) => ("warning", m, None),
             Ok(Outcome::Skipped(m)) => ("skipped", m, None),
-            Err(e) if step.fatal() => {
+            Err(e) if step.fatal() || e.always_fatal => {
                 run.log
                     .line(LogLevel::Error, step, &e.message, e.data.clone());
                 ("failed", e.message.clone(), Some(e.message))

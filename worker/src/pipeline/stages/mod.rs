@@ -13,10 +13,7 @@ pub async fn run(step: Step, run: &mut Run) -> Result<Outcome, StageError> {
         Step::Initializing => initializing::run(run).await,
         Step::Connecting => connecting::run(run).await,
         Step::CreatingNetwork => creating_network::run(run).await,
-        other => Err(StageError::new(format!(
-            "stage not implemented: {}",
-            other.id()
-        ))),
+        other => Err(StageError::not_implemented(other)),
     }
 }
 

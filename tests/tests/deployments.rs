@@ -1,0 +1,495 @@
+//! Deployments end to end: the real oec-api and two oec-workers against the
+//! real PostgreSQL, Redis, sshd and Docker engine.
+
+use std::time::Duration;
+
+use oec_tests::stack::{ServerLogin, SseClient, Stack};
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn docker_network_exists(name: &str) -> bool {
+    let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
+    docker
+        .inspect_network(
+            name,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .is_ok()
+}
+
+async fn remove_network(name: &str) {
+    let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
+    let _ = docker.remove_network(name).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deployment_reaches_the_server_and_is_watched_live_line_by_line() {
+    let stack = Stack::start(2, &[]).await;
+    let (_, project, server) = stack.world("acme", ServerLogin::Key).await;
+    let env = stack.environment(project, server, "staging").await;
+    let t = stack.admin_token.clone();
+    let mut sse = SseClient::connect(
+        &stack.url(&format!("/api/v1/events/stream?token={t}")),
+        None,
+    )
+    .await;
+    assert_eq!(sse.status, 200);
+    assert_eq!(
+        sse.headers
+            .get("cache-control")
+            .and_then(|v| v.to_str().ok()),
+        Some("no-cache")
+    );
+    assert_eq!(
+        sse.headers
+            .get("x-accel-buffering")
+            .and_then(|v| v.to_str().ok()),
+        Some("no")
+    );
+    let first = sse.next(Duration::from_secs(5)).await.expect("connected");
+    assert_eq!(first.event.as_deref(), Some("connected"));
+
+    let r = stack
+        .post("/api/v1/deployments", &t, json!({"environment_id": env}))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    assert_eq!(
+        (r.body["status"].as_str(), r.body["version"].as_i64()),
+        (Some("pending"), Some(1))
+    );
+    let id = r.id();
+    let done = stack.wait_terminal(id, WAIT).await;
+    // The stages after creating_network come with the pipeline issue: an honest failure.
+    assert_eq!(done["status"], "failed");
+    assert_eq!(
+        done["error_message"],
+        "stage not implemented: configuring_dns"
+    );
+    assert!(done["completed_at"].is_string() && done["duration_seconds"].is_number());
+
+    // The network exists on the server (checked with the Docker API).
+    let network = format!("paasportal_net_{env}");
+    assert!(docker_network_exists(&network).await, "{network} missing");
+
+    // Progress: 16 steps in order; the first three completed, the fourth failed.
+    let p = stack
+        .get(&format!("/api/v1/deployments/{id}/progress"), &t)
+        .await;
+    let steps = p.body["steps"].as_array().cloned().unwrap_or_default();
+    assert_eq!(steps.len(), 16);
+    let statuses: Vec<&str> = steps
+        .iter()
+        .map(|s| s["status"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        &statuses[..5],
+        ["completed", "completed", "completed", "failed", "pending"]
+    );
+    assert_eq!(steps[1]["logs"][0]["message"], "Connecting to 127.0.0.1...");
+    assert!(steps[0]["duration_seconds"].is_number());
+    assert_eq!(p.body["progress_percent"], 18, "3 of 16 stages");
+
+    // Every log line arrived live, in order, exactly as /logs has them.
+    let logs = stack
+        .get(&format!("/api/v1/deployments/{id}/logs?limit=500"), &t)
+        .await;
+    let stored: Vec<(i64, String)> = logs.body["logs"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|l| {
+                    (
+                        l["seq"].as_i64().unwrap_or(-1),
+                        l["message"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(stored.len() >= 8, "{:?}", stored);
+    assert_eq!(stored[0].1, "Deployment created and queued");
+    assert!(
+        stored
+            .iter()
+            .any(|(_, m)| m == "SSH connection established (0.0s)"
+                || m.starts_with("SSH connection established ("))
+    );
+    let events = sse
+        .until(Duration::from_secs(10), |m| {
+            m.json()["data"]["status"] == "failed"
+        })
+        .await;
+    let live: Vec<(i64, String)> = events
+        .iter()
+        .filter(|m| m.event.as_deref() == Some("deployment_progress"))
+        .map(|m| m.json()["data"].clone())
+        .filter(|d| d["deployment_id"] == json!(id) && d["seq"].is_i64())
+        .map(|d| {
+            (
+                d["seq"].as_i64().unwrap_or(-1),
+                d["message"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(live, stored, "live lines differ from /logs");
+    assert!(
+        events.iter().all(|m| m.comment.is_some() || m.id.is_some()),
+        "every event has an id"
+    );
+    let env_status = stack.get(&format!("/api/v1/environments/{env}"), &t).await;
+    assert_eq!(env_status.body["status"], "failed");
+    remove_network(&network).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_deployment_gets_409_and_an_idempotency_key_replays() {
+    // A port that accepts and never answers keeps the first deployment in `connecting`.
+    let tarpit = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = tarpit.local_addr().expect("addr").port();
+    let stack = Stack::start(1, &[]).await;
+    let (_, project, server) = stack.world("acme", ServerLogin::Port(port)).await;
+    let env = stack.environment(project, server, "staging").await;
+    let t = stack.admin_token.clone();
+    let send = |key: &'static str| {
+        stack
+            .client
+            .post(stack.url("/api/v1/deployments"))
+            .bearer_auth(&t)
+            .header("Idempotency-Key", key)
+            .json(&json!({"environment_id": env}))
+            .send()
+    };
+    let a: Value = send("key-1")
+        .await
+        .expect("send")
+        .json()
+        .await
+        .expect("json");
+    let again = send("key-1").await.expect("send");
+    assert_eq!(again.status(), 202);
+    let again: Value = again.json().await.expect("json");
+    assert_eq!(again["id"], a["id"], "same key, same deployment");
+    let other = send("key-2").await.expect("send");
+    assert_eq!(other.status(), 409);
+    let body: Value = other.json().await.expect("json");
+    assert_eq!(body["error"], "deployment_in_progress");
+    assert_eq!(body["deployment_id"], a["id"]);
+
+    // Cancel reaches the blocked stage within 2 seconds.
+    let id = a["id"].as_str().unwrap_or_default().to_owned();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let running = stack.get(&format!("/api/v1/deployments/{id}"), &t).await;
+    assert_eq!(running.body["status"], "running", "{}", running.text);
+    let t0 = std::time::Instant::now();
+    let c = stack
+        .post(&format!("/api/v1/deployments/{id}/cancel"), &t, json!({}))
+        .await;
+    assert_eq!(c.status, 200);
+    assert_eq!(c.body["message"], "Deployment cancelled");
+    let done = stack
+        .wait_terminal(id.parse().expect("uuid"), Duration::from_secs(5))
+        .await;
+    let took = t0.elapsed();
+    assert_eq!(done["status"], "cancelled");
+    assert!(took < Duration::from_secs(2), "cancel took {took:?}");
+    // Cancelling again: already terminal.
+    let c = stack
+        .post(&format!("/api/v1/deployments/{id}/cancel"), &t, json!({}))
+        .await;
+    assert_eq!(
+        (c.status.as_u16(), c.code()),
+        (400, "deployment_not_cancellable")
+    );
+    // The next deployment gets version 2.
+    let r = stack
+        .post("/api/v1/deployments", &t, json!({"environment_id": env}))
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["version"].as_i64()),
+        (202, Some(2))
+    );
+    drop(tarpit);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_ssh_password_fails_with_the_specs_error_shape() {
+    let stack = Stack::start(1, &[]).await;
+    let (_, project, server) = stack
+        .world(
+            "acme",
+            ServerLogin::Password(Some("not-the-password".into())),
+        )
+        .await;
+    let env = stack.environment(project, server, "staging").await;
+    let t = stack.admin_token.clone();
+    let id = stack
+        .post("/api/v1/deployments", &t, json!({"environment_id": env}))
+        .await
+        .id();
+    let done = stack.wait_terminal(id, WAIT).await;
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["error_message"], "Failed to connect to server via SSH");
+    let errors = stack
+        .get(&format!("/api/v1/deployments/{id}/logs?level=error"), &t)
+        .await;
+    let line = errors.body["logs"][0].clone();
+    assert_eq!(line["message"], "Failed to connect to server via SSH");
+    assert_eq!(line["step"], "connecting");
+    assert_eq!(line["data"]["error_code"], "AUTH_FAILED");
+    assert_eq!(line["data"]["ssh_method"], "password");
+    assert_eq!(line["data"]["vm_ip"], "127.0.0.1");
+    assert!(line["data"]["ssh_port"].is_number());
+    // The password appears nowhere.
+    let all = stack
+        .get(&format!("/api/v1/deployments/{id}/logs"), &t)
+        .await;
+    assert!(!all.text.contains("not-the-password"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn another_organizations_user_sees_nothing() {
+    let stack = Stack::start(1, &[]).await;
+    let (_, project, server) = stack.world("acme", ServerLogin::Key).await;
+    let env = stack.environment(project, server, "staging").await;
+    let (_, stranger) = stack.user("stranger").await;
+    let mut sse = SseClient::connect(
+        &stack.url(&format!("/api/v1/events/stream?token={stranger}")),
+        None,
+    )
+    .await;
+    assert_eq!(
+        sse.next(Duration::from_secs(5))
+            .await
+            .and_then(|m| m.event)
+            .as_deref(),
+        Some("connected")
+    );
+    let t = stack.admin_token.clone();
+    let id = stack
+        .post("/api/v1/deployments", &t, json!({"environment_id": env}))
+        .await
+        .id();
+    stack.wait_terminal(id, WAIT).await;
+    for path in [
+        format!("/api/v1/deployments/{id}"),
+        format!("/api/v1/deployments/{id}/logs"),
+        format!("/api/v1/deployments/{id}/progress"),
+        format!("/api/v1/deployments/{id}/logs/export?format=txt"),
+        format!("/api/v1/deployments/environment/{env}/latest"),
+        format!("/api/v1/deployments/project/{project}/stats"),
+    ] {
+        let r = stack.get(&path, &stranger).await;
+        assert_eq!(r.status, 404, "{path}: {}", r.text);
+    }
+    let r = stack
+        .post(
+            &format!("/api/v1/deployments/{id}/cancel"),
+            &stranger,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    let r = stack
+        .post(
+            "/api/v1/deployments",
+            &stranger,
+            json!({"environment_id": env}),
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    let r = stack.get("/api/v1/deployments", &stranger).await;
+    assert_eq!(r.body, json!([]));
+    let sse404 = SseClient::connect(
+        &stack.url(&format!("/api/v1/deployments/{id}/events?token={stranger}")),
+        None,
+    )
+    .await;
+    assert_eq!(sse404.status, 404);
+    // Nothing but keepalives reached the stranger's stream.
+    while let Some(m) = sse.next(Duration::from_millis(500)).await {
+        assert!(m.comment.is_some(), "stranger received {m:?}");
+    }
+    remove_network(&format!("paasportal_net_{env}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn last_event_id_resume_delivers_exactly_the_missed_events() {
+    let stack = Stack::start(1, &[]).await;
+    let (_, project, server) = stack.world("acme", ServerLogin::Key).await;
+    let env = stack.environment(project, server, "staging").await;
+    let t = stack.admin_token.clone();
+    let url = stack.url(&format!("/api/v1/events/stream?token={t}"));
+    let mut watcher = SseClient::connect(&url, None).await;
+    let mut resumer = SseClient::connect(&url, None).await;
+    // Both see the first deployment; the resumer then disconnects.
+    let id1 = stack
+        .post("/api/v1/deployments", &t, json!({"environment_id": env}))
+        .await
+        .id();
+    let is_end = |id: uuid::Uuid| {
+        move |m: &oec_tests::stack::SseMessage| {
+            m.json()["data"]["deployment_id"] == json!(id)
+                && m.json()["data"]["status"] == "failed"
+                && m.json()["data"]["seq"].is_null()
+        }
+    };
+    let seen = resumer.until(WAIT, is_end(id1)).await;
+    let last_id = seen.iter().rev().find_map(|m| m.id.clone()).expect("an id");
+    drop(resumer);
+    watcher.until(WAIT, is_end(id1)).await;
+    // While it is away, a second deployment runs.
+    let id2 = stack
+        .post("/api/v1/deployments", &t, json!({"environment_id": env}))
+        .await
+        .id();
+    let missed: Vec<String> = watcher
+        .until(WAIT, is_end(id2))
+        .await
+        .into_iter()
+        .filter_map(|m| m.id)
+        .collect();
+    assert!(missed.len() > 5);
+    let mut back = SseClient::connect(&url, Some(&last_id)).await;
+    let got: Vec<String> = back
+        .until(Duration::from_secs(10), |m| {
+            m.id.as_deref() == missed.last().map(String::as_str)
+        })
+        .await
+        .into_iter()
+        .filter_map(|m| m.id)
+        .collect();
+    assert_eq!(
+        got, missed,
+        "resume must deliver exactly the missed events, in order"
+    );
+    remove_network(&format!("paasportal_net_{env}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_late_viewer_of_one_deployment_gets_the_whole_story() {
+    let stack = Stack::start(1, &[]).await;
+    let (_, project, server) = stack.world("acme", ServerLogin::Key).await;
+    let env = stack.environment(project, server, "staging").await;
+    let t = stack.admin_token.clone();
+    let id = stack
+        .post("/api/v1/deployments", &t, json!({"environment_id": env}))
+        .await
+        .id();
+    stack.wait_terminal(id, WAIT).await;
+    let logs = stack
+        .get(&format!("/api/v1/deployments/{id}/logs"), &t)
+        .await;
+    let stored: Vec<i64> = logs.body["logs"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|l| l["seq"].as_i64()).collect())
+        .unwrap_or_default();
+    let mut sse = SseClient::connect(
+        &stack.url(&format!("/api/v1/deployments/{id}/events?token={t}")),
+        None,
+    )
+    .await;
+    let msgs = sse
+        .until(Duration::from_secs(10), |m| {
+            m.event.as_deref() == Some("deployment_finished")
+        })
+        .await;
+    assert_eq!(
+        msgs.first().and_then(|m| m.event.as_deref()),
+        Some("connected")
+    );
+    let seqs: Vec<i64> = msgs
+        .iter()
+        .filter_map(|m| m.id.as_deref()?.parse().ok())
+        .collect();
+    assert_eq!(seqs, stored);
+    let last = msgs.last().expect("finished");
+    assert_eq!(last.json()["data"]["status"], "failed");
+    // Resuming from the middle gives the rest.
+    let mid = stored[stored.len() / 2].to_string();
+    let mut sse = SseClient::connect(
+        &stack.url(&format!("/api/v1/deployments/{id}/events?token={t}")),
+        Some(&mid),
+    )
+    .await;
+    let rest: Vec<i64> = sse
+        .until(Duration::from_secs(10), |m| {
+            m.event.as_deref() == Some("deployment_finished")
+        })
+        .await
+        .iter()
+        .filter_map(|m| m.id.as_deref()?.parse().ok())
+        .collect();
+    assert_eq!(rest, stored[stored.len() / 2 + 1..].to_vec());
+    // The text export has the spec's header and one line per log line.
+    let txt = stack
+        .client
+        .get(stack.url(&format!("/api/v1/deployments/{id}/logs/export?format=txt")))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .expect("export");
+    let txt = txt.text().await.expect("text");
+    assert!(txt.starts_with(&format!("=== Deployment Logs ===\nDeployment ID: {id}\nProject: acme project\nEnvironment: staging\nExported: ")));
+    assert!(txt.contains("] [INFO] Deployment created and queued\n"));
+    assert_eq!(
+        txt.lines().filter(|l| l.starts_with('[')).count(),
+        stored.len()
+    );
+    let js: Value = stack
+        .client
+        .get(stack.url(&format!("/api/v1/deployments/{id}/logs/export?format=json")))
+        .bearer_auth(&t)
+        .send()
+        .await
+        .expect("export")
+        .json()
+        .await
+        .expect("valid json");
+    assert_eq!(js["logs"].as_array().map(Vec::len), Some(stored.len()));
+    assert_eq!(js["project_name"], "acme project");
+    remove_network(&format!("paasportal_net_{env}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn twenty_deployments_on_two_workers_each_run_exactly_once() {
+    let stack = Stack::start(2, &[("OEC_WORKER_CONCURRENCY", "4")]).await;
+    let (_, project, server) = stack.world("acme", ServerLogin::Key).await;
+    let t = stack.admin_token.clone();
+    let mut ids = Vec::new();
+    let mut envs = Vec::new();
+    for i in 0..20 {
+        let env = stack.environment(project, server, &format!("env{i}")).await;
+        envs.push(env);
+        ids.push(
+            stack
+                .post("/api/v1/deployments", &t, json!({"environment_id": env}))
+                .await
+                .id(),
+        );
+    }
+    for id in &ids {
+        let d = stack.wait_terminal(*id, Duration::from_secs(120)).await;
+        assert_eq!(
+            d["error_message"], "stage not implemented: configuring_dns",
+            "{d}"
+        );
+    }
+    let runs: Vec<(i64,)> = sqlx::query_as(
+        "SELECT count(*) FROM deployment_logs WHERE message LIKE 'Deploying %' GROUP BY deployment_id",
+    )
+    .fetch_all(&stack.pool)
+    .await
+    .expect("count");
+    assert_eq!(runs.len(), 20);
+    assert!(runs.iter().all(|(n,)| *n == 1), "{runs:?}");
+    let workers: i64 = sqlx::query_scalar("SELECT count(DISTINCT worker_id) FROM deployments")
+        .fetch_one(&stack.pool)
+        .await
+        .expect("workers");
+    assert_eq!(workers, 2, "both workers took jobs");
+    for env in envs {
+        remove_network(&format!("paasportal_net_{env}")).await;
+    }
+}
