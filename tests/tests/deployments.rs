@@ -493,3 +493,35 @@ async fn twenty_deployments_on_two_workers_each_run_exactly_once() {
         remove_network(&format!("paasportal_net_{env}")).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_the_grace_period_run_then_fails_what_is_left() {
+    let tarpit = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = tarpit.local_addr().expect("addr").port();
+    let mut stack = Stack::start(1, &[("OEC_WORKER_GRACE_SECS", "2")]).await;
+    let (_, project, server) = stack.world("acme", ServerLogin::Port(port)).await;
+    let env = stack.environment(project, server, "staging").await;
+    let t = stack.admin_token.clone();
+    let id = stack.post("/api/v1/deployments", &t, json!({"environment_id": env})).await.id();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while stack.get(&format!("/api/v1/deployments/{id}"), &t).await.body["status"] != "running" {
+        assert!(std::time::Instant::now() < deadline, "never started");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let t0 = std::time::Instant::now();
+    stack.workers[0].signal("-TERM");
+    let exit = stack.workers[0].wait_exit(Duration::from_secs(20)).await.expect("worker exits");
+    assert!(exit.success(), "{}", stack.workers[0].log());
+    assert!(t0.elapsed() >= Duration::from_secs(2), "the grace period was honoured");
+    let d = stack.get(&format!("/api/v1/deployments/{id}"), &t).await.body;
+    assert_eq!(d["status"], "failed");
+    assert!(d["error_message"].as_str().unwrap_or_default().starts_with("Worker shut down before the deployment finished"), "{d}");
+    let steps = stack.get(&format!("/api/v1/deployments/{id}/progress"), &t).await.body;
+    assert_eq!(steps["steps"][1]["status"], "failed", "the running step is not left running");
+    // A worker that stopped takes no new job: the next deployment stays pending.
+    let env2 = stack.environment(project, server, "other").await;
+    let id2 = stack.post("/api/v1/deployments", &t, json!({"environment_id": env2})).await.id();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(stack.get(&format!("/api/v1/deployments/{id2}"), &t).await.body["status"], "pending");
+    drop(tarpit);
+}

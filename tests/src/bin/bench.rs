@@ -1,0 +1,285 @@
+//! oec-bench: the benchmark harness (run by `scripts/bench`, not by the tests).
+//!
+//! `oec-bench sse --url URL --token T --redis URL [--prefix P] --org UUID
+//!   --clients 1000,5000,10000 --rate 10 --seconds 10 [--api-pid PID]`
+//! connects N SSE clients to any server that serves `sse:events`, publishes
+//! events on the channel itself at a fixed rate, and reports publish-to-receive
+//! latency (p50/p99) and the server's memory per client. The baseline, measured
+//! in the same run, is the spec's design: one Redis subscription per client.
+//!
+//! `oec-bench logs --database URL --redis URL --lines N` measures how many log
+//! lines per second one deployment can commit and publish, against the
+//! baseline of one INSERT and one PUBLISH per line.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail};
+use futures_util::StreamExt as _;
+use oec_common::events::Publisher;
+use serde_json::json;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+fn now_us() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+}
+
+fn percentile(sorted: &[u64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+fn rss_kb(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("sse") => sse(&args).await,
+        Some("logs") => logs(&args).await,
+        _ => bail!("usage: oec-bench sse|logs ... (see the file header or scripts/bench)"),
+    }
+}
+
+struct Samples(Mutex<Vec<u64>>);
+
+/// One SSE client over a raw HTTP/1.1 connection: records the latency of
+/// every event carrying `bench_sent_us`.
+async fn sse_client(host: String, path: String, samples: Arc<Samples>, ready: Arc<tokio::sync::Semaphore>) -> anyhow::Result<()> {
+    let mut s = tokio::net::TcpStream::connect(&host).await?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n").as_bytes()).await?;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut pending = Vec::new();
+    let mut announced = false;
+    let mut local = Vec::new();
+    loop {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        pending.extend_from_slice(&buf[..n]);
+        if !announced && pending.windows(9).any(|w| w == b"connected") {
+            announced = true;
+            ready.add_permits(1);
+        }
+        // Events carry `"bench_sent_us":<n>`; the rest is ignored.
+        let text = String::from_utf8_lossy(&pending).into_owned();
+        let mut consumed = 0;
+        for (i, _) in text.match_indices("bench_sent_us\":") {
+            let rest = &text[i + 15..];
+            let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            if end == rest.len() {
+                break;
+            }
+            if let Ok(sent) = rest[..end].parse::<u64>() {
+                local.push(now_us().saturating_sub(sent));
+            }
+            consumed = i + 15 + end;
+        }
+        if let Some(last_nl) = text[consumed..].rfind("\n\n") {
+            consumed += last_nl + 2;
+        }
+        pending.drain(..consumed.min(pending.len()));
+        if local.len() >= 256 {
+            samples.0.lock().await.append(&mut local);
+        }
+    }
+    samples.0.lock().await.append(&mut local);
+    Ok(())
+}
+
+async fn publish_for(publisher: &Publisher, org: Uuid, project: Uuid, rate: u64, seconds: u64) -> anyhow::Result<u64> {
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let mut sent = 0;
+    while Instant::now() < end {
+        tick.tick().await;
+        let data = json!({"deployment_id": Uuid::nil(), "project_id": project, "status": "running",
+                          "step": "pulling_image", "message": "Pulling Odoo 18.0 image...", "bench_sent_us": now_us()});
+        publisher.publish(org, "deployment_progress", data).await?;
+        sent += 1;
+    }
+    Ok(sent)
+}
+
+async fn sse(args: &[String]) -> anyhow::Result<()> {
+    let url = arg(args, "--url").context("--url")?;
+    let token = arg(args, "--token").context("--token")?;
+    let redis_url = arg(args, "--redis").unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+    let prefix = arg(args, "--prefix").unwrap_or_default();
+    let org: Uuid = arg(args, "--org").context("--org")?.parse()?;
+    let rate: u64 = arg(args, "--rate").unwrap_or_else(|| "10".into()).parse()?;
+    let seconds: u64 = arg(args, "--seconds").unwrap_or_else(|| "10".into()).parse()?;
+    let api_pid: Option<u32> = arg(args, "--api-pid").and_then(|p| p.parse().ok());
+    let counts: Vec<usize> = arg(args, "--clients").unwrap_or_else(|| "1000".into()).split(',').filter_map(|c| c.parse().ok()).collect();
+    let rest = url.strip_prefix("http://").context("http:// URL")?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h.to_owned(), format!("/{p}"))).context("URL path")?;
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let path = format!("{path}{sep}token={token}");
+    let pool = deadpool_redis::Config::from_url(redis_url.clone()).create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+    let publisher = Publisher::new(pool, &prefix, 50_000);
+    let project = Uuid::new_v4();
+    println!("clients,rate_per_client,deliveries_expected,deliveries_received,p50_ms,p99_ms,max_ms,rss_per_client_kb,baseline_p50_ms,baseline_p99_ms,p99_ratio_vs_baseline");
+    for n in counts {
+        // oec: N SSE clients on one api process.
+        let rss_before = api_pid.and_then(rss_kb);
+        let samples = Arc::new(Samples(Mutex::new(Vec::new())));
+        let ready = Arc::new(tokio::sync::Semaphore::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..n {
+            tasks.push(tokio::spawn(sse_client(host.clone(), path.clone(), samples.clone(), ready.clone())));
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(120), ready.acquire_many(n as u32)).await;
+        let rss_after = api_pid.and_then(rss_kb);
+        let sent = publish_for(&publisher, org, project, rate, seconds).await?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        for t in &tasks {
+            t.abort();
+        }
+        let mut s = std::mem::take(&mut *samples.0.lock().await);
+        s.sort_unstable();
+        let per_client = match (rss_before, rss_after) {
+            (Some(b), Some(a)) => format!("{:.1}", a.saturating_sub(b) as f64 / n as f64),
+            _ => "n/a".into(),
+        };
+        // Baseline: the spec's design, one Redis subscription per client.
+        let base = baseline(&redis_url, &publisher, n, org, project, rate, seconds).await?;
+        println!(
+            "{n},{rate},{},{},{:.2},{:.2},{:.2},{per_client},{:.2},{:.2},{:.3}",
+            sent * n as u64,
+            s.len(),
+            percentile(&s, 0.5),
+            percentile(&s, 0.99),
+            percentile(&s, 1.0),
+            percentile(&base, 0.5),
+            percentile(&base, 0.99),
+            percentile(&s, 0.99) / percentile(&base, 0.99),
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    Ok(())
+}
+
+async fn baseline(redis_url: &str, publisher: &Publisher, n: usize, org: Uuid, project: Uuid, rate: u64, seconds: u64) -> anyhow::Result<Vec<u64>> {
+    let client = redis::Client::open(redis_url)?;
+    let samples = Arc::new(Samples(Mutex::new(Vec::new())));
+    let mut tasks = Vec::new();
+    for _ in 0..n {
+        let mut ps = client.get_async_pubsub().await?;
+        ps.subscribe(publisher.channel()).await?;
+        let samples = samples.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut local = Vec::new();
+            let mut msgs = ps.into_on_message();
+            while let Some(m) = msgs.next().await {
+                let Ok(p) = m.get_payload::<String>() else { continue };
+                if let Some(i) = p.find("bench_sent_us\":") {
+                    let rest = &p[i + 15..];
+                    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+                    if let Ok(sent) = rest[..end].parse::<u64>() {
+                        local.push(now_us().saturating_sub(sent));
+                    }
+                }
+                if local.len() >= 256 {
+                    samples.0.lock().await.append(&mut local);
+                }
+            }
+        }));
+    }
+    publish_for(publisher, org, project, rate, seconds).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for t in tasks {
+        t.abort();
+    }
+    let mut s = std::mem::take(&mut *samples.0.lock().await);
+    s.sort_unstable();
+    Ok(s)
+}
+
+async fn logs(args: &[String]) -> anyhow::Result<()> {
+    use oec_common::db::deployments;
+    use oec_common::model::LogLevel;
+    use oec_common::model::steps::Step;
+    let database = arg(args, "--database").context("--database")?;
+    let redis_url = arg(args, "--redis").unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+    let lines: i64 = arg(args, "--lines").unwrap_or_else(|| "100000".into()).parse()?;
+    let baseline_lines: i64 = arg(args, "--baseline-lines").unwrap_or_else(|| "5000".into()).parse()?;
+    let pool = oec_common::db::connect_and_migrate(&database, 10).await?;
+    let redis = deadpool_redis::Config::from_url(redis_url).create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+    let prefix = format!("bench:{}:", Uuid::new_v4().simple());
+    let publisher = Publisher::new(redis, &prefix, 50_000);
+    let ctx = bench_deployment(&pool).await?;
+
+    // oec: the worker's batching writer.
+    let (log, writer) = oec_worker::log::Log::start(
+        pool.clone(),
+        publisher.clone(),
+        ctx.0,
+        1000,
+        oec_worker::log::EventContext { org_id: ctx.1, base: Default::default() },
+        Arc::new(oec_worker::log::Progress { percent: Default::default() }),
+        Default::default(),
+    );
+    let t0 = Instant::now();
+    for i in 0..lines {
+        log.line(LogLevel::Debug, Step::CloningProjectRepo, &format!("remote: Counting objects: {i}% (done)"), None);
+    }
+    log.flush().await;
+    let oec_secs = t0.elapsed().as_secs_f64();
+    drop(log);
+    let _ = writer.await;
+
+    // Baseline: one INSERT (its own commit) and one PUBLISH per line.
+    let t0 = Instant::now();
+    for i in 0..baseline_lines {
+        let line = deployments::NewLog {
+            seq: 10_000_000 + i,
+            level: LogLevel::Debug,
+            message: format!("remote: Counting objects: {i}% (done)"),
+            step: Some("cloning_project_repo"),
+            data: None,
+        };
+        deployments::insert_logs(&pool, ctx.0, std::slice::from_ref(&line)).await?;
+        publisher.publish(ctx.1, "deployment_progress", json!({"message": line.message})).await?;
+    }
+    let base_secs = t0.elapsed().as_secs_f64();
+    let oec_rate = lines as f64 / oec_secs;
+    let base_rate = baseline_lines as f64 / base_secs;
+    println!("lines,seconds,lines_per_second,baseline_lines,baseline_seconds,baseline_lines_per_second,ratio");
+    println!("{lines},{oec_secs:.3},{oec_rate:.0},{baseline_lines},{base_secs:.3},{base_rate:.0},{:.1}", oec_rate / base_rate);
+    Ok(())
+}
+
+/// A deployment row to write logs for (organization, project, server,
+/// version, environment and deployment created directly).
+async fn bench_deployment(pool: &sqlx::PgPool) -> anyhow::Result<(Uuid, Uuid)> {
+    let (org, project, server, env, dep) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let slug = format!("bench-{}", &org.simple().to_string()[..8]);
+    let mut tx = pool.begin().await?;
+    sqlx::query("INSERT INTO organizations (id, name, slug) VALUES ($1, 'bench', $2)").bind(org).bind(&slug).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO projects (id, organization_id, name, slug, git_url, git_branch) VALUES ($1, $2, 'bench', 'bench', 'https://h.example/r.git', 'main')")
+        .bind(project).bind(org).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO servers (id, organization_id, name, host, ssh_port, ssh_user, auth_method, secret_encrypted) VALUES ($1, $2, 'bench', '127.0.0.1', 22, 'x', 'password', 'x')")
+        .bind(server).bind(org).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO odoo_versions (id, version, image) VALUES ($1, '99.0', 'odoo:99.0') ON CONFLICT DO NOTHING")
+        .bind(Uuid::new_v4()).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO environments (id, project_id, server_id, name, kind, subdomain, odoo_version, branch, cpu_cores, ram_mb, disk_gb)
+                 VALUES ($1, $2, $3, 'bench', 'staging', $4, '99.0', 'main', 1, 1024, 10)")
+        .bind(env).bind(project).bind(server).bind(&slug).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO deployments (id, project_id, environment_id, version, status, started_at) VALUES ($1, $2, $3, 1, 'running', now())")
+        .bind(dep).bind(project).bind(env).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok((dep, org))
+}
