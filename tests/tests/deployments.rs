@@ -502,26 +502,64 @@ async fn sigterm_lets_the_grace_period_run_then_fails_what_is_left() {
     let (_, project, server) = stack.world("acme", ServerLogin::Port(port)).await;
     let env = stack.environment(project, server, "staging").await;
     let t = stack.admin_token.clone();
-    let id = stack.post("/api/v1/deployments", &t, json!({"environment_id": env})).await.id();
+    let id = stack
+        .post("/api/v1/deployments", &t, json!({"environment_id": env}))
+        .await
+        .id();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while stack.get(&format!("/api/v1/deployments/{id}"), &t).await.body["status"] != "running" {
+    while stack
+        .get(&format!("/api/v1/deployments/{id}"), &t)
+        .await
+        .body["status"]
+        != "running"
+    {
         assert!(std::time::Instant::now() < deadline, "never started");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let t0 = std::time::Instant::now();
     stack.workers[0].signal("-TERM");
-    let exit = stack.workers[0].wait_exit(Duration::from_secs(20)).await.expect("worker exits");
+    let exit = stack.workers[0]
+        .wait_exit(Duration::from_secs(20))
+        .await
+        .expect("worker exits");
     assert!(exit.success(), "{}", stack.workers[0].log());
-    assert!(t0.elapsed() >= Duration::from_secs(2), "the grace period was honoured");
-    let d = stack.get(&format!("/api/v1/deployments/{id}"), &t).await.body;
+    assert!(
+        t0.elapsed() >= Duration::from_secs(2),
+        "the grace period was honoured"
+    );
+    let d = stack
+        .get(&format!("/api/v1/deployments/{id}"), &t)
+        .await
+        .body;
     assert_eq!(d["status"], "failed");
-    assert!(d["error_message"].as_str().unwrap_or_default().starts_with("Worker shut down before the deployment finished"), "{d}");
-    let steps = stack.get(&format!("/api/v1/deployments/{id}/progress"), &t).await.body;
-    assert_eq!(steps["steps"][1]["status"], "failed", "the running step is not left running");
+    assert!(
+        d["error_message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Worker shut down before the deployment finished"),
+        "{d}"
+    );
+    let steps = stack
+        .get(&format!("/api/v1/deployments/{id}/progress"), &t)
+        .await
+        .body;
+    assert_eq!(
+        steps["steps"][1]["status"], "failed",
+        "the running step is not left running"
+    );
     // A worker that stopped takes no new job: the next deployment stays pending.
     let env2 = stack.environment(project, server, "other").await;
-    let id2 = stack.post("/api/v1/deployments", &t, json!({"environment_id": env2})).await.id();
+    let id2 = stack
+        .post("/api/v1/deployments", &t, json!({"environment_id": env2}))
+        .await
+        .id();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(stack.get(&format!("/api/v1/deployments/{id2}"), &t).await.body["status"], "pending");
+    assert_eq!(
+        stack
+            .get(&format!("/api/v1/deployments/{id2}"), &t)
+            .await
+            .body["status"],
+        "pending"
+    );
     drop(tarpit);
 }

@@ -13,7 +13,70 @@ fn params(t: &TargetEnv, credentials: Credentials) -> SshParams {
         user: t.user.clone(),
         credentials,
         connect_timeout: Duration::from_secs(10),
+        host_key_fingerprint: None,
     }
+}
+
+/// The fingerprint of this machine's test sshd, as `ssh-keygen -l` prints it.
+fn host_fingerprint() -> String {
+    let out = std::process::Command::new("ssh-keyscan")
+        .args([
+            "-p",
+            &TargetEnv::load().port.to_string(),
+            "-t",
+            "ed25519",
+            "127.0.0.1",
+        ])
+        .output()
+        .expect("ssh-keyscan");
+    let mut keygen = std::process::Command::new("ssh-keygen")
+        .args(["-l", "-E", "sha256", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("ssh-keygen");
+    use std::io::Write as _;
+    keygen
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(&out.stdout)
+        .expect("write");
+    let out = keygen.wait_with_output().expect("ssh-keygen output");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .expect("fingerprint")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_stored_host_key_fingerprint_is_checked() {
+    let t = TargetEnv::load();
+    let mut p = params(&t, Credentials::Key(t.private_key()));
+    p.host_key_fingerprint = Some(host_fingerprint());
+    let target = SshTarget::connect(p)
+        .await
+        .expect("the right fingerprint connects");
+    assert!(
+        target
+            .run("true", &mut |_| {})
+            .await
+            .expect("run")
+            .success()
+    );
+    let mut p = params(&t, Credentials::Key(t.private_key()));
+    p.host_key_fingerprint = Some("SHA256:uNiVztksCsDhcc0u9e8BujQXVUpKZIDTMczCvj3tD2s".into());
+    let err = SshTarget::connect(p)
+        .await
+        .err()
+        .expect("a wrong fingerprint must fail");
+    assert_eq!(
+        err.code,
+        ConnectErrorCode::HostKeyMismatch,
+        "{}",
+        err.detail
+    );
 }
 
 #[tokio::test]

@@ -23,11 +23,16 @@ use tokio::sync::Mutex;
 use uuid::Uuid;
 
 fn now_us() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 fn arg(args: &[String], name: &str) -> Option<String> {
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -40,7 +45,12 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 fn rss_kb(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    s.lines().find(|l| l.starts_with("VmRSS:"))?.split_whitespace().nth(1)?.parse().ok()
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 #[tokio::main]
@@ -57,9 +67,18 @@ struct Samples(Mutex<Vec<u64>>);
 
 /// One SSE client over a raw HTTP/1.1 connection: records the latency of
 /// every event carrying `bench_sent_us`.
-async fn sse_client(host: String, path: String, samples: Arc<Samples>, ready: Arc<tokio::sync::Semaphore>) -> anyhow::Result<()> {
+async fn sse_client(
+    host: String,
+    path: String,
+    samples: Arc<Samples>,
+    ready: Arc<tokio::sync::Semaphore>,
+) -> anyhow::Result<()> {
     let mut s = tokio::net::TcpStream::connect(&host).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n").as_bytes()).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n")
+            .as_bytes(),
+    )
+    .await?;
     let mut buf = vec![0u8; 16 * 1024];
     let mut pending = Vec::new();
     let mut announced = false;
@@ -79,7 +98,9 @@ async fn sse_client(host: String, path: String, samples: Arc<Samples>, ready: Ar
         let mut consumed = 0;
         for (i, _) in text.match_indices("bench_sent_us\":") {
             let rest = &text[i + 15..];
-            let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+            let end = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
             if end == rest.len() {
                 break;
             }
@@ -100,7 +121,13 @@ async fn sse_client(host: String, path: String, samples: Arc<Samples>, ready: Ar
     Ok(())
 }
 
-async fn publish_for(publisher: &Publisher, org: Uuid, project: Uuid, rate: u64, seconds: u64) -> anyhow::Result<u64> {
+async fn publish_for(
+    publisher: &Publisher,
+    org: Uuid,
+    project: Uuid,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<u64> {
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
     let end = Instant::now() + Duration::from_secs(seconds);
     let mut sent = 0;
@@ -121,17 +148,29 @@ async fn sse(args: &[String]) -> anyhow::Result<()> {
     let prefix = arg(args, "--prefix").unwrap_or_default();
     let org: Uuid = arg(args, "--org").context("--org")?.parse()?;
     let rate: u64 = arg(args, "--rate").unwrap_or_else(|| "10".into()).parse()?;
-    let seconds: u64 = arg(args, "--seconds").unwrap_or_else(|| "10".into()).parse()?;
+    let seconds: u64 = arg(args, "--seconds")
+        .unwrap_or_else(|| "10".into())
+        .parse()?;
     let api_pid: Option<u32> = arg(args, "--api-pid").and_then(|p| p.parse().ok());
-    let counts: Vec<usize> = arg(args, "--clients").unwrap_or_else(|| "1000".into()).split(',').filter_map(|c| c.parse().ok()).collect();
+    let counts: Vec<usize> = arg(args, "--clients")
+        .unwrap_or_else(|| "1000".into())
+        .split(',')
+        .filter_map(|c| c.parse().ok())
+        .collect();
     let rest = url.strip_prefix("http://").context("http:// URL")?;
-    let (host, path) = rest.split_once('/').map(|(h, p)| (h.to_owned(), format!("/{p}"))).context("URL path")?;
+    let (host, path) = rest
+        .split_once('/')
+        .map(|(h, p)| (h.to_owned(), format!("/{p}")))
+        .context("URL path")?;
     let sep = if path.contains('?') { '&' } else { '?' };
     let path = format!("{path}{sep}token={token}");
-    let pool = deadpool_redis::Config::from_url(redis_url.clone()).create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+    let pool = deadpool_redis::Config::from_url(redis_url.clone())
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
     let publisher = Publisher::new(pool, &prefix, 50_000);
     let project = Uuid::new_v4();
-    println!("clients,rate_per_client,deliveries_expected,deliveries_received,p50_ms,p99_ms,max_ms,rss_per_client_kb,baseline_p50_ms,baseline_p99_ms,p99_ratio_vs_baseline");
+    println!(
+        "clients,rate_per_client,deliveries_expected,deliveries_received,p50_ms,p99_ms,max_ms,rss_per_client_kb,baseline_p50_ms,baseline_p99_ms,p99_ratio_vs_baseline"
+    );
     for n in counts {
         // oec: N SSE clients on one api process.
         let rss_before = api_pid.and_then(rss_kb);
@@ -139,7 +178,12 @@ async fn sse(args: &[String]) -> anyhow::Result<()> {
         let ready = Arc::new(tokio::sync::Semaphore::new(0));
         let mut tasks = Vec::new();
         for _ in 0..n {
-            tasks.push(tokio::spawn(sse_client(host.clone(), path.clone(), samples.clone(), ready.clone())));
+            tasks.push(tokio::spawn(sse_client(
+                host.clone(),
+                path.clone(),
+                samples.clone(),
+                ready.clone(),
+            )));
         }
         let _ = tokio::time::timeout(Duration::from_secs(120), ready.acquire_many(n as u32)).await;
         let rss_after = api_pid.and_then(rss_kb);
@@ -172,7 +216,15 @@ async fn sse(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn baseline(redis_url: &str, publisher: &Publisher, n: usize, org: Uuid, project: Uuid, rate: u64, seconds: u64) -> anyhow::Result<Vec<u64>> {
+async fn baseline(
+    redis_url: &str,
+    publisher: &Publisher,
+    n: usize,
+    org: Uuid,
+    project: Uuid,
+    rate: u64,
+    seconds: u64,
+) -> anyhow::Result<Vec<u64>> {
     let client = redis::Client::open(redis_url)?;
     let samples = Arc::new(Samples(Mutex::new(Vec::new())));
     let mut tasks = Vec::new();
@@ -184,10 +236,14 @@ async fn baseline(redis_url: &str, publisher: &Publisher, n: usize, org: Uuid, p
             let mut local = Vec::new();
             let mut msgs = ps.into_on_message();
             while let Some(m) = msgs.next().await {
-                let Ok(p) = m.get_payload::<String>() else { continue };
+                let Ok(p) = m.get_payload::<String>() else {
+                    continue;
+                };
                 if let Some(i) = p.find("bench_sent_us\":") {
                     let rest = &p[i + 15..];
-                    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+                    let end = rest
+                        .find(|c: char| !c.is_ascii_digit())
+                        .unwrap_or(rest.len());
                     if let Ok(sent) = rest[..end].parse::<u64>() {
                         local.push(now_us().saturating_sub(sent));
                     }
@@ -214,10 +270,15 @@ async fn logs(args: &[String]) -> anyhow::Result<()> {
     use oec_common::model::steps::Step;
     let database = arg(args, "--database").context("--database")?;
     let redis_url = arg(args, "--redis").unwrap_or_else(|| "redis://127.0.0.1:6379".into());
-    let lines: i64 = arg(args, "--lines").unwrap_or_else(|| "100000".into()).parse()?;
-    let baseline_lines: i64 = arg(args, "--baseline-lines").unwrap_or_else(|| "5000".into()).parse()?;
+    let lines: i64 = arg(args, "--lines")
+        .unwrap_or_else(|| "100000".into())
+        .parse()?;
+    let baseline_lines: i64 = arg(args, "--baseline-lines")
+        .unwrap_or_else(|| "5000".into())
+        .parse()?;
     let pool = oec_common::db::connect_and_migrate(&database, 10).await?;
-    let redis = deadpool_redis::Config::from_url(redis_url).create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+    let redis = deadpool_redis::Config::from_url(redis_url)
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
     let prefix = format!("bench:{}:", Uuid::new_v4().simple());
     let publisher = Publisher::new(redis, &prefix, 50_000);
     let ctx = bench_deployment(&pool).await?;
@@ -228,13 +289,23 @@ async fn logs(args: &[String]) -> anyhow::Result<()> {
         publisher.clone(),
         ctx.0,
         1000,
-        oec_worker::log::EventContext { org_id: ctx.1, base: Default::default() },
-        Arc::new(oec_worker::log::Progress { percent: Default::default() }),
+        oec_worker::log::EventContext {
+            org_id: ctx.1,
+            base: Default::default(),
+        },
+        Arc::new(oec_worker::log::Progress {
+            percent: Default::default(),
+        }),
         Default::default(),
     );
     let t0 = Instant::now();
     for i in 0..lines {
-        log.line(LogLevel::Debug, Step::CloningProjectRepo, &format!("remote: Counting objects: {i}% (done)"), None);
+        log.line(
+            LogLevel::Debug,
+            Step::CloningProjectRepo,
+            &format!("remote: Counting objects: {i}% (done)"),
+            None,
+        );
     }
     log.flush().await;
     let oec_secs = t0.elapsed().as_secs_f64();
@@ -252,23 +323,44 @@ async fn logs(args: &[String]) -> anyhow::Result<()> {
             data: None,
         };
         deployments::insert_logs(&pool, ctx.0, std::slice::from_ref(&line)).await?;
-        publisher.publish(ctx.1, "deployment_progress", json!({"message": line.message})).await?;
+        publisher
+            .publish(
+                ctx.1,
+                "deployment_progress",
+                json!({"message": line.message}),
+            )
+            .await?;
     }
     let base_secs = t0.elapsed().as_secs_f64();
     let oec_rate = lines as f64 / oec_secs;
     let base_rate = baseline_lines as f64 / base_secs;
-    println!("lines,seconds,lines_per_second,baseline_lines,baseline_seconds,baseline_lines_per_second,ratio");
-    println!("{lines},{oec_secs:.3},{oec_rate:.0},{baseline_lines},{base_secs:.3},{base_rate:.0},{:.1}", oec_rate / base_rate);
+    println!(
+        "lines,seconds,lines_per_second,baseline_lines,baseline_seconds,baseline_lines_per_second,ratio"
+    );
+    println!(
+        "{lines},{oec_secs:.3},{oec_rate:.0},{baseline_lines},{base_secs:.3},{base_rate:.0},{:.1}",
+        oec_rate / base_rate
+    );
     Ok(())
 }
 
 /// A deployment row to write logs for (organization, project, server,
 /// version, environment and deployment created directly).
 async fn bench_deployment(pool: &sqlx::PgPool) -> anyhow::Result<(Uuid, Uuid)> {
-    let (org, project, server, env, dep) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let (org, project, server, env, dep) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
     let slug = format!("bench-{}", &org.simple().to_string()[..8]);
     let mut tx = pool.begin().await?;
-    sqlx::query("INSERT INTO organizations (id, name, slug) VALUES ($1, 'bench', $2)").bind(org).bind(&slug).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO organizations (id, name, slug) VALUES ($1, 'bench', $2)")
+        .bind(org)
+        .bind(&slug)
+        .execute(&mut *tx)
+        .await?;
     sqlx::query("INSERT INTO projects (id, organization_id, name, slug, git_url, git_branch) VALUES ($1, $2, 'bench', 'bench', 'https://h.example/r.git', 'main')")
         .bind(project).bind(org).execute(&mut *tx).await?;
     sqlx::query("INSERT INTO servers (id, organization_id, name, host, ssh_port, ssh_user, auth_method, secret_encrypted) VALUES ($1, $2, 'bench', '127.0.0.1', 22, 'x', 'password', 'x')")

@@ -27,6 +27,86 @@ pub struct SshParams {
     pub user: String,
     pub credentials: Credentials,
     pub connect_timeout: Duration,
+    /// `SHA256:...` as `ssh-keygen -l` prints it; when set, the server's host
+    /// key must match it.
+    pub host_key_fingerprint: Option<String>,
+}
+
+/// Reads the server's host key without authenticating (the handshake is
+/// abandoned as soon as the key is seen).
+struct HostKeyProbe(Arc<std::sync::Mutex<Option<russh::keys::PublicKey>>>);
+
+impl russh::client::Handler for HostKeyProbe {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &russh::keys::PublicKey,
+    ) -> Result<bool, Self::Error> {
+        if let Ok(mut seen) = self.0.lock() {
+            *seen = Some(key.clone());
+        }
+        Ok(false)
+    }
+}
+
+/// The server's host key, if its fingerprint is `expected`: returned as the
+/// base64 blob the real session then pins, so the key cannot change between
+/// the check and the login.
+async fn pinned_host_key(
+    host: &str,
+    port: u16,
+    expected: &str,
+    timeout: Duration,
+) -> Result<String, ConnectError> {
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let config = Arc::new(russh::client::Config::default());
+    let probe = russh::client::connect(config, (host, port), HostKeyProbe(seen.clone()));
+    match tokio::time::timeout(timeout, probe).await {
+        Err(_) => {
+            return Err(ConnectError {
+                code: ConnectErrorCode::Timeout,
+                detail: format!("no answer within {timeout:?}"),
+            });
+        }
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            let text = format!("{e:?}").to_lowercase();
+            if text.contains("refused") {
+                return Err(ConnectError {
+                    code: ConnectErrorCode::ConnectionRefused,
+                    detail: e.to_string(),
+                });
+            }
+        }
+    }
+    let key = seen
+        .lock()
+        .ok()
+        .and_then(|k| k.clone())
+        .ok_or_else(|| ConnectError {
+            code: ConnectErrorCode::Unreachable,
+            detail: "the server sent no host key".into(),
+        })?;
+    let actual = key.fingerprint(russh::keys::HashAlg::Sha256).to_string();
+    if actual != expected {
+        return Err(ConnectError {
+            code: ConnectErrorCode::HostKeyMismatch,
+            detail: format!("expected {expected}, the server presented {actual}"),
+        });
+    }
+    let openssh = key.to_openssh().map_err(|e| ConnectError {
+        code: ConnectErrorCode::Unreachable,
+        detail: e.to_string(),
+    })?;
+    openssh
+        .split_whitespace()
+        .nth(1)
+        .map(str::to_owned)
+        .ok_or_else(|| ConnectError {
+            code: ConnectErrorCode::Unreachable,
+            detail: "unreadable host key".into(),
+        })
 }
 
 pub struct SshTarget {
@@ -70,12 +150,13 @@ impl SshTarget {
             Credentials::Password(pw) => AuthMethod::with_password(pw),
             Credentials::Key(k) => AuthMethod::with_key(k, None),
         };
-        let connect = Client::connect(
-            (p.host.as_str(), p.port),
-            &p.user,
-            auth,
-            ServerCheckMethod::NoCheck,
-        );
+        let check = match &p.host_key_fingerprint {
+            Some(fp) => ServerCheckMethod::PublicKey(
+                pinned_host_key(&p.host, p.port, fp, p.connect_timeout).await?,
+            ),
+            None => ServerCheckMethod::NoCheck,
+        };
+        let connect = Client::connect((p.host.as_str(), p.port), &p.user, auth, check);
         let client = match tokio::time::timeout(p.connect_timeout, connect).await {
             Err(_) => {
                 return Err(ConnectError {

@@ -27,6 +27,7 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
         user: ctx.ssh_user.clone(),
         credentials,
         connect_timeout: CONNECT_TIMEOUT,
+        host_key_fingerprint: ctx.host_key_fingerprint.clone(),
     };
     let target = SshTarget::connect(params).await.map_err(|e| {
         StageError::with_data(
