@@ -174,3 +174,49 @@ async fn dropping_a_running_command_stops_it_on_the_server() {
     }
     assert!(gone, "the remote command kept running");
 }
+
+#[tokio::test]
+async fn the_local_target_does_the_same_on_this_machine() {
+    let target = oec_worker::target::Target::Local(
+        oec_worker::target::local::LocalTarget::new().expect("local docker"),
+    );
+    let mut lines = Vec::new();
+    let out = target
+        .run("echo one; echo two >&2; exit 4", &mut |l| {
+            lines.push(l.to_owned())
+        })
+        .await
+        .expect("run");
+    assert_eq!(out.exit_code, 4);
+    lines.sort();
+    assert_eq!(lines, ["one", "two"]);
+    assert!(
+        target
+            .docker()
+            .version()
+            .await
+            .expect("docker")
+            .version
+            .is_some()
+    );
+    // A dropped command takes its children with it.
+    let marker = format!("oec-local-{}", uuid::Uuid::new_v4().simple());
+    let cmd = format!("sh -c 'sleep 300 # {marker}'");
+    let mut ignore = |_: &str| {};
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), target.run(&cmd, &mut ignore))
+            .await
+            .is_err()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pattern = format!("[o]{}", &marker[1..]);
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", &pattern])
+        .output()
+        .expect("pgrep");
+    assert!(
+        left.stdout.is_empty(),
+        "left behind: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}

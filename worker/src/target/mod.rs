@@ -2,6 +2,7 @@
 //! its output lines), write a file, and a Docker client for that machine.
 //! Invariant: only this module does SSH or Docker I/O setup.
 
+pub mod local;
 pub mod shell;
 pub mod ssh;
 
@@ -69,6 +70,7 @@ pub struct ConnectError {
 /// A machine to deploy on.
 pub enum Target {
     Ssh(ssh::SshTarget),
+    Local(local::LocalTarget),
 }
 
 impl Target {
@@ -81,12 +83,14 @@ impl Target {
     ) -> anyhow::Result<CommandOutput> {
         match self {
             Target::Ssh(t) => t.run(command, on_line).await,
+            Target::Local(t) => t.run(command, on_line).await,
         }
     }
 
     pub fn docker(&self) -> &Docker {
         match self {
             Target::Ssh(t) => t.docker(),
+            Target::Local(t) => t.docker(),
         }
     }
 }
