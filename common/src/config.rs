@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::str::FromStr as _;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -69,6 +70,21 @@ pub struct Settings {
     pub event_replay_max: usize,
     /// Interval of the `: keepalive` comment on SSE streams.
     pub sse_keepalive: Duration,
+    /// Cron schedule (seconds first) of the log-retention job.
+    pub retention_schedule: String,
+    /// Cron schedule of the stuck-deployment reaper.
+    pub reaper_schedule: String,
+    /// The timezone cron schedules are evaluated in (IANA name).
+    pub scheduler_timezone: String,
+    /// Log rows deleted per retention batch (each its own transaction).
+    pub retention_batch_size: i64,
+    /// Also delete the steps of deployments whose logs are all gone.
+    pub retention_delete_steps: bool,
+    /// A running deployment without a heartbeat this long is failed.
+    pub reaper_stale_after: Duration,
+    /// A pending deployment not picked up this long is re-enqueued (once),
+    /// then failed.
+    pub reaper_pending_after: Duration,
 }
 
 impl fmt::Debug for Settings {
@@ -215,6 +231,36 @@ impl Settings {
             parse_range(v, 1, 3600).map(|n| Duration::from_secs(n.into()))
         });
 
+        let schedule = |v: &str| -> Result<String, String> {
+            cron::Schedule::from_str(v)
+                .map(|_| v.to_owned())
+                .map_err(|e| {
+                    format!(
+                        "must be a cron expression with seconds first, e.g. \"0 0 3 * * *\" ({e})"
+                    )
+                })
+        };
+        let retention_schedule =
+            r.optional("OEC_RETENTION_SCHEDULE", "0 0 3 * * *".to_owned(), schedule);
+        let reaper_schedule = r.optional("OEC_REAPER_SCHEDULE", "0 * * * * *".to_owned(), schedule);
+        let scheduler_timezone = r.optional("OEC_SCHEDULER_TZ", "UTC".to_owned(), |v| {
+            v.parse::<chrono_tz::Tz>()
+                .map(|_| v.to_owned())
+                .map_err(|_| "must be an IANA timezone such as UTC or Europe/Paris".into())
+        });
+        let retention_batch_size = i64::from(r.optional("OEC_RETENTION_BATCH_SIZE", 5000, |v| {
+            parse_range(v, 1, 1_000_000)
+        }));
+        let retention_delete_steps = r.optional("OEC_RETENTION_DELETE_STEPS", false, parse_bool);
+        let reaper_stale_after =
+            r.optional("OEC_REAPER_STALE_SECS", Duration::from_secs(120), |v| {
+                parse_range(v, 1, 86_400).map(|n| Duration::from_secs(n.into()))
+            });
+        let reaper_pending_after =
+            r.optional("OEC_REAPER_PENDING_SECS", Duration::from_secs(120), |v| {
+                parse_range(v, 1, 86_400).map(|n| Duration::from_secs(n.into()))
+            });
+
         if !r.errors.is_empty() {
             return Err(ConfigError(r.errors));
         }
@@ -246,6 +292,13 @@ impl Settings {
             deploy_root,
             event_replay_max,
             sse_keepalive,
+            retention_schedule,
+            reaper_schedule,
+            scheduler_timezone,
+            retention_batch_size,
+            retention_delete_steps,
+            reaper_stale_after,
+            reaper_pending_after,
         })
     }
 

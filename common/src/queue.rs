@@ -47,3 +47,27 @@ pub async fn enqueue(storage: &mut Storage, deployment_id: Uuid) -> anyhow::Resu
         .await
         .map_err(|e| anyhow::anyhow!("enqueueing deployment {deployment_id}: {e}"))
 }
+
+/// The deployments that have a job in the queue that is not finished
+/// (waiting, scheduled or in flight).
+pub async fn queued_deployments(
+    conn: &mut deadpool_redis::Connection,
+    prefix: &str,
+) -> anyhow::Result<std::collections::HashSet<Uuid>> {
+    let cfg = config(prefix, 1);
+    let finished: std::collections::HashSet<String> = redis::cmd("SUNION")
+        .arg(cfg.done_jobs_set())
+        .arg(cfg.dead_jobs_set())
+        .query_async(&mut **conn)
+        .await?;
+    let data: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
+        .arg(cfg.job_data_hash())
+        .query_async(&mut **conn)
+        .await?;
+    Ok(data
+        .into_iter()
+        .filter(|(task, _)| !finished.contains(task))
+        .filter_map(|(_, body)| serde_json::from_slice::<DeploymentJob>(&body).ok())
+        .map(|j| j.deployment_id)
+        .collect())
+}

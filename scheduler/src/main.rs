@@ -1,12 +1,29 @@
-//! oec-scheduler. Runs maintenance on cron schedules (log retention, stuck-deployment reaper). The jobs land with the scheduler issue; until then the process only proves its wiring.
-//!
-//! It loads settings, applies migrations, checks Redis, logs, and stops
-//! cleanly on SIGTERM or SIGINT.
+//! oec-scheduler: runs the maintenance jobs on their cron schedules, or one
+//! job now with `oec-scheduler run retention|reaper`.
+
+use std::sync::Arc;
 
 use oec_common::config::Settings;
+use oec_common::events::Publisher;
+use oec_scheduler::{Deps, Job, run_logged, schedule_loop};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let once = match args.as_slice() {
+        [] => None,
+        [run, job] if run == "run" => match Job::parse(job) {
+            Some(j) => Some(j),
+            None => {
+                eprintln!("oec-scheduler: unknown job {job:?}; jobs: retention, reaper");
+                std::process::exit(2);
+            }
+        },
+        _ => {
+            eprintln!("usage: oec-scheduler [run retention|reaper]");
+            std::process::exit(2);
+        }
+    };
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -22,9 +39,43 @@ async fn main() -> anyhow::Result<()> {
     )
     .await?;
     oec_common::shutdown::ping_redis(&settings.redis_url).await?;
-    tracing::info!("oec-scheduler started");
+    let redis = deadpool_redis::Config::from_url(settings.redis_url.clone())
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+    let publisher = Publisher::new(
+        redis.clone(),
+        &settings.redis_prefix,
+        settings.event_replay_max,
+    );
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    let replica = format!("{}-{}", host.trim(), std::process::id());
+    let deps = Arc::new(Deps {
+        pool: pool.clone(),
+        redis,
+        publisher,
+        settings,
+        replica,
+    });
+
+    if let Some(job) = once {
+        let r = run_logged(job, &deps).await;
+        pool.close().await;
+        return r.map(|summary| println!("{summary}"));
+    }
+    let loops: Vec<_> = Job::ALL
+        .into_iter()
+        .map(|j| tokio::spawn(schedule_loop(j, deps.clone())))
+        .collect();
+    tracing::info!(
+        retention = %deps.settings.retention_schedule,
+        reaper = %deps.settings.reaper_schedule,
+        timezone = %deps.settings.scheduler_timezone,
+        "oec-scheduler started"
+    );
     let signal = signals.recv().await;
     tracing::info!(signal, "oec-scheduler stopping");
+    for l in loops {
+        l.abort();
+    }
     pool.close().await;
     tracing::info!("oec-scheduler stopped");
     Ok(())

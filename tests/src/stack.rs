@@ -172,6 +172,25 @@ impl Stack {
         format!("{}{}", self.address, path)
     }
 
+    /// Another process on the same database and Redis prefix.
+    pub fn spawn(&self, name: &str, extra: &[(&str, &str)]) -> Proc {
+        let mut env = self.env.clone();
+        for (k, v) in extra {
+            env.retain(|(name, _)| name != k);
+            env.push((k.to_string(), v.to_string()));
+        }
+        Proc::spawn(name, &env)
+    }
+
+    /// The value of one variable of the stack's environment.
+    pub fn var(&self, name: &str) -> String {
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    }
+
     pub async fn send(
         &self,
         method: reqwest::Method,

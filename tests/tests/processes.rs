@@ -100,7 +100,12 @@ fn run_until_sigterm(name: &str, database_url: &str, ready: &str) -> String {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    log.extend(rx.try_iter().map(|l| l + "\n"));
+    // The readers end at EOF, after the exit: collect everything they still hold.
+    let drain_until = Instant::now() + Duration::from_secs(5);
+    while let Ok(line) = rx.recv_timeout(drain_until.saturating_duration_since(Instant::now())) {
+        log.push_str(&line);
+        log.push('\n');
+    }
     assert!(exit.success(), "{name} exited with {exit}:\n{log}");
     log
 }

@@ -5,6 +5,7 @@ pub mod access;
 pub mod deployments;
 pub mod dns_providers;
 pub mod environments;
+pub mod maintenance;
 pub mod odoo_versions;
 pub mod organizations;
 pub mod projects;

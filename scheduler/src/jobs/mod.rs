@@ -1,0 +1,2 @@
+pub mod reaper;
+pub mod retention;

@@ -1,0 +1,95 @@
+//! The stuck-deployment reaper (the spec's "Deployment Progress Stuck"): a
+//! running deployment without a heartbeat past the threshold is failed, with
+//! its running step, its environment and the events; a pending deployment
+//! whose job is gone from the queue is enqueued again once, then failed if it
+//! is still not picked up.
+
+use oec_common::db::{deployments, maintenance};
+use oec_common::queue;
+use serde_json::json;
+
+use crate::Deps;
+
+async fn announce(deps: &Deps, s: &maintenance::Stuck, message: &str) {
+    let data = json!({"deployment_id": s.id, "environment_id": s.environment_id, "project_id": s.project_id,
+                      "status": "failed", "error_message": message, "message": message, "level": "error"});
+    if let Err(e) = deps
+        .publisher
+        .publish(s.organization_id, "deployment_progress", data)
+        .await
+    {
+        tracing::warn!(error = %e, "publishing the reaped deployment failed");
+    }
+    let data = json!({"environment_id": s.environment_id, "project_id": s.project_id, "status": "failed", "deployment_id": s.id});
+    if let Err(e) = deps
+        .publisher
+        .publish(s.organization_id, "environment_status", data)
+        .await
+    {
+        tracing::warn!(error = %e, "publishing environment_status failed");
+    }
+}
+
+pub async fn run(deps: &Deps) -> anyhow::Result<String> {
+    let stale = deps.settings.reaper_stale_after.as_secs_f64();
+    let mut reaped = 0;
+    for s in maintenance::stale_running(&deps.pool, stale).await? {
+        let since = s
+            .heartbeat_at
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "its start".into());
+        let message = format!("Worker lost: no heartbeat since {since}");
+        if deployments::finish(&deps.pool, s.id, "failed", Some(&message), "failed")
+            .await?
+            .is_some()
+        {
+            tracing::warn!(deployment_id = %s.id, "{message}");
+            announce(deps, &s, &message).await;
+            reaped += 1;
+        }
+    }
+
+    let pending_after = deps.settings.reaper_pending_after.as_secs_f64();
+    let pending = maintenance::old_pending(&deps.pool, pending_after).await?;
+    let (mut requeued, mut failed) = (0, 0);
+    if !pending.is_empty() {
+        let mut conn = deps.redis.get().await?;
+        let queued = queue::queued_deployments(&mut conn, &deps.settings.redis_prefix).await?;
+        let mut storage = None;
+        for s in pending.iter().filter(|s| !queued.contains(&s.id)) {
+            match s.requeued_at {
+                None => {
+                    if storage.is_none() {
+                        storage = Some(
+                            queue::storage(
+                                &deps.settings.redis_url,
+                                &deps.settings.redis_prefix,
+                                1,
+                            )
+                            .await?,
+                        );
+                    }
+                    if let Some(st) = storage.as_mut() {
+                        queue::enqueue(st, s.id).await?;
+                    }
+                    maintenance::mark_requeued(&deps.pool, s.id).await?;
+                    tracing::warn!(deployment_id = %s.id, "pending deployment had no job in the queue; enqueued again");
+                    requeued += 1;
+                }
+                Some(at)
+                    if (chrono::Utc::now() - at).num_milliseconds() as f64 / 1000.0
+                        > pending_after =>
+                {
+                    let message = "Deployment was never picked up by a worker (its queued job was lost twice); check that oec-worker runs, then deploy again";
+                    deployments::fail_pending(&deps.pool, s.id, message).await?;
+                    announce(deps, s, message).await;
+                    failed += 1;
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    Ok(format!(
+        "{reaped} stale running deployments failed, {requeued} lost jobs enqueued again, {failed} never picked up"
+    ))
+}

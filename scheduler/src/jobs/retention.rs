@@ -1,0 +1,41 @@
+//! Log retention (the spec's 03:00 cleanup): deletes deployment logs older
+//! than `LOG_RETENTION_DAYS` in short batches, so the table is never locked
+//! for long and reads go on. `0` keeps logs forever. Deployments are kept.
+
+use chrono::Utc;
+use oec_common::db::maintenance;
+
+use crate::Deps;
+
+pub async fn run(deps: &Deps) -> anyhow::Result<String> {
+    let days = deps.settings.log_retention_days;
+    if days == 0 {
+        return Ok("LOG_RETENTION_DAYS=0: logs are kept forever, nothing deleted".into());
+    }
+    let cutoff = Utc::now() - chrono::Duration::days(i64::from(days));
+    let batch = deps.settings.retention_batch_size;
+    let mut deleted = 0u64;
+    let mut batches = 0u64;
+    loop {
+        let n = maintenance::delete_logs_batch(&deps.pool, cutoff, batch).await?;
+        deleted += n;
+        if n > 0 {
+            batches += 1;
+        }
+        if n < batch as u64 {
+            break;
+        }
+        // Let other work through between batches.
+        tokio::task::yield_now().await;
+    }
+    tracing::info!("Deleted {deleted} deployment logs older than {days} days");
+    let mut summary =
+        format!("Deleted {deleted} deployment logs older than {days} days in {batches} batches");
+    if deps.settings.retention_delete_steps {
+        let steps = maintenance::delete_orphan_steps(&deps.pool, cutoff).await?;
+        summary.push_str(&format!(
+            "; deleted {steps} steps of deployments without logs"
+        ));
+    }
+    Ok(summary)
+}

@@ -1,0 +1,135 @@
+//! oec-scheduler: maintenance on cron schedules. Every replica evaluates the
+//! same schedules; the replica that claims a tick in PostgreSQL runs it
+//! (`scheduler_runs`), so each tick of each job runs exactly once.
+
+pub mod jobs;
+
+use std::str::FromStr as _;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use oec_common::config::Settings;
+use oec_common::events::Publisher;
+use sqlx::PgPool;
+
+/// What the jobs share.
+pub struct Deps {
+    pub pool: PgPool,
+    pub redis: deadpool_redis::Pool,
+    pub publisher: Publisher,
+    pub settings: Settings,
+    pub replica: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Job {
+    Retention,
+    Reaper,
+}
+
+impl Job {
+    pub const ALL: [Job; 2] = [Job::Retention, Job::Reaper];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Job::Retention => "retention",
+            Job::Reaper => "reaper",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Job> {
+        Job::ALL.into_iter().find(|j| j.name() == s)
+    }
+
+    fn schedule(self, s: &Settings) -> &str {
+        match self {
+            Job::Retention => &s.retention_schedule,
+            Job::Reaper => &s.reaper_schedule,
+        }
+    }
+
+    /// Runs the job once; the result is a one-line summary for the log.
+    pub async fn run(self, deps: &Deps) -> anyhow::Result<String> {
+        match self {
+            Job::Retention => jobs::retention::run(deps).await,
+            Job::Reaper => jobs::reaper::run(deps).await,
+        }
+    }
+}
+
+/// Runs one job now, logging its start, result and duration.
+pub async fn run_logged(job: Job, deps: &Deps) -> anyhow::Result<String> {
+    let t0 = Instant::now();
+    tracing::info!(job = job.name(), "job started");
+    let r = job.run(deps).await;
+    let secs = t0.elapsed().as_secs_f64();
+    match &r {
+        Ok(summary) => tracing::info!(job = job.name(), seconds = secs, "job finished: {summary}"),
+        Err(e) => tracing::error!(
+            job = job.name(),
+            seconds = secs,
+            "job failed: {e:#}; it runs again at its next tick"
+        ),
+    }
+    r
+}
+
+/// The loop of one job: sleep until the next tick, claim it, run it. A
+/// failing run is logged and the loop goes on.
+pub async fn schedule_loop(job: Job, deps: Arc<Deps>) {
+    let tz: chrono_tz::Tz = deps
+        .settings
+        .scheduler_timezone
+        .parse()
+        .unwrap_or(chrono_tz::UTC);
+    let schedule = match cron::Schedule::from_str(job.schedule(&deps.settings)) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(job = job.name(), error = %e, "invalid schedule; job disabled");
+            return;
+        }
+    };
+    loop {
+        let Some(next) = schedule.upcoming(tz).next() else {
+            return;
+        };
+        let tick: DateTime<Utc> = next.with_timezone(&Utc);
+        let wait = (tick - Utc::now()).to_std().unwrap_or_default();
+        tokio::time::sleep(wait).await;
+        match oec_common::db::maintenance::claim_tick(&deps.pool, job.name(), tick, &deps.replica)
+            .await
+        {
+            Ok(true) => {
+                let r = run_logged(job, &deps).await;
+                let (ok, summary) = match r {
+                    Ok(s) => (true, s),
+                    Err(e) => (false, format!("{e:#}")),
+                };
+                if let Err(e) = oec_common::db::maintenance::finish_tick(
+                    &deps.pool,
+                    job.name(),
+                    tick,
+                    ok,
+                    &summary,
+                )
+                .await
+                {
+                    tracing::warn!(job = job.name(), error = %e, "recording the run failed");
+                }
+            }
+            Ok(false) => tracing::debug!(job = job.name(), %tick, "tick taken by another replica"),
+            Err(e) => {
+                tracing::warn!(job = job.name(), error = %e, "claiming the tick failed; skipped")
+            }
+        }
+        // Never run the same tick twice in a row on a fast clock.
+        if Utc::now() <= tick {
+            tokio::time::sleep(
+                (tick - Utc::now()).to_std().unwrap_or_default()
+                    + std::time::Duration::from_millis(5),
+            )
+            .await;
+        }
+    }
+}
