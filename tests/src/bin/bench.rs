@@ -10,6 +10,11 @@
 //! `oec-bench logs --database URL --redis URL --lines N` measures how many log
 //! lines per second one deployment can commit and publish, against the
 //! baseline of one INSERT and one PUBLISH per line.
+//!
+//! `oec-bench retention --database URL --api URL --token T --rows N` fills
+//! `deployment_logs` with N rows past the retention cutoff, then measures the
+//! cleanup's wall time and `/logs` p99 latency during it, against `/logs` p99
+//! when idle, in the same run.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -59,6 +64,7 @@ async fn main() -> anyhow::Result<()> {
     match args.get(1).map(String::as_str) {
         Some("sse") => sse(&args).await,
         Some("logs") => logs(&args).await,
+        Some("retention") => retention(&args).await,
         _ => bail!("usage: oec-bench sse|logs ... (see the file header or scripts/bench)"),
     }
 }
@@ -374,4 +380,92 @@ async fn bench_deployment(pool: &sqlx::PgPool) -> anyhow::Result<(Uuid, Uuid)> {
         .bind(dep).bind(project).bind(env).execute(&mut *tx).await?;
     tx.commit().await?;
     Ok((dep, org))
+}
+
+/// Latencies (µs) of `GET {api}/deployments/{id}/logs?limit=100` until `stop`.
+async fn read_logs_until(api: String, token: String, id: Uuid, stop: Arc<std::sync::atomic::AtomicBool>) -> Vec<u64> {
+    let client = reqwest::Client::new();
+    let url = format!("{api}/deployments/{id}/logs?limit=100");
+    let mut out = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let t0 = Instant::now();
+        let ok = client.get(&url).bearer_auth(&token).send().await.map(|r| r.status().is_success()).unwrap_or(false);
+        if ok {
+            out.push(t0.elapsed().as_micros() as u64);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    out.sort_unstable();
+    out
+}
+
+async fn retention(args: &[String]) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let database = arg(args, "--database").context("--database")?;
+    let api = arg(args, "--api").context("--api")?;
+    let token = arg(args, "--token").context("--token")?;
+    let redis_url = arg(args, "--redis").unwrap_or_else(|| "redis://127.0.0.1:6379".into());
+    let rows: i64 = arg(args, "--rows").unwrap_or_else(|| "5000000".into()).parse()?;
+    let pool = oec_common::db::connect_and_migrate(&database, 10).await?;
+    let (old, _) = bench_deployment(&pool).await?;
+    let (fresh, _) = bench_deployment(&pool).await?;
+    sqlx::query("INSERT INTO deployment_logs (id, deployment_id, seq, timestamp, level, message)
+                 SELECT gen_random_uuid(), $1, g, now(), 'info', 'fresh line ' || g FROM generate_series(1, 1000) g")
+        .bind(fresh).execute(&pool).await?;
+    let t0 = Instant::now();
+    let chunk = 500_000i64;
+    let mut start = 0;
+    while start < rows {
+        let n = chunk.min(rows - start);
+        sqlx::query("INSERT INTO deployment_logs (id, deployment_id, seq, timestamp, level, message)
+                     SELECT gen_random_uuid(), $1, $2 + g, now() - interval '200 days', 'debug', 'old line ' || g
+                     FROM generate_series(1, $3) g")
+            .bind(old).bind(start).bind(n).execute(&pool).await?;
+        start += n;
+    }
+    sqlx::query("ANALYZE deployment_logs").execute(&pool).await?;
+    eprintln!("seeded {rows} rows in {:.1}s", t0.elapsed().as_secs_f64());
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = tokio::spawn(read_logs_until(api.clone(), token.clone(), fresh, stop.clone()));
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    stop.store(true, Ordering::SeqCst);
+    let idle = reader.await?;
+
+    let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+    vars.insert("DATABASE_URL".into(), database.clone());
+    vars.insert("REDIS_URL".into(), redis_url.clone());
+    vars.insert("LOG_RETENTION_DAYS".into(), "90".into());
+    vars.entry("OEC_JWT_SECRET".into()).or_insert_with(|| "bench-secret-bench-secret-bench-secret".into());
+    vars.entry("OEC_SECRET_KEY".into()).or_insert_with(|| "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into());
+    let settings = oec_common::config::Settings::from_vars(vars).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let redis = deadpool_redis::Config::from_url(redis_url).create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+    let deps = oec_scheduler::Deps {
+        pool: pool.clone(),
+        publisher: Publisher::new(redis.clone(), "bench:", 10_000),
+        redis,
+        settings,
+        replica: "bench".into(),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = tokio::spawn(read_logs_until(api.clone(), token.clone(), fresh, stop.clone()));
+    let t0 = Instant::now();
+    let summary = oec_scheduler::Job::Retention.run(&deps).await?;
+    let cleanup = t0.elapsed().as_secs_f64();
+    stop.store(true, Ordering::SeqCst);
+    let during = reader.await?;
+    eprintln!("{summary}");
+    println!("rows,cleanup_seconds,rows_per_second,idle_requests,idle_p50_ms,idle_p99_ms,during_requests,during_p50_ms,during_p99_ms,p99_ratio_during_vs_idle");
+    println!(
+        "{rows},{cleanup:.1},{:.0},{},{:.2},{:.2},{},{:.2},{:.2},{:.2}",
+        rows as f64 / cleanup,
+        idle.len(),
+        percentile(&idle, 0.5),
+        percentile(&idle, 0.99),
+        during.len(),
+        percentile(&during, 0.5),
+        percentile(&during, 0.99),
+        percentile(&during, 0.99) / percentile(&idle, 0.99),
+    );
+    Ok(())
 }
