@@ -130,6 +130,7 @@ pub struct TestApp {
     pub admin_token: String,
     pub settings: Settings,
     pub db: sqlx::PgPool,
+    pub redis_keys: RedisPrefix,
     // Dropped last: the database outlives the pool above.
     pub database: TestDatabase,
 }
@@ -151,12 +152,14 @@ impl TestApp {
             .await
             .expect("test pool");
         let client = reqwest::Client::new();
+        let redis_keys = RedisPrefix(settings.redis_prefix.clone());
         let mut t = TestApp {
             address,
             client,
             admin_token: String::new(),
             settings,
             db,
+            redis_keys,
             database,
         };
         t.admin_token = t.login(ADMIN_EMAIL, ADMIN_PASSWORD).await;
@@ -421,5 +424,25 @@ impl TargetEnv {
 
     pub fn private_key(&self) -> String {
         std::fs::read_to_string(&self.key_path).expect("read the test private key")
+    }
+}
+
+/// Deletes every Redis key under a test's prefix when dropped, so test runs
+/// leave nothing behind in the shared Redis.
+pub struct RedisPrefix(pub String);
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        let pattern = format!("{}*", self.0);
+        let _ = std::thread::spawn(move || -> Option<()> {
+            let client = redis::Client::open(redis_url()).ok()?;
+            let mut conn = client.get_connection().ok()?;
+            let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(&mut conn).ok()?;
+            for chunk in keys.chunks(500) {
+                let _: Option<i64> = redis::cmd("DEL").arg(chunk).query(&mut conn).ok();
+            }
+            Some(())
+        })
+        .join();
     }
 }

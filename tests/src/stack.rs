@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::{ADMIN_EMAIL, ADMIN_PASSWORD, Resp, TargetEnv, TestDatabase, binary, process_env};
+use crate::{ADMIN_EMAIL, ADMIN_PASSWORD, RedisPrefix, Resp, TargetEnv, TestDatabase, binary, process_env};
 
 /// A child process whose output is kept, and which is killed on drop.
 pub struct Proc {
@@ -113,6 +113,7 @@ pub struct Stack {
     pub admin_token: String,
     pub env: Vec<(String, String)>,
     pub pool: sqlx::PgPool,
+    pub redis_keys: RedisPrefix,
     pub db: TestDatabase,
 }
 
@@ -146,6 +147,8 @@ impl Stack {
         }
         let client = reqwest::Client::new();
         let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
+        let prefix = env.iter().find(|(k, _)| k == "OEC_REDIS_PREFIX").map(|(_, v)| v.clone()).unwrap_or_default();
+        let redis_keys = RedisPrefix(prefix);
         let mut s = Stack {
             api,
             workers: procs,
@@ -154,6 +157,7 @@ impl Stack {
             admin_token: String::new(),
             env,
             pool,
+            redis_keys,
             db,
         };
         let r = s
