@@ -11,7 +11,9 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::{ADMIN_EMAIL, ADMIN_PASSWORD, RedisPrefix, Resp, TargetEnv, TestDatabase, binary, process_env};
+use crate::{
+    ADMIN_EMAIL, ADMIN_PASSWORD, RedisPrefix, Resp, TargetEnv, TestDatabase, binary, process_env,
+};
 
 /// A child process whose output is kept, and which is killed on drop.
 pub struct Proc {
@@ -147,7 +149,11 @@ impl Stack {
         }
         let client = reqwest::Client::new();
         let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
-        let prefix = env.iter().find(|(k, _)| k == "OEC_REDIS_PREFIX").map(|(_, v)| v.clone()).unwrap_or_default();
+        let prefix = env
+            .iter()
+            .find(|(k, _)| k == "OEC_REDIS_PREFIX")
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default();
         let redis_keys = RedisPrefix(prefix);
         let mut s = Stack {
             api,

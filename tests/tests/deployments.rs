@@ -179,9 +179,20 @@ async fn a_second_deployment_gets_409_and_an_idempotency_key_replays() {
 
     // Cancel reaches the blocked stage within 2 seconds.
     let id = a["id"].as_str().unwrap_or_default().to_owned();
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    let running = stack.get(&format!("/api/v1/deployments/{id}"), &t).await;
-    assert_eq!(running.body["status"], "running", "{}", running.text);
+    // Wait until the stage blocked on the tarpit runs, then cancel it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let running = stack.get(&format!("/api/v1/deployments/{id}"), &t).await;
+        if running.body["current_step"] == "connecting" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reached connecting: {}",
+            running.text
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let t0 = std::time::Instant::now();
     let c = stack
         .post(&format!("/api/v1/deployments/{id}/cancel"), &t, json!({}))
@@ -510,8 +521,8 @@ async fn sigterm_lets_the_grace_period_run_then_fails_what_is_left() {
     while stack
         .get(&format!("/api/v1/deployments/{id}"), &t)
         .await
-        .body["status"]
-        != "running"
+        .body["current_step"]
+        != "connecting"
     {
         assert!(std::time::Instant::now() < deadline, "never started");
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -242,8 +242,8 @@ async fn a_killed_worker_leaves_a_deployment_the_reaper_fails() {
     while stack
         .get(&format!("/api/v1/deployments/{id}"), &t)
         .await
-        .body["status"]
-        != "running"
+        .body["current_step"]
+        != "connecting"
     {
         assert!(Instant::now() < deadline, "never started");
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -383,13 +383,24 @@ async fn bench_deployment(pool: &sqlx::PgPool) -> anyhow::Result<(Uuid, Uuid)> {
 }
 
 /// Latencies (µs) of `GET {api}/deployments/{id}/logs?limit=100` until `stop`.
-async fn read_logs_until(api: String, token: String, id: Uuid, stop: Arc<std::sync::atomic::AtomicBool>) -> Vec<u64> {
+async fn read_logs_until(
+    api: String,
+    token: String,
+    id: Uuid,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<u64> {
     let client = reqwest::Client::new();
     let url = format!("{api}/deployments/{id}/logs?limit=100");
     let mut out = Vec::new();
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         let t0 = Instant::now();
-        let ok = client.get(&url).bearer_auth(&token).send().await.map(|r| r.status().is_success()).unwrap_or(false);
+        let ok = client
+            .get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .map(|r| r.status().is_success())
+            .unwrap_or(false);
         if ok {
             out.push(t0.elapsed().as_micros() as u64);
         }
@@ -405,7 +416,9 @@ async fn retention(args: &[String]) -> anyhow::Result<()> {
     let api = arg(args, "--api").context("--api")?;
     let token = arg(args, "--token").context("--token")?;
     let redis_url = arg(args, "--redis").unwrap_or_else(|| "redis://127.0.0.1:6379".into());
-    let rows: i64 = arg(args, "--rows").unwrap_or_else(|| "5000000".into()).parse()?;
+    let rows: i64 = arg(args, "--rows")
+        .unwrap_or_else(|| "5000000".into())
+        .parse()?;
     let pool = oec_common::db::connect_and_migrate(&database, 10).await?;
     let (old, _) = bench_deployment(&pool).await?;
     let (fresh, _) = bench_deployment(&pool).await?;
@@ -423,11 +436,18 @@ async fn retention(args: &[String]) -> anyhow::Result<()> {
             .bind(old).bind(start).bind(n).execute(&pool).await?;
         start += n;
     }
-    sqlx::query("ANALYZE deployment_logs").execute(&pool).await?;
+    sqlx::query("ANALYZE deployment_logs")
+        .execute(&pool)
+        .await?;
     eprintln!("seeded {rows} rows in {:.1}s", t0.elapsed().as_secs_f64());
 
     let stop = Arc::new(AtomicBool::new(false));
-    let reader = tokio::spawn(read_logs_until(api.clone(), token.clone(), fresh, stop.clone()));
+    let reader = tokio::spawn(read_logs_until(
+        api.clone(),
+        token.clone(),
+        fresh,
+        stop.clone(),
+    ));
     tokio::time::sleep(Duration::from_secs(10)).await;
     stop.store(true, Ordering::SeqCst);
     let idle = reader.await?;
@@ -436,10 +456,14 @@ async fn retention(args: &[String]) -> anyhow::Result<()> {
     vars.insert("DATABASE_URL".into(), database.clone());
     vars.insert("REDIS_URL".into(), redis_url.clone());
     vars.insert("LOG_RETENTION_DAYS".into(), "90".into());
-    vars.entry("OEC_JWT_SECRET".into()).or_insert_with(|| "bench-secret-bench-secret-bench-secret".into());
-    vars.entry("OEC_SECRET_KEY".into()).or_insert_with(|| "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into());
-    let settings = oec_common::config::Settings::from_vars(vars).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let redis = deadpool_redis::Config::from_url(redis_url).create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
+    vars.entry("OEC_JWT_SECRET".into())
+        .or_insert_with(|| "bench-secret-bench-secret-bench-secret".into());
+    vars.entry("OEC_SECRET_KEY".into())
+        .or_insert_with(|| "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into());
+    let settings =
+        oec_common::config::Settings::from_vars(vars).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let redis = deadpool_redis::Config::from_url(redis_url)
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
     let deps = oec_scheduler::Deps {
         pool: pool.clone(),
         publisher: Publisher::new(redis.clone(), "bench:", 10_000),
@@ -448,14 +472,21 @@ async fn retention(args: &[String]) -> anyhow::Result<()> {
         replica: "bench".into(),
     };
     let stop = Arc::new(AtomicBool::new(false));
-    let reader = tokio::spawn(read_logs_until(api.clone(), token.clone(), fresh, stop.clone()));
+    let reader = tokio::spawn(read_logs_until(
+        api.clone(),
+        token.clone(),
+        fresh,
+        stop.clone(),
+    ));
     let t0 = Instant::now();
     let summary = oec_scheduler::Job::Retention.run(&deps).await?;
     let cleanup = t0.elapsed().as_secs_f64();
     stop.store(true, Ordering::SeqCst);
     let during = reader.await?;
     eprintln!("{summary}");
-    println!("rows,cleanup_seconds,rows_per_second,idle_requests,idle_p50_ms,idle_p99_ms,during_requests,during_p50_ms,during_p99_ms,p99_ratio_during_vs_idle");
+    println!(
+        "rows,cleanup_seconds,rows_per_second,idle_requests,idle_p50_ms,idle_p99_ms,during_requests,during_p50_ms,during_p99_ms,p99_ratio_during_vs_idle"
+    );
     println!(
         "{rows},{cleanup:.1},{:.0},{},{:.2},{:.2},{},{:.2},{:.2},{:.2}",
         rows as f64 / cleanup,
