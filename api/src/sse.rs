@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use actix_web::{HttpRequest, Responder, web};
 use actix_web_lab::sse;
+use bytestring::ByteString;
 use futures_util::StreamExt as _;
 use oec_common::db;
 use oec_common::events::{Event, Publisher, parse_id};
@@ -25,8 +26,39 @@ use crate::errors::ApiError;
 use crate::extract::{AuthUser, authenticate};
 use crate::state::AppState;
 
+/// An event as every client receives it, serialized once for all of them
+/// (the strings are reference-counted, so a client's copy costs no allocation).
+pub struct Prepared {
+    pub event: Event,
+    project: Option<Uuid>,
+    data: ByteString,
+    kind: ByteString,
+    id: ByteString,
+}
+
+impl Prepared {
+    pub fn new(event: Event) -> Prepared {
+        let body = json!({"type": event.kind, "data": event.data}).to_string();
+        Prepared {
+            project: event.project_id(),
+            data: ByteString::from(body),
+            kind: ByteString::from(event.kind.clone()),
+            id: ByteString::from(event.id.clone()),
+            event,
+        }
+    }
+
+    fn to_sse(&self) -> sse::Event {
+        sse::Event::Data(
+            sse::Data::new(self.data.clone())
+                .event(self.kind.clone())
+                .id(self.id.clone()),
+        )
+    }
+}
+
 pub struct Hub {
-    tx: broadcast::Sender<Arc<Event>>,
+    tx: broadcast::Sender<Arc<Prepared>>,
 }
 
 impl Hub {
@@ -42,12 +74,12 @@ impl Hub {
         Ok(Arc::new(Hub { tx }))
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Prepared>> {
         self.tx.subscribe()
     }
 }
 
-async fn pump(client: redis::Client, publisher: Publisher, tx: broadcast::Sender<Arc<Event>>) {
+async fn pump(client: redis::Client, publisher: Publisher, tx: broadcast::Sender<Arc<Prepared>>) {
     let mut last: Option<String> = None;
     loop {
         match client.get_async_pubsub().await {
@@ -59,7 +91,7 @@ async fn pump(client: redis::Client, publisher: Publisher, tx: broadcast::Sender
                     {
                         for e in missed {
                             last = Some(e.id.clone());
-                            let _ = tx.send(Arc::new(e));
+                            let _ = tx.send(Arc::new(Prepared::new(e)));
                         }
                     }
                     let mut messages = pubsub.into_on_message();
@@ -76,7 +108,7 @@ async fn pump(client: redis::Client, publisher: Publisher, tx: broadcast::Sender
                             continue;
                         }
                         last = Some(event.id.clone());
-                        let _ = tx.send(Arc::new(event));
+                        let _ = tx.send(Arc::new(Prepared::new(event)));
                     }
                     tracing::warn!("Redis event subscription ended; resubscribing");
                 }
@@ -112,10 +144,10 @@ impl Scope {
         })
     }
 
-    fn allows(&self, e: &Event) -> bool {
+    fn allows(&self, p: &Prepared) -> bool {
         self.all
-            || self.orgs.contains(&e.org_id)
-            || e.project_id().is_some_and(|p| self.projects.contains(&p))
+            || self.orgs.contains(&p.event.org_id)
+            || p.project.is_some_and(|id| self.projects.contains(&id))
     }
 }
 
@@ -151,15 +183,6 @@ fn last_event_id(req: &HttpRequest) -> Option<String> {
         .map(str::to_owned)
 }
 
-fn to_sse(e: &Event) -> sse::Event {
-    let body = json!({"type": e.kind, "data": e.data});
-    sse::Event::Data(
-        sse::Data::new(body.to_string())
-            .event(e.kind.clone())
-            .id(e.id.clone()),
-    )
-}
-
 fn connected() -> sse::Event {
     sse::Event::Data(sse::Data::new(json!({"status": "connected"}).to_string()).event("connected"))
 }
@@ -179,9 +202,9 @@ where
 }
 
 struct StreamState {
-    rx: broadcast::Receiver<Arc<Event>>,
+    rx: broadcast::Receiver<Arc<Prepared>>,
     scope: Scope,
-    replay: VecDeque<Event>,
+    replay: VecDeque<Prepared>,
     replayed_up_to: Option<(u64, u64)>,
     tick: Interval,
     connected: bool,
@@ -209,7 +232,11 @@ pub async fn events_stream(
             .last()
             .and_then(|e| parse_id(&e.id))
             .or(parse_id(&last));
-        replay = missed.into_iter().filter(|e| scope.allows(e)).collect();
+        replay = missed
+            .into_iter()
+            .map(Prepared::new)
+            .filter(|p| scope.allows(p))
+            .collect();
     }
     let st = StreamState {
         rx,
@@ -228,20 +255,20 @@ pub async fn events_stream(
             st.connected = true;
             return Some((Ok(connected()), st));
         }
-        if let Some(e) = st.replay.pop_front() {
-            return Some((Ok(to_sse(&e)), st));
+        if let Some(p) = st.replay.pop_front() {
+            return Some((Ok(p.to_sse()), st));
         }
         loop {
             tokio::select! {
                 r = st.rx.recv() => match r {
-                    Ok(e) => {
-                        if !st.scope.allows(&e) {
+                    Ok(p) => {
+                        if !st.scope.allows(&p) {
                             continue;
                         }
-                        if st.replayed_up_to.is_some() && parse_id(&e.id) <= st.replayed_up_to {
+                        if st.replayed_up_to.is_some() && parse_id(&p.event.id) <= st.replayed_up_to {
                             continue;
                         }
-                        return Some((Ok(to_sse(&e)), st));
+                        return Some((Ok(p.to_sse()), st));
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         // Too slow for the shared buffer: disconnect; the client resumes.
@@ -266,7 +293,7 @@ enum Phase {
 struct DeploymentStream {
     state: web::Data<AppState>,
     deployment: Uuid,
-    rx: broadcast::Receiver<Arc<Event>>,
+    rx: broadcast::Receiver<Arc<Prepared>>,
     last_seq: i64,
     queue: VecDeque<sse::Event>,
     phase: Phase,
@@ -358,15 +385,15 @@ pub async fn deployment_events(
                 Phase::Live => {
                     tokio::select! {
                         r = st.rx.recv() => match r {
-                            Ok(e) if e.deployment_id() == Some(st.deployment) => {
-                                let seq = e.data.get("seq").and_then(|s| s.as_i64());
+                            Ok(p) if p.event.deployment_id() == Some(st.deployment) => {
+                                let seq = p.event.data.get("seq").and_then(|s| s.as_i64());
                                 match seq {
                                     Some(s) if s <= st.last_seq => {}
                                     Some(s) if s == st.last_seq + 1 => {
                                         st.last_seq = s;
-                                        let mut ev = (*e).clone();
+                                        let mut ev = p.event.clone();
                                         ev.id = s.to_string();
-                                        st.queue.push_back(to_sse(&ev));
+                                        st.queue.push_back(Prepared::new(ev).to_sse());
                                     }
                                     // A gap, or a status change: read from PostgreSQL.
                                     _ => st.phase = Phase::Backlog,
