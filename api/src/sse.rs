@@ -34,12 +34,19 @@ pub struct Prepared {
     data: ByteString,
     kind: ByteString,
     id: ByteString,
+    /// The whole SSE frame, encoded once for the fan-out stream.
+    frame: web::Bytes,
 }
 
 impl Prepared {
     pub fn new(event: Event) -> Prepared {
         let body = json!({"type": event.kind, "data": event.data}).to_string();
+        let frame = web::Bytes::from(format!(
+            "event: {}\nid: {}\ndata: {}\n\n",
+            event.kind, event.id, body
+        ));
         Prepared {
+            frame,
             project: event.project_id(),
             data: ByteString::from(body),
             kind: ByteString::from(event.kind.clone()),
@@ -215,7 +222,7 @@ struct StreamState {
 pub async fn events_stream(
     state: web::Data<AppState>,
     req: HttpRequest,
-) -> Result<impl Responder, ApiError> {
+) -> Result<actix_web::HttpResponse, ApiError> {
     let user = sse_user(&state, &req).await?;
     let scope = Scope::load(&state, &user).await?;
     // Subscribe before reading the replay, so nothing falls in between.
@@ -247,41 +254,68 @@ pub async fn events_stream(
         connected: false,
         done: false,
     };
+    // Frames are pre-encoded once per event (see `Prepared`); a client that
+    // has several waiting gets them in one write.
     let stream = futures_util::stream::unfold(st, |mut st| async move {
         if st.done {
             return None;
         }
         if !st.connected {
             st.connected = true;
-            return Some((Ok(connected()), st));
+            return Some((Ok::<_, Infallible>(web::Bytes::from_static(CONNECTED)), st));
         }
         if let Some(p) = st.replay.pop_front() {
-            return Some((Ok(p.to_sse()), st));
+            return Some((Ok(p.frame.clone()), st));
         }
         loop {
             tokio::select! {
                 r = st.rx.recv() => match r {
                     Ok(p) => {
-                        if !st.scope.allows(&p) {
+                        if !st.wants(&p) {
                             continue;
                         }
-                        if st.replayed_up_to.is_some() && parse_id(&p.event.id) <= st.replayed_up_to {
-                            continue;
+                        let mut out = web::BytesMut::from(&p.frame[..]);
+                        for _ in 0..63 {
+                            match st.rx.try_recv() {
+                                Ok(p) if st.wants(&p) => out.extend_from_slice(&p.frame),
+                                Ok(_) => {}
+                                Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                                    st.done = true;
+                                    out.extend_from_slice(LAGGED);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
                         }
-                        return Some((Ok(p.to_sse()), st));
+                        return Some((Ok(out.freeze()), st));
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         // Too slow for the shared buffer: disconnect; the client resumes.
                         st.done = true;
-                        return Some((Ok(sse::Event::Comment("lagged; reconnect with Last-Event-ID".into())), st));
+                        return Some((Ok(web::Bytes::from_static(LAGGED)), st));
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },
-                _ = st.tick.tick() => return Some((Ok(sse::Event::Comment("keepalive".into())), st)),
+                _ = st.tick.tick() => return Some((Ok(web::Bytes::from_static(KEEPALIVE)), st)),
             }
         }
     });
-    Ok(respond(stream))
+    Ok(actix_web::HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(stream))
+}
+
+const CONNECTED: &[u8] = b"event: connected\ndata: {\"status\":\"connected\"}\n\n";
+const KEEPALIVE: &[u8] = b": keepalive\n\n";
+const LAGGED: &[u8] = b": lagged; reconnect with Last-Event-ID\n\n";
+
+impl StreamState {
+    fn wants(&self, p: &Prepared) -> bool {
+        self.scope.allows(p)
+            && (self.replayed_up_to.is_none() || parse_id(&p.event.id) > self.replayed_up_to)
+    }
 }
 
 enum Phase {

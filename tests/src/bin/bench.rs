@@ -115,24 +115,30 @@ async fn sse_client(
             announced = true;
             ready.add_permits(1);
         }
-        // Events carry `"bench_sent_us":<n>`; the rest is ignored.
-        let text = String::from_utf8_lossy(&pending).into_owned();
+        // Events carry `"bench_sent_us":<n>`; the rest is ignored. Bytes are
+        // scanned in place: the client must cost as little CPU as possible,
+        // since it shares the machine with the server it measures.
+        const KEY: &[u8] = b"bench_sent_us\":";
         let mut consumed = 0;
-        for (i, _) in text.match_indices("bench_sent_us\":") {
-            let rest = &text[i + 15..];
-            let end = rest
-                .find(|c: char| !c.is_ascii_digit())
-                .unwrap_or(rest.len());
-            if end == rest.len() {
+        let mut at = 0;
+        while let Some(pos) = pending[at..].windows(KEY.len()).position(|w| w == KEY) {
+            let start = at + pos + KEY.len();
+            let digits = pending[start..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
+            if start + digits == pending.len() {
                 break;
             }
-            if let Ok(sent) = rest[..end].parse::<u64>() {
-                samples.push(now_us().saturating_sub(sent));
-            }
-            consumed = i + 15 + end;
+            let sent = pending[start..start + digits]
+                .iter()
+                .fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
+            samples.push(now_us().saturating_sub(sent));
+            at = start + digits;
+            consumed = at;
         }
-        if let Some(last_nl) = text[consumed..].rfind("\n\n") {
-            consumed += last_nl + 2;
+        if let Some(nl) = pending[consumed..].windows(2).rposition(|w| w == b"\n\n") {
+            consumed += nl + 2;
         }
         pending.drain(..consumed.min(pending.len()));
     }
