@@ -62,6 +62,15 @@ impl ApiError {
         }
     }
 
+    /// A parent that is not found makes the child not found: a resource of
+    /// an invisible project answers as itself missing.
+    pub fn not_found_as(self, what: &'static str) -> Self {
+        match self {
+            ApiError::NotFound(_) => ApiError::NotFound(what),
+            e => e,
+        }
+    }
+
     pub fn invalid(field: &str, message: impl Into<String>) -> Self {
         ApiError::Invalid(FieldError {
             field: field.to_owned(),

@@ -80,6 +80,8 @@ pub struct Settings {
     pub retention_batch_size: i64,
     /// Also delete the steps of deployments whose logs are all gone.
     pub retention_delete_steps: bool,
+    /// Pause between retention batches, so the cleanup yields to live reads.
+    pub retention_pause: Duration,
     /// A running deployment without a heartbeat this long is failed.
     pub reaper_stale_after: Duration,
     /// A pending deployment not picked up this long is re-enqueued (once),
@@ -111,6 +113,21 @@ impl Settings {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_vars(std::env::vars().collect())
+    }
+
+    /// Reads the process environment, or stops the process (exit code 2) with
+    /// one message naming every bad variable, and installs logging.
+    pub fn load_or_exit(process: &str) -> Self {
+        match Self::from_env() {
+            Ok(s) => {
+                crate::telemetry::init(s.log_format);
+                s
+            }
+            Err(e) => {
+                eprintln!("{process}: {e}");
+                std::process::exit(2);
+            }
+        }
     }
 
     /// Reads the given variables (the process environment in production).
@@ -248,10 +265,14 @@ impl Settings {
                 .map(|_| v.to_owned())
                 .map_err(|_| "must be an IANA timezone such as UTC or Europe/Paris".into())
         });
-        let retention_batch_size = i64::from(r.optional("OEC_RETENTION_BATCH_SIZE", 5000, |v| {
+        let retention_batch_size = i64::from(r.optional("OEC_RETENTION_BATCH_SIZE", 1000, |v| {
             parse_range(v, 1, 1_000_000)
         }));
         let retention_delete_steps = r.optional("OEC_RETENTION_DELETE_STEPS", false, parse_bool);
+        let retention_pause =
+            r.optional("OEC_RETENTION_PAUSE_MS", Duration::from_millis(10), |v| {
+                parse_range(v, 0, 60_000).map(|n| Duration::from_millis(n.into()))
+            });
         let reaper_stale_after =
             r.optional("OEC_REAPER_STALE_SECS", Duration::from_secs(120), |v| {
                 parse_range(v, 1, 86_400).map(|n| Duration::from_secs(n.into()))
@@ -297,6 +318,7 @@ impl Settings {
             scheduler_timezone,
             retention_batch_size,
             retention_delete_steps,
+            retention_pause,
             reaper_stale_after,
             reaper_pending_after,
         })

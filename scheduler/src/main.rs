@@ -24,14 +24,7 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    let settings = match Settings::from_env() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("oec-scheduler: {e}");
-            std::process::exit(2);
-        }
-    };
-    oec_common::telemetry::init(settings.log_format);
+    let settings = Settings::load_or_exit("oec-scheduler");
     let mut signals = oec_common::shutdown::Signals::install()?;
     let pool = oec_common::db::connect_and_migrate(
         &settings.database_url,

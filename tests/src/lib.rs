@@ -110,6 +110,28 @@ pub struct Resp {
     pub text: String,
 }
 
+/// One JSON request as tests make them.
+pub async fn request(
+    client: &reqwest::Client,
+    url: String,
+    method: reqwest::Method,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Resp {
+    let mut req = client.request(method, url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("request");
+    let status = resp.status();
+    let text = resp.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+    Resp { status, body, text }
+}
+
 impl Resp {
     /// The `error` code of an error body.
     pub fn code(&self) -> &str {
@@ -177,18 +199,7 @@ impl TestApp {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Resp {
-        let mut req = self.client.request(method, self.url(path));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status();
-        let text = resp.text().await.expect("body");
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp { status, body, text }
+        request(&self.client, self.url(path), method, token, body).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Resp {

@@ -208,21 +208,7 @@ impl Stack {
         token: Option<&str>,
         body: Option<Value>,
     ) -> Resp {
-        let mut req = self.client.request(method, self.url(path));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("request");
-        let status = resp.status();
-        let text = resp.text().await.expect("body");
-        Resp {
-            status,
-            body: serde_json::from_str(&text).unwrap_or(Value::Null),
-            text,
-        }
+        crate::request(&self.client, self.url(path), method, token, body).await
     }
 
     pub async fn get(&self, path: &str, token: &str) -> Resp {

@@ -220,3 +220,46 @@ async fn the_local_target_does_the_same_on_this_machine() {
         String::from_utf8_lossy(&left.stdout)
     );
 }
+
+#[tokio::test]
+async fn files_are_written_atomically_with_hostile_names_on_both_targets() {
+    let t = TargetEnv::load();
+    let ssh = oec_worker::target::Target::Ssh(
+        SshTarget::connect(params(&t, Credentials::Key(t.private_key())))
+            .await
+            .expect("connect"),
+    );
+    let local = oec_worker::target::Target::Local(
+        oec_worker::target::local::LocalTarget::new().expect("local"),
+    );
+    for (name, target) in [("ssh", ssh), ("local", local)] {
+        let dir = format!("/opt/paasportal/oec-test-{}", uuid::Uuid::new_v4().simple());
+        let path = format!("{dir}/sub dir/it's $(id) `x`.conf");
+        let body = "[options]\ndb_password = s3cr$t'\"\n";
+        target
+            .write_file(&path, body.as_bytes(), 0o640)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        let q = oec_worker::target::shell::quote(&path);
+        let mut lines = Vec::new();
+        let out = target
+            .run(&format!("stat -c %a {q} && cat {q}"), &mut |l| {
+                lines.push(l.to_owned())
+            })
+            .await
+            .expect("read back");
+        assert!(out.success(), "{name}: {lines:?}");
+        assert_eq!(
+            lines,
+            ["640", "[options]", "db_password = s3cr$t'\""],
+            "{name}"
+        );
+        target
+            .run(
+                &format!("rm -rf {}", oec_worker::target::shell::quote(&dir)),
+                &mut |_| {},
+            )
+            .await
+            .expect("cleanup");
+    }
+}

@@ -24,14 +24,7 @@ async fn handle(job: DeploymentJob, deps: Data<Arc<Deps>>) -> Result<(), BoxDynE
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = match Settings::from_env() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("oec-worker: {e}");
-            std::process::exit(2);
-        }
-    };
-    oec_common::telemetry::init(settings.log_format);
+    let settings = Settings::load_or_exit("oec-worker");
     let mut signals = oec_common::shutdown::Signals::install()?;
     let pool = oec_common::db::connect_and_migrate(
         &settings.database_url,

@@ -51,10 +51,7 @@ pub async fn load(
         .ok_or(ApiError::NotFound("deployment"))?;
     access::project(state, user, d.project_id, permission)
         .await
-        .map_err(|e| match e {
-            ApiError::NotFound(_) => ApiError::NotFound("deployment"),
-            e => e,
-        })?;
+        .map_err(|e| e.not_found_as("deployment"))?;
     Ok(d)
 }
 
@@ -81,10 +78,7 @@ async fn create(
         Permission::ProjectEnvironmentsDeploy,
     )
     .await
-    .map_err(|e| match e {
-        ApiError::NotFound(_) => ApiError::NotFound("environment"),
-        e => e,
-    })?;
+    .map_err(|e| e.not_found_as("environment"))?;
     let trigger = match body.trigger.as_deref() {
         None => Trigger::Manual,
         Some(t) => Trigger::parse(t).ok_or_else(|| {
@@ -301,10 +295,7 @@ async fn latest(
         Permission::ProjectDeploymentsView,
     )
     .await
-    .map_err(|e| match e {
-        ApiError::NotFound(_) => ApiError::NotFound("environment"),
-        e => e,
-    })?;
+    .map_err(|e| e.not_found_as("environment"))?;
     let body = match db::deployments::latest_for_environment(&state.pool, env.id).await? {
         None => json!({"has_deployment": false, "environment_id": env.id}),
         Some(d) => json!({

@@ -257,10 +257,7 @@ async fn load(
         .ok_or(ApiError::NotFound("environment"))?;
     let org = access::project(state, user, env.project_id, permission)
         .await
-        .map_err(|e| match e {
-            ApiError::NotFound(_) => ApiError::NotFound("environment"),
-            e => e,
-        })?;
+        .map_err(|e| e.not_found_as("environment"))?;
     Ok((env, org))
 }
 

@@ -152,9 +152,6 @@ async fn get(
         Permission::OrgServersView,
     )
     .await
-    .map_err(|e| match e {
-        ApiError::NotFound(_) => ApiError::NotFound("server"),
-        e => e,
-    })?;
+    .map_err(|e| e.not_found_as("server"))?;
     Ok(HttpResponse::Ok().json(server))
 }

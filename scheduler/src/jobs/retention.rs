@@ -25,8 +25,8 @@ pub async fn run(deps: &Deps) -> anyhow::Result<String> {
         if n < batch as u64 {
             break;
         }
-        // Let other work through between batches.
-        tokio::task::yield_now().await;
+        // Let live reads and writes through between batches.
+        tokio::time::sleep(deps.settings.retention_pause).await;
     }
     tracing::info!("Deleted {deleted} deployment logs older than {days} days");
     let mut summary =

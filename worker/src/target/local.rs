@@ -39,6 +39,26 @@ impl LocalTarget {
         &self.docker
     }
 
+    /// Writes a file atomically (temporary file, then rename), creating its directory.
+    pub async fn write_file(&self, path: &str, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = std::path::Path::new(path);
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let tmp = path.with_extension("oec-tmp");
+        tokio::fs::write(&tmp, contents)
+            .await
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        tokio::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).await?;
+        tokio::fs::rename(&tmp, path)
+            .await
+            .with_context(|| format!("renaming to {}", path.display()))?;
+        Ok(())
+    }
+
     pub async fn run(
         &self,
         command: &str,

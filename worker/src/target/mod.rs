@@ -87,10 +87,37 @@ impl Target {
         }
     }
 
+    /// Writes `contents` to `path` with `mode`, creating the directory.
+    pub async fn write_file(&self, path: &str, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+        match self {
+            Target::Ssh(t) => t.write_file(path, contents, mode).await,
+            Target::Local(t) => t.write_file(path, contents, mode).await,
+        }
+    }
+
     pub fn docker(&self) -> &Docker {
         match self {
             Target::Ssh(t) => t.docker(),
             Target::Local(t) => t.docker(),
         }
     }
+}
+
+/// The remote command that writes stdin to `path` atomically.
+fn write_file_command(path: &str, mode: u32) -> anyhow::Result<String> {
+    anyhow::ensure!(
+        path.starts_with('/') && !path.ends_with('/'),
+        "not an absolute file path: {path}"
+    );
+    let dir = std::path::Path::new(path)
+        .parent()
+        .map(|d| d.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "/".into());
+    let tmp = format!("{path}.oec-tmp");
+    Ok(format!(
+        "mkdir -p {d} && cat > {t} && chmod {mode:o} {t} && mv -f {t} {p}",
+        d = shell::quote(&dir),
+        t = shell::quote(&tmp),
+        p = shell::quote(path),
+    ))
 }

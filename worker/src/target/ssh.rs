@@ -230,6 +230,46 @@ impl SshTarget {
     }
 }
 
+impl SshTarget {
+    /// Writes a file atomically (temporary file, then rename), creating its
+    /// directory; the content travels on the command's stdin, never in the
+    /// command line.
+    pub async fn write_file(&self, path: &str, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+        let cmd = super::write_file_command(path, mode)?;
+        let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(16);
+        let (in_tx, in_rx) = mpsc::channel::<Vec<u8>>(4);
+        let client = self.client.clone();
+        let exec = tokio::spawn(async move {
+            client
+                .execute_io(&cmd, out_tx, None, Some(in_rx), false, None)
+                .await
+        });
+        let _guard = AbortOnDrop(exec.abort_handle());
+        for chunk in contents.chunks(32 * 1024) {
+            in_tx
+                .send(chunk.to_vec())
+                .await
+                .context("sending the file")?;
+        }
+        // An empty chunk closes stdin.
+        in_tx.send(Vec::new()).await.context("closing the file")?;
+        let mut output = Vec::new();
+        while let Some(chunk) = out_rx.recv().await {
+            output.extend_from_slice(&chunk);
+        }
+        let code = exec
+            .await
+            .context("ssh write task")?
+            .context("writing the file over SSH")?;
+        anyhow::ensure!(
+            code == 0,
+            "writing {path} failed ({code}): {}",
+            String::from_utf8_lossy(&output).trim()
+        );
+        Ok(())
+    }
+}
+
 struct AbortOnDrop(tokio::task::AbortHandle);
 
 impl Drop for AbortOnDrop {

@@ -59,6 +59,19 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
             version.api_version.unwrap_or_default()
         ),
     );
+    let log = run.log.clone();
+    let probe = target
+        .run("id -un && uname -sr", &mut |line| {
+            log.debug(Step::Connecting, line)
+        })
+        .await
+        .map_err(|e| StageError::new(format!("Running a command on the server failed: {e:#}")))?;
+    if !probe.success() {
+        return Err(StageError::new(format!(
+            "Running a command on the server failed (exit {})",
+            probe.exit_code
+        )));
+    }
     run.target = Some(Target::Ssh(target));
     Ok(Outcome::Completed(message))
 }
