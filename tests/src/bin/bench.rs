@@ -95,6 +95,7 @@ async fn sse_client(
     path: String,
     samples: Arc<Samples>,
     ready: Arc<tokio::sync::Semaphore>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut s = tokio::net::TcpStream::connect(&host).await?;
     s.write_all(
@@ -105,8 +106,13 @@ async fn sse_client(
     let mut buf = vec![0u8; 16 * 1024];
     let mut pending = Vec::new();
     let mut announced = false;
+    // Samples stay local until the end: no shared lock on the hot path.
+    let mut local = Vec::new();
     loop {
-        let n = s.read(&mut buf).await?;
+        let n = tokio::select! {
+            n = s.read(&mut buf) => n?,
+            _ = stop.changed() => break,
+        };
         if n == 0 {
             break;
         }
@@ -133,7 +139,7 @@ async fn sse_client(
             let sent = pending[start..start + digits]
                 .iter()
                 .fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
-            samples.push(now_us().saturating_sub(sent));
+            local.push(now_us().saturating_sub(sent));
             at = start + digits;
             consumed = at;
         }
@@ -141,6 +147,9 @@ async fn sse_client(
             consumed += nl + 2;
         }
         pending.drain(..consumed.min(pending.len()));
+    }
+    if let Ok(mut all) = samples.0.lock() {
+        all.append(&mut local);
     }
     Ok(())
 }
@@ -200,6 +209,7 @@ async fn sse(args: &[String]) -> anyhow::Result<()> {
         let rss_before = api_pid.and_then(rss_kb);
         let samples = Arc::new(Samples(std::sync::Mutex::new(Vec::new())));
         let ready = Arc::new(tokio::sync::Semaphore::new(0));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
         for _ in 0..n {
             tasks.push(tokio::spawn(sse_client(
@@ -207,14 +217,16 @@ async fn sse(args: &[String]) -> anyhow::Result<()> {
                 path.clone(),
                 samples.clone(),
                 ready.clone(),
+                stop_rx.clone(),
             )));
         }
         let _ = tokio::time::timeout(Duration::from_secs(120), ready.acquire_many(n as u32)).await;
         let rss_after = api_pid.and_then(rss_kb);
         let sent = publish_for(&publisher, org, project, rate, seconds).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        for t in &tasks {
-            t.abort();
+        let _ = stop_tx.send(true);
+        for t in tasks {
+            let _ = t.await;
         }
         let s = samples.take();
         let per_client = match (rss_before, rss_after) {
