@@ -75,6 +75,18 @@ pub async fn run_logged(job: Job, deps: &Deps) -> anyhow::Result<String> {
     r
 }
 
+/// The first tick of `schedule` strictly after `after`, evaluated in `tz`.
+pub fn next_tick(
+    schedule: &cron::Schedule,
+    tz: chrono_tz::Tz,
+    after: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    schedule
+        .after(&after.with_timezone(&tz))
+        .next()
+        .map(|t| t.with_timezone(&Utc))
+}
+
 /// The loop of one job: sleep until the next tick, claim it, run it. A
 /// failing run is logged and the loop goes on.
 pub async fn schedule_loop(job: Job, deps: Arc<Deps>) {
@@ -131,5 +143,62 @@ pub async fn schedule_loop(job: Job, deps: Arc<Deps>) {
             )
             .await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr as _;
+
+    use chrono::TimeZone as _;
+
+    use super::*;
+
+    #[test]
+    fn three_oclock_is_evaluated_in_the_configured_timezone() {
+        let daily = cron::Schedule::from_str("0 0 3 * * *").expect("schedule");
+        let after = Utc
+            .with_ymd_and_hms(2026, 1, 10, 12, 0, 0)
+            .single()
+            .expect("time");
+        let utc = next_tick(&daily, chrono_tz::UTC, after).expect("tick");
+        assert_eq!(
+            utc,
+            Utc.with_ymd_and_hms(2026, 1, 11, 3, 0, 0)
+                .single()
+                .expect("time")
+        );
+        // 03:00 in Paris is 02:00 UTC in winter and 01:00 UTC in summer.
+        let paris = next_tick(&daily, chrono_tz::Europe::Paris, after).expect("tick");
+        assert_eq!(
+            paris,
+            Utc.with_ymd_and_hms(2026, 1, 11, 2, 0, 0)
+                .single()
+                .expect("time")
+        );
+        let july = Utc
+            .with_ymd_and_hms(2026, 7, 10, 12, 0, 0)
+            .single()
+            .expect("time");
+        let summer = next_tick(&daily, chrono_tz::Europe::Paris, july).expect("tick");
+        assert_eq!(
+            summer,
+            Utc.with_ymd_and_hms(2026, 7, 11, 1, 0, 0)
+                .single()
+                .expect("time")
+        );
+    }
+
+    #[test]
+    fn every_minute_ticks_on_the_minute() {
+        let minutely = cron::Schedule::from_str("0 * * * * *").expect("schedule");
+        let after = Utc
+            .with_ymd_and_hms(2026, 1, 10, 12, 0, 30)
+            .single()
+            .expect("time");
+        assert_eq!(
+            next_tick(&minutely, chrono_tz::UTC, after),
+            Utc.with_ymd_and_hms(2026, 1, 10, 12, 1, 0).single()
+        );
     }
 }
