@@ -315,6 +315,41 @@ impl Stack {
         r.id()
     }
 
+    /// Triggers a deployment of `env` as the portal admin.
+    pub async fn deploy(&self, env: Uuid) -> Uuid {
+        let r = self
+            .post(
+                "/api/v1/deployments",
+                &self.admin_token,
+                json!({"environment_id": env}),
+            )
+            .await;
+        assert_eq!(r.status, 202, "{}", r.text);
+        r.id()
+    }
+
+    /// Polls a deployment until `step` is its current step.
+    pub async fn wait_step(&self, deployment: Uuid, step: &str, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let r = self
+                .get(
+                    &format!("/api/v1/deployments/{deployment}"),
+                    &self.admin_token,
+                )
+                .await;
+            if r.body["current_step"] == step {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "deployment {deployment} never reached {step}: {}",
+                r.text
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Polls a deployment until it is terminal.
     pub async fn wait_terminal(&self, deployment: Uuid, within: Duration) -> Value {
         let deadline = Instant::now() + within;

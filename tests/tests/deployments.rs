@@ -180,28 +180,17 @@ async fn a_second_deployment_gets_409_and_an_idempotency_key_replays() {
     // Cancel reaches the blocked stage within 2 seconds.
     let id = a["id"].as_str().unwrap_or_default().to_owned();
     // Wait until the stage blocked on the tarpit runs, then cancel it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let running = stack.get(&format!("/api/v1/deployments/{id}"), &t).await;
-        if running.body["current_step"] == "connecting" {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never reached connecting: {}",
-            running.text
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let id: uuid::Uuid = id.parse().expect("uuid");
+    stack
+        .wait_step(id, "connecting", Duration::from_secs(20))
+        .await;
     let t0 = std::time::Instant::now();
     let c = stack
         .post(&format!("/api/v1/deployments/{id}/cancel"), &t, json!({}))
         .await;
     assert_eq!(c.status, 200);
     assert_eq!(c.body["message"], "Deployment cancelled");
-    let done = stack
-        .wait_terminal(id.parse().expect("uuid"), Duration::from_secs(5))
-        .await;
+    let done = stack.wait_terminal(id, Duration::from_secs(5)).await;
     let took = t0.elapsed();
     assert_eq!(done["status"], "cancelled");
     assert!(took < Duration::from_secs(2), "cancel took {took:?}");
@@ -235,10 +224,7 @@ async fn a_wrong_ssh_password_fails_with_the_specs_error_shape() {
         .await;
     let env = stack.environment(project, server, "staging").await;
     let t = stack.admin_token.clone();
-    let id = stack
-        .post("/api/v1/deployments", &t, json!({"environment_id": env}))
-        .await
-        .id();
+    let id = stack.deploy(env).await;
     let done = stack.wait_terminal(id, WAIT).await;
     assert_eq!(done["status"], "failed");
     assert_eq!(done["error_message"], "Failed to connect to server via SSH");
@@ -277,11 +263,7 @@ async fn another_organizations_user_sees_nothing() {
             .as_deref(),
         Some("connected")
     );
-    let t = stack.admin_token.clone();
-    let id = stack
-        .post("/api/v1/deployments", &t, json!({"environment_id": env}))
-        .await
-        .id();
+    let id = stack.deploy(env).await;
     stack.wait_terminal(id, WAIT).await;
     for path in [
         format!("/api/v1/deployments/{id}"),
@@ -335,10 +317,7 @@ async fn last_event_id_resume_delivers_exactly_the_missed_events() {
     let mut watcher = SseClient::connect(&url, None).await;
     let mut resumer = SseClient::connect(&url, None).await;
     // Both see the first deployment; the resumer then disconnects.
-    let id1 = stack
-        .post("/api/v1/deployments", &t, json!({"environment_id": env}))
-        .await
-        .id();
+    let id1 = stack.deploy(env).await;
     let is_end = |id: uuid::Uuid| {
         move |m: &oec_tests::stack::SseMessage| {
             m.json()["data"]["deployment_id"] == json!(id)
@@ -351,10 +330,7 @@ async fn last_event_id_resume_delivers_exactly_the_missed_events() {
     drop(resumer);
     watcher.until(WAIT, is_end(id1)).await;
     // While it is away, a second deployment runs.
-    let id2 = stack
-        .post("/api/v1/deployments", &t, json!({"environment_id": env}))
-        .await
-        .id();
+    let id2 = stack.deploy(env).await;
     let missed: Vec<String> = watcher
         .until(WAIT, is_end(id2))
         .await
@@ -384,10 +360,7 @@ async fn a_late_viewer_of_one_deployment_gets_the_whole_story() {
     let (_, project, server) = stack.world("acme", ServerLogin::Key).await;
     let env = stack.environment(project, server, "staging").await;
     let t = stack.admin_token.clone();
-    let id = stack
-        .post("/api/v1/deployments", &t, json!({"environment_id": env}))
-        .await
-        .id();
+    let id = stack.deploy(env).await;
     stack.wait_terminal(id, WAIT).await;
     let logs = stack
         .get(&format!("/api/v1/deployments/{id}/logs"), &t)
@@ -467,18 +440,12 @@ async fn a_late_viewer_of_one_deployment_gets_the_whole_story() {
 async fn twenty_deployments_on_two_workers_each_run_exactly_once() {
     let stack = Stack::start(2, &[("OEC_WORKER_CONCURRENCY", "4")]).await;
     let (_, project, server) = stack.world("acme", ServerLogin::Key).await;
-    let t = stack.admin_token.clone();
     let mut ids = Vec::new();
     let mut envs = Vec::new();
     for i in 0..20 {
         let env = stack.environment(project, server, &format!("env{i}")).await;
         envs.push(env);
-        ids.push(
-            stack
-                .post("/api/v1/deployments", &t, json!({"environment_id": env}))
-                .await
-                .id(),
-        );
+        ids.push(stack.deploy(env).await);
     }
     for id in &ids {
         let d = stack.wait_terminal(*id, Duration::from_secs(120)).await;
@@ -513,20 +480,11 @@ async fn sigterm_lets_the_grace_period_run_then_fails_what_is_left() {
     let (_, project, server) = stack.world("acme", ServerLogin::Port(port)).await;
     let env = stack.environment(project, server, "staging").await;
     let t = stack.admin_token.clone();
-    let id = stack
-        .post("/api/v1/deployments", &t, json!({"environment_id": env}))
-        .await
-        .id();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while stack
-        .get(&format!("/api/v1/deployments/{id}"), &t)
-        .await
-        .body["current_step"]
-        != "connecting"
-    {
-        assert!(std::time::Instant::now() < deadline, "never started");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let id = stack.deploy(env).await;
+    // Wait until the blocked stage (connecting, against the tarpit) runs.
+    stack
+        .wait_step(id, "connecting", Duration::from_secs(20))
+        .await;
     let t0 = std::time::Instant::now();
     stack.workers[0].signal("-TERM");
     let exit = stack.workers[0]
@@ -560,10 +518,7 @@ async fn sigterm_lets_the_grace_period_run_then_fails_what_is_left() {
     );
     // A worker that stopped takes no new job: the next deployment stays pending.
     let env2 = stack.environment(project, server, "other").await;
-    let id2 = stack
-        .post("/api/v1/deployments", &t, json!({"environment_id": env2}))
-        .await
-        .id();
+    let id2 = stack.deploy(env2).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         stack

@@ -234,20 +234,11 @@ async fn a_killed_worker_leaves_a_deployment_the_reaper_fails() {
         None,
     )
     .await;
-    let id = stack
-        .post("/api/v1/deployments", &t, json!({"environment_id": env}))
-        .await
-        .id();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while stack
-        .get(&format!("/api/v1/deployments/{id}"), &t)
-        .await
-        .body["current_step"]
-        != "connecting"
-    {
-        assert!(Instant::now() < deadline, "never started");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let id = stack.deploy(env).await;
+    // Wait until the blocked stage (connecting, against the tarpit) runs.
+    stack
+        .wait_step(id, "connecting", Duration::from_secs(20))
+        .await;
     stack.workers[0].signal("-KILL");
     stack.workers[0]
         .wait_exit(Duration::from_secs(5))
@@ -311,10 +302,7 @@ async fn a_pending_deployment_whose_job_was_lost_runs_after_the_reaper_requeues_
     let (_, project, server) = stack.world("acme", ServerLogin::Key).await;
     let env = stack.environment(project, server, "staging").await;
     let t = stack.admin_token.clone();
-    let id = stack
-        .post("/api/v1/deployments", &t, json!({"environment_id": env}))
-        .await
-        .id();
+    let id = stack.deploy(env).await;
     // Lose the job: delete every queue key of this stack.
     let prefix = stack.var("OEC_REDIS_PREFIX");
     let client = redis::Client::open(oec_tests::redis_url()).expect("redis");
