@@ -274,20 +274,30 @@ pub async fn events_stream(
                         if !st.wants(&p) {
                             continue;
                         }
-                        let mut out = web::BytesMut::from(&p.frame[..]);
+                        // The common case, one frame: share it, no copy. Only
+                        // a client with more waiting gets them joined.
+                        let mut out: Option<web::BytesMut> = None;
                         for _ in 0..63 {
-                            match st.rx.try_recv() {
-                                Ok(p) if st.wants(&p) => out.extend_from_slice(&p.frame),
-                                Ok(_) => {}
+                            let more: &[u8] = match st.rx.try_recv() {
+                                Ok(q) if st.wants(&q) => {
+                                    out.get_or_insert_with(|| web::BytesMut::from(&p.frame[..])).extend_from_slice(&q.frame);
+                                    continue;
+                                }
+                                Ok(_) => continue,
                                 Err(broadcast::error::TryRecvError::Lagged(_)) => {
                                     st.done = true;
-                                    out.extend_from_slice(LAGGED);
-                                    break;
+                                    LAGGED
                                 }
                                 Err(_) => break,
-                            }
+                            };
+                            out.get_or_insert_with(|| web::BytesMut::from(&p.frame[..])).extend_from_slice(more);
+                            break;
                         }
-                        return Some((Ok(out.freeze()), st));
+                        let chunk = match out {
+                            Some(b) => b.freeze(),
+                            None => p.frame.clone(),
+                        };
+                        return Some((Ok(chunk), st));
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         // Too slow for the shared buffer: disconnect; the client resumes.
