@@ -16,7 +16,7 @@ use actix_web_lab::sse;
 use bytestring::ByteString;
 use futures_util::StreamExt as _;
 use oec_common::db;
-use oec_common::events::{Event, Publisher, parse_id};
+use oec_common::events::{Event, Publisher, is_after, parse_id};
 use serde_json::json;
 use tokio::sync::broadcast;
 use tokio::time::{Instant, Interval, interval_at};
@@ -109,9 +109,8 @@ async fn pump(client: redis::Client, publisher: Publisher, tx: broadcast::Sender
                         let Ok(event) = serde_json::from_str::<Event>(&payload) else {
                             continue;
                         };
-                        if last.as_deref().and_then(parse_id) >= parse_id(&event.id)
-                            && last.is_some()
-                        {
+                        // The replay after a resubscribe may overlap the channel.
+                        if !is_after(&event.id, last.as_deref()) {
                             continue;
                         }
                         last = Some(event.id.clone());
@@ -212,7 +211,7 @@ struct StreamState {
     rx: broadcast::Receiver<Arc<Prepared>>,
     scope: Scope,
     replay: VecDeque<Prepared>,
-    replayed_up_to: Option<(u64, u64)>,
+    replayed_up_to: Option<String>,
     tick: Interval,
     connected: bool,
     done: bool,
@@ -235,10 +234,7 @@ pub async fn events_stream(
             .replay(&last, state.settings.event_replay_max)
             .await
             .map_err(ApiError::Internal)?;
-        replayed_up_to = missed
-            .last()
-            .and_then(|e| parse_id(&e.id))
-            .or(parse_id(&last));
+        replayed_up_to = Some(missed.last().map_or(last, |e| e.id.clone()));
         replay = missed
             .into_iter()
             .map(Prepared::new)
@@ -323,8 +319,7 @@ const LAGGED: &[u8] = b": lagged; reconnect with Last-Event-ID\n\n";
 
 impl StreamState {
     fn wants(&self, p: &Prepared) -> bool {
-        self.scope.allows(p)
-            && (self.replayed_up_to.is_none() || parse_id(&p.event.id) > self.replayed_up_to)
+        self.scope.allows(p) && is_after(&p.event.id, self.replayed_up_to.as_deref())
     }
 }
 

@@ -42,6 +42,32 @@ pub fn parse_id(id: &str) -> Option<(u64, u64)> {
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
+/// Whether event `id` comes after `last` in stream order. An event without a
+/// readable id is never taken for a duplicate.
+pub fn is_after(id: &str, last: Option<&str>) -> bool {
+    match (parse_id(id), last.and_then(parse_id)) {
+        (Some(id), Some(last)) => id > last,
+        _ => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_after;
+
+    #[test]
+    fn stream_ids_order_by_time_then_sequence() {
+        assert!(is_after("1700000000001-0", Some("1700000000000-5")));
+        assert!(is_after("1700000000000-6", Some("1700000000000-5")));
+        assert!(!is_after("1700000000000-5", Some("1700000000000-5")));
+        assert!(!is_after("1699999999999-9", Some("1700000000000-0")));
+        // Numeric, not lexical: 10 comes after 9.
+        assert!(is_after("10-0", Some("9-0")));
+        assert!(is_after("1-0", None));
+        assert!(is_after("", Some("1-0")));
+    }
+}
+
 const PUBLISH: &str = r#"
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[1])
 local msg = '{"id":"' .. id .. '",' .. string.sub(ARGV[1], 2)
