@@ -87,6 +87,31 @@ pub struct Settings {
     /// A pending deployment not picked up this long is re-enqueued (once),
     /// then failed.
     pub reaper_pending_after: Duration,
+    /// What the worker's pipeline deploys with.
+    pub pipeline: PipelineSettings,
+}
+
+/// The worker pipeline's knobs (images, DNS, timeouts, cleanup).
+#[derive(Debug, Clone)]
+pub struct PipelineSettings {
+    /// Domain of environments when the organization has no DNS provider.
+    pub apps_domain: String,
+    /// PostgreSQL 15 image (the official image's interface).
+    pub postgres_image: String,
+    /// PgBouncer image (edoburu/pgbouncer's environment interface).
+    pub pgbouncer_image: String,
+    /// Base URL of Cloudflare's v4 API.
+    pub cloudflare_api_url: String,
+    /// Nameservers DNS verification asks; empty: the system's resolvers.
+    pub dns_nameservers: Vec<SocketAddr>,
+    pub dns_verify_timeout: Duration,
+    pub dns_verify_interval: Duration,
+    /// Readiness polls of PostgreSQL, one second apart.
+    pub db_ready_tries: u32,
+    /// How long the health check polls `/web/health`.
+    pub health_timeout: Duration,
+    /// Keep what a failed first deployment created, for debugging.
+    pub keep_failed: bool,
 }
 
 impl fmt::Debug for Settings {
@@ -282,6 +307,78 @@ impl Settings {
                 parse_range(v, 1, 86_400).map(|n| Duration::from_secs(n.into()))
             });
 
+        let image = |v: &str| -> Result<String, String> {
+            if !v.is_empty()
+                && v.len() <= 255
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/._-:@".contains(&b))
+            {
+                Ok(v.to_owned())
+            } else {
+                Err("must be an image reference such as postgres:15".into())
+            }
+        };
+        let secs = |lo: u64, hi: u64| {
+            move |v: &str| parse_range(v, lo, hi).map(|n| Duration::from_secs(n.into()))
+        };
+        let pipeline = PipelineSettings {
+            apps_domain: r.optional("OEC_APPS_DOMAIN", "oec.localhost".to_owned(), |v| {
+                if crate::model::fields::parse_domain("OEC_APPS_DOMAIN", v).is_ok() {
+                    Ok(v.to_ascii_lowercase())
+                } else {
+                    Err("must be a domain name such as apps.example.com".into())
+                }
+            }),
+            postgres_image: r.optional("OEC_POSTGRES_IMAGE", "postgres:15".to_owned(), image),
+            pgbouncer_image: r.optional(
+                "OEC_PGBOUNCER_IMAGE",
+                "edoburu/pgbouncer:latest".to_owned(),
+                image,
+            ),
+            cloudflare_api_url: r.optional(
+                "OEC_CLOUDFLARE_API_URL",
+                "https://api.cloudflare.com/client/v4".to_owned(),
+                |v| {
+                    if v.starts_with("https://") || v.starts_with("http://") {
+                        Ok(v.trim_end_matches('/').to_owned())
+                    } else {
+                        Err("must be an http(s) URL".into())
+                    }
+                },
+            ),
+            dns_nameservers: r.optional("OEC_DNS_NAMESERVERS", Vec::new(), |v| {
+                v.split(',')
+                    .filter(|s| !s.trim().is_empty())
+                    .map(|s| {
+                        let s = s.trim();
+                        s.parse::<SocketAddr>()
+                            .or_else(|_| {
+                                s.parse::<std::net::IpAddr>()
+                                    .map(|ip| SocketAddr::new(ip, 53))
+                            })
+                            .map_err(|_| format!("`{s}` is not an IP or IP:port"))
+                    })
+                    .collect()
+            }),
+            dns_verify_timeout: r.optional(
+                "OEC_DNS_VERIFY_TIMEOUT_SECS",
+                Duration::from_secs(180),
+                secs(0, 3600),
+            ),
+            dns_verify_interval: r.optional(
+                "OEC_DNS_VERIFY_INTERVAL_SECS",
+                Duration::from_secs(10),
+                secs(1, 600),
+            ),
+            db_ready_tries: r.optional("OEC_DB_READY_TRIES", 30, |v| parse_range(v, 1, 600)),
+            health_timeout: r.optional(
+                "OEC_HEALTH_TIMEOUT_SECS",
+                Duration::from_secs(120),
+                secs(1, 3600),
+            ),
+            keep_failed: r.optional("OEC_KEEP_FAILED", false, parse_bool),
+        };
+
         if !r.errors.is_empty() {
             return Err(ConfigError(r.errors));
         }
@@ -321,6 +418,7 @@ impl Settings {
             retention_pause,
             reaper_stale_after,
             reaper_pending_after,
+            pipeline,
         })
     }
 

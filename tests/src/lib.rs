@@ -406,6 +406,11 @@ pub struct TargetEnv {
     pub user: String,
     pub key_path: String,
     pub password: String,
+    /// The local registry with the images of scripts/test-images.
+    pub registry: String,
+    /// dnsmasq (`ip:port`) and the folder of its host files.
+    pub dns: String,
+    pub dns_hosts_dir: String,
 }
 
 impl TargetEnv {
@@ -430,6 +435,9 @@ impl TargetEnv {
             user: get("OEC_TEST_SSH_USER"),
             key_path: get("OEC_TEST_SSH_KEY"),
             password: get("OEC_TEST_SSH_PASSWORD"),
+            registry: get("OEC_TEST_REGISTRY"),
+            dns: get("OEC_TEST_DNS"),
+            dns_hosts_dir: get("OEC_TEST_DNS_HOSTS_DIR"),
         }
     }
 

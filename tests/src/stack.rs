@@ -107,6 +107,11 @@ impl Drop for Proc {
     }
 }
 
+/// An image no registry has: deployments with it fail at creating_database.
+pub const ABSENT_DB_IMAGE: &str = "127.0.0.1:5000/oec/absent:1";
+/// The error such a deployment ends with.
+pub const ABSENT_DB_IMAGE_ERROR: &str = "Failed to pull image 127.0.0.1:5000/oec/absent:1";
+
 pub struct Stack {
     pub api: Proc,
     pub workers: Vec<Proc>,
@@ -120,14 +125,37 @@ pub struct Stack {
 }
 
 impl Stack {
+    /// A stack whose deployments stop at creating_database, quickly and
+    /// deterministically ([`ABSENT_DB_IMAGE`] cannot be pulled): for tests of
+    /// the runner, the queue and the event stream rather than of the stages.
     pub async fn start(workers: usize, extra: &[(&str, &str)]) -> Stack {
+        let mut base: Vec<(&str, &str)> = vec![("OEC_POSTGRES_IMAGE", ABSENT_DB_IMAGE)];
+        base.extend_from_slice(extra);
+        Stack::start_full(workers, &base).await
+    }
+
+    /// A stack that deploys for real with the images of scripts/test-images
+    /// from the local registry, DNS verified against the local dnsmasq.
+    pub async fn start_full(workers: usize, extra: &[(&str, &str)]) -> Stack {
         let db = TestDatabase::create().await;
+        let target = TargetEnv::load();
+        let postgres = format!("{}/oec/postgres:15", target.registry);
+        let pgbouncer = format!("{}/oec/pgbouncer:1", target.registry);
         let mut base: Vec<(&str, &str)> = vec![
             ("OEC_ALLOW_FILE_REPOS", "1"),
             ("OEC_HEARTBEAT_MS", "300"),
             ("RUST_LOG", "info"),
+            ("OEC_POSTGRES_IMAGE", &postgres),
+            ("OEC_PGBOUNCER_IMAGE", &pgbouncer),
+            ("OEC_DNS_NAMESERVERS", &target.dns),
+            ("OEC_DNS_VERIFY_INTERVAL_SECS", "1"),
+            ("OEC_DNS_VERIFY_TIMEOUT_SECS", "15"),
+            ("OEC_HEALTH_TIMEOUT_SECS", "60"),
         ];
-        base.extend_from_slice(extra);
+        for (k, v) in extra {
+            base.retain(|(name, _)| name != k);
+            base.push((k, v));
+        }
         let env = process_env(&db.url, &base);
         let api = Proc::spawn("oec-api", &env);
         api.wait_for("oec-api listening", Duration::from_secs(60))

@@ -354,7 +354,8 @@ async fn a_pending_deployment_whose_job_was_lost_runs_after_the_reaper_requeues_
     );
     let d = stack.wait_terminal(id, Duration::from_secs(60)).await;
     assert_eq!(
-        d["error_message"], "stage not implemented: configuring_dns",
+        d["error_message"],
+        oec_tests::stack::ABSENT_DB_IMAGE_ERROR,
         "it ran: {d}"
     );
     worker.signal("-TERM");

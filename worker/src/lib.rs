@@ -1,6 +1,9 @@
 //! oec-worker: takes deployment jobs from the Redis queue and runs the
 //! pipeline against the environment's server.
 
+pub mod dependencies;
 pub mod log;
+pub mod odoo_conf;
 pub mod pipeline;
+pub mod resources;
 pub mod target;

@@ -110,6 +110,12 @@ impl Log {
         self.line(LogLevel::Debug, step, message, None);
     }
 
+    /// `text` with every known secret hidden, for anything stored or sent
+    /// that is not a log line (step messages, the deployment's error).
+    pub fn mask(&self, text: &str) -> String {
+        self.masker.mask(text)
+    }
+
     /// Waits until every line sent so far is stored and published.
     pub async fn flush(&self) {
         let (tx, rx) = oneshot::channel();

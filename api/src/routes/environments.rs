@@ -45,6 +45,7 @@ pub struct EnvironmentBody {
     disk_gb: Option<i64>,
     odoo_conf_overrides: Option<serde_json::Value>,
     replica_enabled: Option<bool>,
+    migration_source_url: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -65,6 +66,7 @@ struct Parsed {
     ram_mb: Option<i32>,
     disk_gb: Option<i32>,
     overrides: Option<serde_json::Value>,
+    migration_source_url: Option<String>,
 }
 
 fn parse(b: &EnvironmentBody) -> Result<Parsed, ApiError> {
@@ -117,6 +119,11 @@ fn parse(b: &EnvironmentBody) -> Result<Parsed, ApiError> {
             .odoo_conf_overrides
             .as_ref()
             .map(|v| overrides::parse_overrides("odoo_conf_overrides", v))
+            .transpose()?,
+        migration_source_url: b
+            .migration_source_url
+            .as_deref()
+            .map(|v| fields::parse_download_url("migration_source_url", v))
             .transpose()?,
     })
 }
@@ -221,6 +228,7 @@ async fn create(
         disk_gb: Some(p.disk_gb.unwrap_or(10)),
         odoo_conf_overrides: p.overrides.as_ref(),
         replica_enabled: body.replica_enabled,
+        migration_source_url: p.migration_source_url.as_deref(),
     };
     let env = db::environments::insert(&state.pool, project_id, &f)
         .await
@@ -297,6 +305,7 @@ async fn update(
         disk_gb: p.disk_gb,
         odoo_conf_overrides: p.overrides.as_ref(),
         replica_enabled: body.replica_enabled,
+        migration_source_url: p.migration_source_url.as_deref(),
     };
     let env = db::environments::update(&state.pool, *id, &f)
         .await

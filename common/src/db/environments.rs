@@ -29,8 +29,10 @@ pub struct Environment {
     pub updated_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "id, project_id, server_id, name, kind, subdomain, odoo_version, branch, cpu_cores,
-    ram_mb, disk_gb, odoo_conf_overrides, replica_enabled, migration_source_url, migration_restore_completed,
+const COLUMNS: &str =
+    "id, project_id, server_id, name, kind, subdomain, odoo_version, branch, cpu_cores,
+    ram_mb, disk_gb, odoo_conf_overrides, replica_enabled,
+    split_part(migration_source_url, '?', 1) AS migration_source_url, migration_restore_completed,
     migration_restore_completed_at, db_password_encrypted IS NOT NULL AS has_db_password, status,
     created_at, updated_at";
 
@@ -49,6 +51,9 @@ pub struct EnvironmentFields<'a> {
     pub disk_gb: Option<i32>,
     pub odoo_conf_overrides: Option<&'a serde_json::Value>,
     pub replica_enabled: Option<bool>,
+    /// A backup to restore once (its query string, e.g. a presigned
+    /// signature, is never returned by the API).
+    pub migration_source_url: Option<&'a str>,
 }
 
 pub async fn insert(
@@ -58,8 +63,8 @@ pub async fn insert(
 ) -> sqlx::Result<Environment> {
     sqlx::query_as(&format!(
         "INSERT INTO environments (id, project_id, server_id, name, kind, subdomain, odoo_version, branch,
-                                   cpu_cores, ram_mb, disk_gb, odoo_conf_overrides, replica_enabled)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, COALESCE($12, '{{}}'::jsonb), COALESCE($13, FALSE))
+                                   cpu_cores, ram_mb, disk_gb, odoo_conf_overrides, replica_enabled, migration_source_url)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, COALESCE($12, '{{}}'::jsonb), COALESCE($13, FALSE), $14)
          RETURNING {COLUMNS}"
     ))
     .bind(Uuid::new_v4())
@@ -75,6 +80,7 @@ pub async fn insert(
     .bind(f.disk_gb)
     .bind(f.odoo_conf_overrides)
     .bind(f.replica_enabled)
+    .bind(f.migration_source_url)
     .fetch_one(pool)
     .await
 }
@@ -90,7 +96,8 @@ pub async fn update(
             subdomain = COALESCE($5, subdomain), odoo_version = COALESCE($6, odoo_version),
             branch = COALESCE($7, branch), cpu_cores = COALESCE($8, cpu_cores), ram_mb = COALESCE($9, ram_mb),
             disk_gb = COALESCE($10, disk_gb), odoo_conf_overrides = COALESCE($11, odoo_conf_overrides),
-            replica_enabled = COALESCE($12, replica_enabled), updated_at = now()
+            replica_enabled = COALESCE($12, replica_enabled),
+            migration_source_url = COALESCE($13, migration_source_url), updated_at = now()
          WHERE id = $1 RETURNING {COLUMNS}"
     ))
     .bind(id)
@@ -105,6 +112,7 @@ pub async fn update(
     .bind(f.disk_gb)
     .bind(f.odoo_conf_overrides)
     .bind(f.replica_enabled)
+    .bind(f.migration_source_url)
     .fetch_optional(pool)
     .await
 }

@@ -8,6 +8,7 @@ pub mod environments;
 pub mod maintenance;
 pub mod odoo_versions;
 pub mod organizations;
+pub mod plan;
 pub mod projects;
 pub mod repositories;
 pub mod servers;

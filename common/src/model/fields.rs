@@ -162,6 +162,21 @@ pub fn parse_git_url(field: &str, v: &str, allow_file: bool) -> FieldResult<Stri
         }
         return Ok(v.to_owned());
     }
+    if let Some(rest) = after_scheme("http://") {
+        if !allow_file {
+            return invalid(
+                field,
+                "plain http:// URLs are disabled (set OEC_ALLOW_FILE_REPOS=1 to allow local repositories)",
+            );
+        }
+        if rest.split('/').next().unwrap_or_default().contains('@') {
+            return invalid(
+                field,
+                "must not contain credentials; put the token in `token`",
+            );
+        }
+        return Ok(v.to_owned());
+    }
     if let Some(path) = after_scheme("file://") {
         if !allow_file {
             return invalid(
@@ -190,6 +205,27 @@ pub fn parse_git_url(field: &str, v: &str, allow_file: bool) -> FieldResult<Stri
         field,
         "must be an https://, ssh:// or user@host:path git URL",
     )
+}
+
+/// An http(s) URL to download from (e.g. a presigned backup link).
+pub fn parse_download_url(field: &str, v: &str) -> FieldResult<String> {
+    let rest = v
+        .strip_prefix("https://")
+        .or_else(|| v.strip_prefix("http://"));
+    let ok = v.len() <= 4096
+        && !v.chars().any(|c| c.is_whitespace() || c.is_control())
+        && rest.is_some_and(|r| {
+            let host = r.split(['/', '?']).next().unwrap_or_default();
+            !host.is_empty() && !host.contains('@')
+        });
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        invalid(
+            field,
+            "must be an http:// or https:// URL without credentials, at most 4096 characters",
+        )
+    }
 }
 
 /// A branch name under git's ref-name rules (`git check-ref-format --branch`).

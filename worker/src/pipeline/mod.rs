@@ -4,6 +4,8 @@
 //! and applies a timeout; a failure of a fatal stage ends the deployment, a
 //! non-fatal one is a warning.
 
+pub mod docker;
+pub mod plan;
 pub mod stages;
 
 use std::sync::Arc;
@@ -66,15 +68,6 @@ impl StageError {
             always_fatal: false,
         }
     }
-
-    /// A stage this build does not have: never a silent warning.
-    pub fn not_implemented(step: Step) -> Self {
-        StageError {
-            message: format!("stage not implemented: {}", step.id()),
-            data: None,
-            always_fatal: true,
-        }
-    }
 }
 
 impl From<anyhow::Error> for StageError {
@@ -86,10 +79,22 @@ impl From<anyhow::Error> for StageError {
 /// What the stages of one deployment share.
 pub struct Run {
     pub ctx: RunContext,
+    pub pool: PgPool,
     pub log: Log,
     pub settings: Settings,
     pub secret: String,
+    pub plan: Option<plan::Plan>,
     pub target: Option<Target>,
+    pub state: RunState,
+}
+
+/// Facts one stage leaves for the later ones and for cleanup.
+#[derive(Default)]
+pub struct RunState {
+    /// The merged dependencies and their fingerprint (starting_container).
+    pub deps: Option<(crate::dependencies::Dependencies, String)>,
+    /// The container started from an image that already has them.
+    pub deps_cached: bool,
 }
 
 impl Run {
@@ -97,6 +102,12 @@ impl Run {
         self.target
             .as_ref()
             .ok_or_else(|| StageError::new("not connected to the server"))
+    }
+
+    pub fn plan(&self) -> Result<&plan::Plan, StageError> {
+        self.plan
+            .as_ref()
+            .ok_or_else(|| StageError::new("deployment plan not loaded"))
     }
 }
 
@@ -144,6 +155,16 @@ pub async fn run_job(deps: Arc<Deps>, deployment_id: Uuid) {
     };
     let mut masker = Masker::default();
     masker.add(secret.clone());
+    let plan = match plan::load(&deps.pool, &deps.settings, &ctx, &mut masker).await {
+        Ok(p) => p,
+        Err(e) => {
+            let msg = masker.mask(&format!(
+                "Loading the deployment's configuration failed: {e:#}"
+            ));
+            finish(&deps, &ctx, None, End::Failed(msg), started).await;
+            return;
+        }
+    };
     let progress = Arc::new(Progress {
         percent: Default::default(),
     });
@@ -166,10 +187,13 @@ pub async fn run_job(deps: Arc<Deps>, deployment_id: Uuid) {
     let heartbeat = tokio::spawn(watch_liveness(deps.clone(), deployment_id, abort_tx));
     let mut run = Run {
         ctx: ctx.clone(),
+        pool: deps.pool.clone(),
         log: log.clone(),
         settings: deps.settings.clone(),
         secret,
+        plan: Some(plan),
         target: None,
+        state: RunState::default(),
     };
     let end = tokio::select! {
         end = pipeline(&deps, &mut run, &progress) => end,
@@ -185,6 +209,9 @@ pub async fn run_job(deps: Arc<Deps>, deployment_id: Uuid) {
         } => End::Aborted(abort),
     };
     heartbeat.abort();
+    if matches!(end, End::Failed(_) | End::Aborted(Abort::Cancelled)) {
+        cleanup(&deps, &run).await;
+    }
     // Dropping the target closes the SSH session, hanging up any remote command.
     drop(run);
     finish(&deps, &ctx, Some(&log), end, started).await;
@@ -209,6 +236,15 @@ async fn pipeline(deps: &Deps, run: &mut Run, progress: &Progress) -> End {
                     deps.settings.stage_timeout.as_secs()
                 ))),
             };
+        let result = result.map(|o| match o {
+            Outcome::Completed(m) => Outcome::Completed(run.log.mask(&m)),
+            Outcome::Warning(m) => Outcome::Warning(run.log.mask(&m)),
+            Outcome::Skipped(m) => Outcome::Skipped(run.log.mask(&m)),
+        });
+        let result = result.map_err(|mut e| {
+            e.message = run.log.mask(&e.message);
+            e
+        });
         let percent = progress_percent(i + 1);
         let (status, latest, failure) = match result {
             Ok(Outcome::Completed(m)) => ("completed", m, None),
@@ -367,6 +403,62 @@ async fn finish(deps: &Deps, ctx: &RunContext, log: Option<&Log>, end: End, star
     }
     publish_env_status(deps, ctx, env_status).await;
     tracing::info!(deployment_id = %ctx.deployment_id, status, seconds = total, "deployment finished");
+}
+
+/// After a failed or cancelled first deployment, removes the containers,
+/// network and volume it created (unless `OEC_KEEP_FAILED=1`). A redeploy
+/// keeps everything, the database volume above all.
+async fn cleanup(deps: &Deps, run: &Run) {
+    let Some(target) = &run.target else { return };
+    if run.plan.as_ref().is_none_or(|p| p.redeploy) {
+        return;
+    }
+    let env = run.ctx.environment_id;
+    if deps.settings.pipeline.keep_failed {
+        run.log.info(
+            Step::Completed,
+            "OEC_KEEP_FAILED=1: leaving the failed deployment's containers in place",
+        );
+        return;
+    }
+    let docker = target.docker();
+    let work = async {
+        let names = [
+            stages::starting_container::odoo_container(env),
+            stages::creating_database::replica_pgbouncer_container(env),
+            stages::creating_database::replica_container(env),
+            stages::creating_database::pgbouncer_container(env),
+            stages::creating_database::db_container(env),
+        ];
+        for name in &names {
+            if let Err(e) = docker::remove(docker, name).await {
+                run.log.warning(Step::Completed, &format!("Cleanup: {e:#}"));
+            }
+        }
+        let _ = docker.remove_network(&stages::network_name(env)).await;
+        for volume in [
+            stages::creating_database::volume(env),
+            format!("paasportal_pgdata_replica_{env}"),
+        ] {
+            let _ = docker
+                .remove_volume(
+                    &volume,
+                    None::<bollard::query_parameters::RemoveVolumeOptions>,
+                )
+                .await;
+        }
+        run.log.info(
+            Step::Completed,
+            "Removed the containers, network and volume of the failed first deployment",
+        );
+    };
+    if tokio::time::timeout(Duration::from_secs(60), work)
+        .await
+        .is_err()
+    {
+        run.log
+            .warning(Step::Completed, "Cleanup did not finish within 60s");
+    }
 }
 
 /// The environment status after a cancelled deployment: what it was before.

@@ -95,6 +95,32 @@ impl Target {
         }
     }
 
+    /// The HTTP status of `GET http://{ip}:{port}{path}` as seen from the
+    /// machine (a container's address is reachable from its host only).
+    pub async fn http_status(
+        &self,
+        ip: std::net::IpAddr,
+        port: u16,
+        path: &str,
+    ) -> anyhow::Result<u16> {
+        let timeout = std::time::Duration::from_secs(5);
+        let fut = async {
+            match self {
+                Target::Ssh(t) => {
+                    let stream = t.open_tcp(ip, port).await?;
+                    http_status_over(stream, ip, path).await
+                }
+                Target::Local(_) => {
+                    let stream = tokio::net::TcpStream::connect((ip, port)).await?;
+                    http_status_over(stream, ip, path).await
+                }
+            }
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| anyhow::anyhow!("no answer within {timeout:?}"))?
+    }
+
     pub fn docker(&self) -> &Docker {
         match self {
             Target::Ssh(t) => t.docker(),
@@ -120,4 +146,34 @@ fn write_file_command(path: &str, mode: u32) -> anyhow::Result<String> {
         t = shell::quote(&tmp),
         p = shell::quote(path),
     ))
+}
+
+/// A minimal HTTP/1.0 GET: the status code of the answer.
+async fn http_status_over<S>(mut stream: S, ip: std::net::IpAddr, path: &str) -> anyhow::Result<u16>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let request = format!(
+        "GET {path} HTTP/1.0\r\nHost: {ip}\r\nUser-Agent: oec-health\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    stream.flush().await?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 512];
+    while !head.contains(&b'\n') && head.len() < 4096 {
+        let n = stream.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let status = line
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("not an HTTP answer"))?;
+    Ok(status)
 }

@@ -193,6 +193,20 @@ impl SshTarget {
         &self.docker
     }
 
+    /// A TCP connection made by the server (SSH `direct-tcpip`).
+    pub async fn open_tcp(
+        &self,
+        ip: std::net::IpAddr,
+        port: u16,
+    ) -> anyhow::Result<impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + use<>> {
+        let channel = self
+            .client
+            .open_direct_tcpip_channel(std::net::SocketAddr::new(ip, port), None)
+            .await
+            .with_context(|| format!("connecting to {ip}:{port} from the server"))?;
+        Ok(channel.into_stream())
+    }
+
     /// Runs a command under a pseudo-terminal, so that closing the channel
     /// (on cancel) hangs the remote process up instead of leaving it behind.
     pub async fn run(

@@ -1,0 +1,167 @@
+//! What the pipeline reads and records beyond the deployment row: the
+//! environment's settings, its addon repositories, the Odoo image, the DNS
+//! provider, and the facts a run records (git metadata, container, database
+//! password, migration restore).
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// The environment's deployment settings. Secrets stay encrypted here.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct EnvironmentPlan {
+    pub project_git_url: String,
+    pub odoo_image: String,
+    pub registry_username: Option<String>,
+    pub registry_password_encrypted: Option<String>,
+    pub odoo_conf_overrides: serde_json::Value,
+    pub replica_enabled: bool,
+    pub migration_source_url: Option<String>,
+    pub migration_restore_completed: bool,
+    pub db_password_encrypted: Option<String>,
+    /// The image of the environment's last successful deployment, if any.
+    pub previous_image: Option<String>,
+}
+
+/// An addon repository to clone, in the order of `priority` (highest first).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct RepoPlan {
+    pub scope: String,
+    pub name: String,
+    pub git_url: String,
+    pub branch: String,
+    pub priority: i32,
+    pub token_encrypted: Option<String>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct DnsPlan {
+    pub kind: String,
+    pub api_token_encrypted: String,
+    pub zone_id: String,
+    pub apps_domain: String,
+}
+
+pub async fn environment(pool: &PgPool, deployment: Uuid) -> sqlx::Result<EnvironmentPlan> {
+    sqlx::query_as(
+        "SELECT p.git_url AS project_git_url, v.image AS odoo_image, v.registry_username,
+                v.registry_password_encrypted, e.odoo_conf_overrides, e.replica_enabled,
+                e.migration_source_url, e.migration_restore_completed, e.db_password_encrypted,
+                (SELECT image_tag FROM deployments prev WHERE prev.environment_id = e.id
+                   AND prev.status = 'success' ORDER BY prev.version DESC LIMIT 1) AS previous_image
+         FROM deployments d JOIN environments e ON e.id = d.environment_id
+         JOIN projects p ON p.id = e.project_id JOIN odoo_versions v ON v.version = e.odoo_version
+         WHERE d.id = $1",
+    )
+    .bind(deployment)
+    .fetch_one(pool)
+    .await
+}
+
+/// Platform repositories, the organization's, and the project's additional
+/// ones, each scope ordered by priority (highest first), then name.
+pub async fn repositories(
+    pool: &PgPool,
+    organization: Uuid,
+    project: Uuid,
+) -> sqlx::Result<Vec<RepoPlan>> {
+    sqlx::query_as(
+        "SELECT scope, name, git_url, branch, priority, token_encrypted FROM addon_repositories
+         WHERE scope = 'platform'
+            OR (scope = 'organization' AND organization_id = $1)
+            OR (scope = 'project' AND project_id = $2)
+         ORDER BY scope, priority DESC, name",
+    )
+    .bind(organization)
+    .bind(project)
+    .fetch_all(pool)
+    .await
+}
+
+/// The organization's DNS provider (the oldest, when there are several).
+pub async fn dns_provider(pool: &PgPool, organization: Uuid) -> sqlx::Result<Option<DnsPlan>> {
+    sqlx::query_as(
+        "SELECT kind, api_token_encrypted, zone_id, apps_domain FROM dns_providers
+         WHERE organization_id = $1 ORDER BY created_at, id LIMIT 1",
+    )
+    .bind(organization)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Stores the environment's database password unless one is stored already;
+/// returns the one that is stored (so two racing runs agree).
+pub async fn ensure_db_password(
+    pool: &PgPool,
+    environment: Uuid,
+    encrypted: &str,
+) -> sqlx::Result<String> {
+    sqlx::query_scalar(
+        "WITH set AS (UPDATE environments SET db_password_encrypted = $2, updated_at = now()
+                      WHERE id = $1 AND db_password_encrypted IS NULL RETURNING db_password_encrypted)
+         SELECT COALESCE((SELECT db_password_encrypted FROM set),
+                         (SELECT db_password_encrypted FROM environments WHERE id = $1))",
+    )
+    .bind(environment)
+    .bind(encrypted)
+    .fetch_one(pool)
+    .await
+}
+
+/// The project repository's commit, as the spec's "Git Information Captured".
+#[derive(Debug, Clone, Default)]
+pub struct GitInfo {
+    pub commit: String,
+    pub message: String,
+    pub branch: String,
+    pub committer_name: String,
+    pub committer_email: String,
+    pub commit_date: Option<DateTime<Utc>>,
+}
+
+pub async fn record_git(pool: &PgPool, deployment: Uuid, g: &GitInfo) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE deployments SET git_commit = $2, git_message = $3, git_branch = $4, committer_name = $5,
+                committer_email = $6, commit_date = $7, updated_at = now() WHERE id = $1",
+    )
+    .bind(deployment)
+    .bind(&g.commit)
+    .bind(&g.message)
+    .bind(&g.branch)
+    .bind(&g.committer_name)
+    .bind(&g.committer_email)
+    .bind(g.commit_date)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn record_container(
+    pool: &PgPool,
+    deployment: Uuid,
+    container_id: &str,
+    image: &str,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE deployments SET container_id = $2, image_tag = $3, updated_at = now() WHERE id = $1",
+    )
+    .bind(deployment)
+    .bind(container_id)
+    .bind(image)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Marks the migration restore done, so that it never runs again.
+pub async fn mark_migration_restored(pool: &PgPool, environment: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE environments SET migration_restore_completed = TRUE,
+                migration_restore_completed_at = now(), updated_at = now()
+         WHERE id = $1 AND NOT migration_restore_completed",
+    )
+    .bind(environment)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

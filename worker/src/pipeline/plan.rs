@@ -1,0 +1,287 @@
+//! Everything a deployment needs beyond its row, loaded once before the
+//! first stage: settings, repositories, image, DNS provider, with every
+//! secret decrypted here and registered with the log's masker.
+
+use std::net::IpAddr;
+
+use anyhow::Context as _;
+use oec_common::config::Settings;
+use oec_common::db::deployments::RunContext;
+use oec_common::db::plan::{self, EnvironmentPlan};
+use oec_common::secrets::Masker;
+use sqlx::PgPool;
+
+use crate::resources::{self, Split};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Platform,
+    Organization,
+    /// The project's additional repositories.
+    Project,
+    /// The project's own repository.
+    Primary,
+}
+
+#[derive(Debug, Clone)]
+pub struct Repo {
+    pub scope: Scope,
+    pub name: String,
+    /// Directory under `addons/`.
+    pub dir: String,
+    pub url: String,
+    pub branch: String,
+    pub token: Option<String>,
+}
+
+impl Repo {
+    /// The URL git fetches from: the token injected as the spec shows
+    /// (`https://{token}@host/...`). Never logged: the masker hides it.
+    pub fn fetch_url(&self) -> String {
+        match (&self.token, self.url.split_once("://")) {
+            (Some(token), Some((scheme, rest))) if scheme == "https" || scheme == "http" => {
+                format!("{scheme}://{token}@{rest}")
+            }
+            _ => self.url.clone(),
+        }
+    }
+}
+
+pub struct Dns {
+    pub token: String,
+    pub zone_id: String,
+}
+
+pub struct Plan {
+    pub env: EnvironmentPlan,
+    /// Platform, organization, project-additional and primary repositories.
+    pub repos: Vec<Repo>,
+    pub dns: Option<Dns>,
+    /// `{subdomain}.{apps_domain}`.
+    pub hostname: String,
+    pub db_password: String,
+    pub registry_auth: Option<(String, String)>,
+    pub split: Split,
+    /// Odoo's major version, e.g. 18 for "18.0".
+    pub odoo_major: u32,
+    /// Whether the environment ever had a successful deployment.
+    pub redeploy: bool,
+}
+
+impl Plan {
+    pub fn repos_of(&self, scope: Scope) -> Vec<Repo> {
+        self.repos
+            .iter()
+            .filter(|r| r.scope == scope)
+            .cloned()
+            .collect()
+    }
+
+    /// Addon directories in the spec's priority order: project additional,
+    /// project primary, organization, platform.
+    pub fn addon_dirs(&self) -> Vec<String> {
+        [
+            Scope::Project,
+            Scope::Primary,
+            Scope::Organization,
+            Scope::Platform,
+        ]
+        .iter()
+        .flat_map(|s| self.repos.iter().filter(move |r| r.scope == *s))
+        .map(|r| r.dir.clone())
+        .collect()
+    }
+
+    pub fn replica(&self) -> bool {
+        self.env.replica_enabled && self.odoo_major >= 18
+    }
+}
+
+/// A repository name as a directory: lowercase letters, digits, `.`, `_`, `-`.
+pub fn dir_name(name: &str) -> String {
+    let s: String = name
+        .trim()
+        .chars()
+        .map(|c| {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let s = s.trim_matches(|c| c == '.' || c == '-').to_owned();
+    if s.is_empty() { "repo".into() } else { s }
+}
+
+pub async fn load(
+    pool: &PgPool,
+    settings: &Settings,
+    ctx: &RunContext,
+    masker: &mut Masker,
+) -> anyhow::Result<Plan> {
+    let key = &settings.secret_key;
+    let env = plan::environment(pool, ctx.deployment_id)
+        .await
+        .context("loading the environment")?;
+    let mut repos = Vec::new();
+    for r in plan::repositories(pool, ctx.organization_id, ctx.project_id)
+        .await
+        .context("loading the addon repositories")?
+    {
+        let token = match &r.token_encrypted {
+            Some(t) => {
+                let t = key
+                    .decrypt(t)
+                    .with_context(|| format!("the token of repository {}", r.name))?;
+                masker.add(t.clone());
+                Some(t)
+            }
+            None => None,
+        };
+        let scope = match r.scope.as_str() {
+            "platform" => Scope::Platform,
+            "organization" => Scope::Organization,
+            _ => Scope::Project,
+        };
+        repos.push(Repo {
+            scope,
+            dir: dir_name(&r.name),
+            name: r.name,
+            url: r.git_url,
+            branch: r.branch,
+            token,
+        });
+    }
+    repos.push(Repo {
+        scope: Scope::Primary,
+        name: ctx.project_slug.clone(),
+        dir: dir_name(&ctx.project_slug),
+        url: env.project_git_url.clone(),
+        branch: ctx.branch.clone(),
+        token: None,
+    });
+    let mut seen = std::collections::HashSet::new();
+    for r in &repos {
+        anyhow::ensure!(
+            seen.insert(r.dir.clone()),
+            "two repositories would share the directory addons/{}: rename one of them",
+            r.dir
+        );
+    }
+    let dns = match plan::dns_provider(pool, ctx.organization_id)
+        .await
+        .context("loading the DNS provider")?
+    {
+        Some(d) => {
+            let token = key
+                .decrypt(&d.api_token_encrypted)
+                .context("the DNS provider's token")?;
+            masker.add(token.clone());
+            Some((
+                Dns {
+                    token,
+                    zone_id: d.zone_id,
+                },
+                d.apps_domain,
+            ))
+        }
+        None => None,
+    };
+    let apps_domain = dns
+        .as_ref()
+        .map(|(_, domain)| domain.clone())
+        .unwrap_or_else(|| settings.pipeline.apps_domain.clone());
+    let db_password = match &env.db_password_encrypted {
+        Some(stored) => key.decrypt(stored).context("the database password")?,
+        None => {
+            // Generated once per environment, from the OS's random source.
+            let fresh = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            let stored = plan::ensure_db_password(pool, ctx.environment_id, &key.encrypt(&fresh))
+                .await
+                .context("storing the database password")?;
+            key.decrypt(&stored).context("the database password")?
+        }
+    };
+    masker.add(db_password.clone());
+    // A presigned download link's signature is a credential too.
+    if let Some((_, query)) = env
+        .migration_source_url
+        .as_deref()
+        .and_then(|u| u.split_once('?'))
+    {
+        masker.add(query.to_owned());
+    }
+    let registry_auth = match (&env.registry_username, &env.registry_password_encrypted) {
+        (Some(user), Some(pw)) => {
+            let pw = key.decrypt(pw).context("the registry password")?;
+            masker.add(pw.clone());
+            Some((user.clone(), pw))
+        }
+        _ => None,
+    };
+    let odoo_major = ctx
+        .odoo_version
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    Ok(Plan {
+        redeploy: env.previous_image.is_some(),
+        env,
+        repos,
+        dns: dns.map(|(d, _)| d),
+        hostname: format!("{}.{apps_domain}", ctx.subdomain),
+        db_password,
+        registry_auth,
+        split: resources::split(ctx.cpu_cores, ctx.ram_mb.max(0) as u64),
+        odoo_major,
+    })
+}
+
+/// The server's IPv4/IPv6 address: its host as given, or resolved.
+pub async fn server_ip(host: &str) -> anyhow::Result<IpAddr> {
+    if let Ok(ip) = host.parse() {
+        return Ok(ip);
+    }
+    let mut addrs = tokio::net::lookup_host((host, 22))
+        .await
+        .with_context(|| format!("resolving {host}"))?;
+    addrs
+        .find(|a| a.is_ipv4())
+        .map(|a| a.ip())
+        .ok_or_else(|| anyhow::anyhow!("{host} has no IPv4 address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directory_names_are_safe() {
+        assert_eq!(dir_name("Platform Reporting"), "platform-reporting");
+        assert_eq!(dir_name("../etc"), "etc");
+        assert_eq!(dir_name("a/b;rm -rf"), "a-b-rm--rf");
+        assert_eq!(dir_name("..."), "repo");
+    }
+
+    #[test]
+    fn token_goes_into_https_urls_only() {
+        let mut r = Repo {
+            scope: Scope::Platform,
+            name: "x".into(),
+            dir: "x".into(),
+            url: "https://git.example.com/a/b.git".into(),
+            branch: "main".into(),
+            token: Some("tok123".into()),
+        };
+        assert_eq!(r.fetch_url(), "https://tok123@git.example.com/a/b.git");
+        r.url = "git@git.example.com:a/b.git".into();
+        assert_eq!(r.fetch_url(), "git@git.example.com:a/b.git");
+    }
+}

@@ -1,0 +1,303 @@
+//! cloning_platform_repos, cloning_org_repos, cloning_project_repo: each
+//! repository into `{root}/{uuid}/addons/{dir}` on the server, the
+//! repositories of a stage in parallel. A redeploy fetches and resets instead
+//! of cloning anew. Tokens travel only inside the fetch URL on the server's
+//! command line; the stored remote is the URL without it, and the log's
+//! masker hides it everywhere. Platform and organization failures are
+//! warnings; a project failure is fatal.
+
+use std::time::Instant;
+
+use futures_util::StreamExt as _;
+use oec_common::db::plan::{self, GitInfo};
+use oec_common::model::steps::Step;
+use serde_json::json;
+
+use crate::pipeline::plan::{Repo, Scope};
+use crate::pipeline::{Outcome, Run, StageError, secs};
+use crate::target::shell::quote;
+
+/// Repositories cloned at once per stage (each is one SSH channel).
+const PARALLEL: usize = 4;
+
+pub async fn platform(run: &mut Run) -> Result<Outcome, StageError> {
+    shared(run, Step::CloningPlatformRepos, Scope::Platform, "platform").await
+}
+
+pub async fn organization(run: &mut Run) -> Result<Outcome, StageError> {
+    shared(
+        run,
+        Step::CloningOrgRepos,
+        Scope::Organization,
+        "organization",
+    )
+    .await
+}
+
+/// Platform and organization repositories: failures are warnings.
+async fn shared(
+    run: &mut Run,
+    step: Step,
+    scope: Scope,
+    label: &str,
+) -> Result<Outcome, StageError> {
+    let t0 = Instant::now();
+    let repos = run.plan()?.repos_of(scope);
+    if repos.is_empty() {
+        let message = format!("No {label} addon repositories configured");
+        run.log.info(step, &message);
+        return Ok(Outcome::Skipped(message));
+    }
+    let n = repos.len();
+    run.log.info(
+        step,
+        &format!(
+            "Cloning {n} {label} addon {}...",
+            plural(n, "repository", "repositories")
+        ),
+    );
+    let results = clone_all(run, step, &repos).await?;
+    let failed: Vec<&str> = results
+        .iter()
+        .zip(&repos)
+        .filter(|(r, _)| r.is_err())
+        .map(|(_, repo)| repo.name.as_str())
+        .collect();
+    if failed.is_empty() {
+        let message = format!("All {n} {label} repos ready ({})", secs(t0));
+        run.log.info(step, &message);
+        Ok(Outcome::Completed(message))
+    } else {
+        let message = format!(
+            "{} of {n} {label} repos ready; failed: {} ({})",
+            n - failed.len(),
+            failed.join(", "),
+            secs(t0)
+        );
+        run.log.warning(step, &message);
+        Ok(Outcome::Warning(message))
+    }
+}
+
+/// The project's repository (and its additional ones): fatal, and records
+/// the commit on the deployment.
+pub async fn project(run: &mut Run) -> Result<Outcome, StageError> {
+    let t0 = Instant::now();
+    let step = Step::CloningProjectRepo;
+    let plan = run.plan()?;
+    let mut repos = plan.repos_of(Scope::Primary);
+    repos.extend(plan.repos_of(Scope::Project));
+    run.log.info(step, "Cloning project repository...");
+    let results = clone_all(run, step, &repos).await?;
+    for (result, repo) in results.iter().zip(&repos) {
+        if let Err(e) = result {
+            return Err(e.clone_error(repo));
+        }
+    }
+    let message = format!("Project repository cloned ({})", secs(t0));
+    run.log.info(step, &message);
+    let primary = &repos[0];
+    let info = git_info(run, primary).await?;
+    let short: String = info.commit.chars().take(7).collect();
+    let subject = info.message.lines().next().unwrap_or_default().to_owned();
+    run.log.line(
+        oec_common::model::LogLevel::Info,
+        step,
+        &format!("Commit: {short} by {} - {subject}", info.committer_name),
+        Some(json!({
+            "git_commit": info.commit, "git_message": info.message, "git_branch": info.branch,
+            "committer_name": info.committer_name, "committer_email": info.committer_email,
+            "commit_date": info.commit_date,
+        })),
+    );
+    plan::record_git(&run.pool, run.ctx.deployment_id, &info)
+        .await
+        .map_err(|e| StageError::new(format!("Recording the commit failed: {e}")))?;
+    Ok(Outcome::Completed(message))
+}
+
+fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 { one } else { many }
+}
+
+/// Why one repository could not be cloned (its output already logged).
+struct CloneFailure {
+    exit_code: Option<u32>,
+    detail: String,
+}
+
+impl CloneFailure {
+    fn clone_error(&self, repo: &Repo) -> StageError {
+        let auth = self.detail.contains("Authentication failed")
+            || self.detail.contains("could not read Username")
+            || self.detail.contains("403")
+            || self.detail.contains("401");
+        StageError::with_data(
+            format!("Failed to clone {}", repo.name),
+            json!({
+                "repository": repo.name,
+                "url": repo.url,
+                "branch": repo.branch,
+                "exit_code": self.exit_code,
+                "error_code": if auth { "GIT_AUTH_FAILED" } else { "GIT_CLONE_FAILED" },
+                "error": self.detail,
+                "hint": if auth { "check the repository's access token" } else { "check the repository URL and branch" },
+            }),
+        )
+    }
+}
+
+async fn clone_all(
+    run: &Run,
+    step: Step,
+    repos: &[Repo],
+) -> Result<Vec<Result<(), CloneFailure>>, StageError> {
+    let target = run.target()?;
+    let n = repos.len();
+    let addons = format!(
+        "{}/{}/addons",
+        run.settings.deploy_root, run.ctx.environment_id
+    );
+    let jobs: Vec<_> = repos
+        .iter()
+        .enumerate()
+        .map(|(i, repo)| {
+            let dir = format!("{addons}/{}", repo.dir);
+            clone_one(
+                &run.log,
+                target,
+                step,
+                format!("[{}/{n}]", i + 1),
+                repo,
+                dir,
+            )
+        })
+        .collect();
+    let results = futures_util::stream::iter(jobs)
+        .buffered(PARALLEL)
+        .collect::<Vec<_>>()
+        .await;
+    Ok(results)
+}
+
+async fn clone_one(
+    log: &crate::log::Log,
+    target: &crate::target::Target,
+    step: Step,
+    tag: String,
+    repo: &Repo,
+    dir: String,
+) -> Result<(), CloneFailure> {
+    let t = Instant::now();
+    log.info(
+        step,
+        &format!("{tag} Cloning {} ({})...", repo.name, repo.branch),
+    );
+    let cmd = sync_command(&dir, &repo.fetch_url(), &repo.url, &repo.branch);
+    let out = target.run(&cmd, &mut |line| log.debug(step, line)).await;
+    let result = match out {
+        Ok(o) if o.success() => Ok(()),
+        Ok(o) => Err(CloneFailure {
+            exit_code: Some(o.exit_code),
+            detail: o.tail.join("\n"),
+        }),
+        Err(e) => Err(CloneFailure {
+            exit_code: None,
+            detail: format!("{e:#}"),
+        }),
+    };
+    match &result {
+        Ok(()) => log.info(step, &format!("{tag} {} ready ({})", repo.name, secs(t))),
+        Err(f) => log.line(
+            if step == Step::CloningProjectRepo {
+                oec_common::model::LogLevel::Error
+            } else {
+                oec_common::model::LogLevel::Warning
+            },
+            step,
+            &format!("{tag} {} failed ({})", repo.name, secs(t)),
+            Some(json!({"repository": repo.name, "exit_code": f.exit_code, "error": f.detail})),
+        ),
+    }
+    result
+}
+
+/// Clone, or fetch and reset an existing checkout, of one branch. The
+/// checkout's remote never keeps the token.
+pub fn sync_command(dir: &str, fetch_url: &str, clean_url: &str, branch: &str) -> String {
+    let (d, f, c, b) = (
+        quote(dir),
+        quote(fetch_url),
+        quote(clean_url),
+        quote(branch),
+    );
+    format!(
+        "export GIT_TERMINAL_PROMPT=0; \
+         if [ -d {d}/.git ]; then \
+           git -C {d} fetch --depth 1 --no-tags {f} {b} && git -C {d} reset --hard FETCH_HEAD && \
+           git -C {d} clean -ffdx -q && git -C {d} remote set-url origin {c}; \
+         else \
+           rm -rf {d} && mkdir -p \"$(dirname {d})\" && \
+           git clone --depth 1 --single-branch --branch {b} {f} {d} && git -C {d} remote set-url origin {c}; \
+         fi"
+    )
+}
+
+async fn git_info(run: &Run, repo: &Repo) -> Result<GitInfo, StageError> {
+    let dir = format!(
+        "{}/{}/addons/{}",
+        run.settings.deploy_root, run.ctx.environment_id, repo.dir
+    );
+    let cmd = format!(
+        "git -C {} log -1 --format=%H%x1f%cn%x1f%ce%x1f%cI%x1f%B",
+        quote(&dir)
+    );
+    let mut lines = Vec::new();
+    let out = run
+        .target()?
+        .run(&cmd, &mut |l| lines.push(l.to_owned()))
+        .await?;
+    if !out.success() {
+        return Err(StageError::new(format!(
+            "Reading the commit of {} failed: {}",
+            repo.name,
+            out.tail.join(" ")
+        )));
+    }
+    let text = lines.join("\n");
+    let mut parts = text.splitn(5, '\u{1f}');
+    let mut next = || parts.next().unwrap_or_default().trim().to_owned();
+    let commit = next();
+    let committer_name = next();
+    let committer_email = next();
+    let date = next();
+    let message = next();
+    Ok(GitInfo {
+        commit,
+        message,
+        branch: repo.branch.clone(),
+        committer_name,
+        committer_email,
+        commit_date: chrono::DateTime::parse_from_rfc3339(&date)
+            .ok()
+            .map(|d| d.with_timezone(&chrono::Utc)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sync_command_quotes_everything() {
+        let cmd = sync_command(
+            "/opt/p/e/addons/x",
+            "https://t0k@h/r.git",
+            "https://h/r.git",
+            "main; rm -rf /",
+        );
+        assert!(cmd.contains("--branch 'main; rm -rf /'"));
+        assert!(cmd.contains("remote set-url origin https://h/r.git"));
+        assert!(cmd.contains("git clone --depth 1 --single-branch"));
+    }
+}

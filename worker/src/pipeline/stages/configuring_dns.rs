@@ -1,0 +1,102 @@
+//! configuring_dns: the A record `{subdomain}.{apps_domain} -> server IP`
+//! (TTL 300, DNS only) through Cloudflare's v4 API, created or updated early
+//! so it propagates during the deployment. Non-fatal.
+
+use std::time::{Duration, Instant};
+
+use oec_common::model::steps::Step;
+use serde_json::{Value, json};
+
+use crate::pipeline::plan::server_ip;
+use crate::pipeline::{Outcome, Run, StageError, secs};
+
+pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
+    let t0 = Instant::now();
+    let step = Step::ConfiguringDns;
+    run.log
+        .info(step, "Configuring DNS record (early for propagation)...");
+    let plan = run.plan()?;
+    let Some(dns) = &plan.dns else {
+        let message = format!(
+            "DNS setup skipped ({}): No DNS provider configured",
+            secs(t0)
+        );
+        run.log.warning(step, &message);
+        return Ok(Outcome::Warning(message));
+    };
+    let ip = server_ip(&run.ctx.server_host).await?;
+    let api = &run.settings.pipeline.cloudflare_api_url;
+    let name = &plan.hostname;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .map_err(|e| StageError::new(format!("HTTP client: {e}")))?;
+    let records = format!("{api}/zones/{}/dns_records", dns.zone_id);
+    let fail = |what: &str, detail: String| {
+        StageError::with_data(
+            format!("DNS setup failed: {what}"),
+            json!({"provider": "cloudflare", "record": name, "content": ip.to_string(), "error": detail}),
+        )
+    };
+    let existing: Value = client
+        .get(&records)
+        .bearer_auth(&dns.token)
+        .query(&[("type", "A"), ("name", name.as_str())])
+        .send()
+        .await
+        .map_err(|e| fail("Cloudflare API unreachable", e.without_url().to_string()))?
+        .json()
+        .await
+        .map_err(|e| fail("unreadable Cloudflare answer", e.without_url().to_string()))?;
+    check(&existing).map_err(|e| fail("Cloudflare refused the lookup", e))?;
+    let body =
+        json!({"type": "A", "name": name, "content": ip.to_string(), "ttl": 300, "proxied": false});
+    let record_id = existing["result"]
+        .as_array()
+        .and_then(|r| r.first())
+        .and_then(|r| r["id"].as_str())
+        .map(str::to_owned);
+    let request = match &record_id {
+        Some(id) => client.put(format!("{records}/{id}")),
+        None => client.post(&records),
+    };
+    let answer: Value = request
+        .bearer_auth(&dns.token)
+        .json(&body)
+        .send()
+        .await
+        .map_err(|e| fail("Cloudflare API unreachable", e.without_url().to_string()))?
+        .json()
+        .await
+        .map_err(|e| fail("unreadable Cloudflare answer", e.without_url().to_string()))?;
+    check(&answer).map_err(|e| fail("Cloudflare refused the record", e))?;
+    let message = format!("DNS configured: {name} -> {ip} ({})", secs(t0));
+    run.log.info(step, &message);
+    Ok(Outcome::Completed(message))
+}
+
+/// Cloudflare's envelope: `success` and `errors[].message`.
+fn check(v: &Value) -> Result<(), String> {
+    if v["success"].as_bool() == Some(true) {
+        return Ok(());
+    }
+    let errors: Vec<String> = v["errors"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    format!(
+                        "{} (code {})",
+                        e["message"].as_str().unwrap_or("?"),
+                        e["code"]
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Err(if errors.is_empty() {
+        "no success flag in the answer".into()
+    } else {
+        errors.join("; ")
+    })
+}

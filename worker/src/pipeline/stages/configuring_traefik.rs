@@ -1,0 +1,65 @@
+//! configuring_traefik: Traefik's Docker provider routes by the container's
+//! labels; this stage checks on the running container that the router, TLS
+//! resolver, service port and rate-limit middleware are what the spec says
+//! and that it is on `traefik-public`, and logs what was applied. Fatal.
+
+use std::time::Instant;
+
+use oec_common::model::steps::Step;
+use serde_json::json;
+
+use super::starting_container::{TRAEFIK_NETWORK, odoo_container, traefik_labels};
+use crate::pipeline::docker;
+use crate::pipeline::{Outcome, Run, StageError, secs};
+
+pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
+    let t0 = Instant::now();
+    let step = Step::ConfiguringTraefik;
+    let env = run.ctx.environment_id;
+    run.log.info(step, "Configuring Traefik routing...");
+    let docker = run.target()?.docker().clone();
+    let name = odoo_container(env);
+    let Some(c) = docker::inspect(&docker, &name).await? else {
+        return Err(StageError::new(format!("Container {name} is gone")));
+    };
+    let labels = c
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.clone())
+        .unwrap_or_default();
+    let wanted = traefik_labels(env, &run.plan()?.hostname);
+    let wrong: Vec<String> = wanted
+        .iter()
+        .filter(|(k, v)| labels.get(k) != Some(v))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    if !wrong.is_empty() {
+        return Err(StageError::with_data(
+            "Traefik labels missing on the container",
+            json!({"container": name, "missing": wrong}),
+        ));
+    }
+    let on_traefik = c
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.networks.as_ref())
+        .is_some_and(|n| n.contains_key(TRAEFIK_NETWORK));
+    if !on_traefik {
+        return Err(StageError::new(format!(
+            "Container {name} is not on the {TRAEFIK_NETWORK} network"
+        )));
+    }
+    for (k, v) in &wanted {
+        run.log.debug(step, &format!("{k}: {v}"));
+    }
+    run.log.info(
+        step,
+        &format!(
+            "Router {env}: Host(`{}`) on websecure, TLS via letsencrypt, port 8069, middleware {env}-ratelimit (average 100, burst 50)",
+            run.plan()?.hostname
+        ),
+    );
+    let message = format!("Traefik configured ({})", secs(t0));
+    run.log.info(step, &message);
+    Ok(Outcome::Completed(message))
+}

@@ -1,0 +1,200 @@
+//! initializing_database: a fresh database gets `odoo -d {uuid} -i base
+//! --stop-after-init` in the Odoo container; an initialized one is left
+//! alone; a migration backup is restored exactly once (then
+//! `migration_restore_completed` is set and it never runs again). Fatal.
+
+use std::time::Instant;
+
+use oec_common::db::plan;
+use oec_common::model::steps::Step;
+use serde_json::json;
+
+use super::creating_database::db_container;
+use super::starting_container::odoo_container;
+use crate::pipeline::docker;
+use crate::pipeline::{Outcome, Run, StageError, secs};
+
+pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
+    let t0 = Instant::now();
+    let step = Step::InitializingDatabase;
+    let env = run.ctx.environment_id;
+    let docker = run.target()?.docker().clone();
+    let log = run.log.clone();
+    let plan = run.plan()?;
+    if let Some(url) = plan.env.migration_source_url.clone()
+        && !plan.env.migration_restore_completed
+    {
+        log.info(step, "Restoring from migration backup...");
+        restore(run, &url).await?;
+        plan::mark_migration_restored(&run.pool, env)
+            .await
+            .map_err(|e| StageError::new(format!("Recording the restore failed: {e}")))?;
+        let message = format!("Migration restore complete ({})", secs(t0));
+        log.info(step, &message);
+        return Ok(Outcome::Completed(message));
+    }
+    if initialized(&docker, env).await? {
+        let message = format!(
+            "Database {env} already initialized, skipping initialization ({})",
+            secs(t0)
+        );
+        log.info(step, &message);
+        return Ok(Outcome::Completed(message));
+    }
+    log.info(
+        step,
+        "Initializing Odoo database (this may take 1-2 minutes)...",
+    );
+    let out = docker::exec(
+        &docker,
+        &odoo_container(env),
+        [
+            "odoo",
+            "-c",
+            "/etc/odoo/odoo.conf",
+            "-d",
+            &env.to_string(),
+            "-i",
+            "base",
+            "--stop-after-init",
+            "--no-http",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        None,
+        Vec::new(),
+        &mut |l| log.debug(step, l),
+    )
+    .await?;
+    if out.exit_code != 0 {
+        return Err(StageError::with_data(
+            format!("Database initialization failed (exit {})", out.exit_code),
+            json!({"database": env, "output": out.tail}),
+        ));
+    }
+    let message = format!("Database initialization complete ({})", secs(t0));
+    log.info(step, &message);
+    Ok(Outcome::Completed(message))
+}
+
+/// Whether Odoo's module table exists in the environment's database.
+async fn initialized(docker: &bollard::Docker, env: uuid::Uuid) -> Result<bool, StageError> {
+    let mut answer = String::new();
+    let out = docker::exec(
+        docker,
+        &db_container(env),
+        [
+            "psql",
+            "-U",
+            "odoo",
+            "-d",
+            &env.to_string(),
+            "-tAc",
+            "SELECT to_regclass('public.ir_module_module') IS NOT NULL",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        Some("postgres"),
+        Vec::new(),
+        &mut |l| answer.push_str(l.trim()),
+    )
+    .await?;
+    if out.exit_code != 0 {
+        return Err(StageError::with_data(
+            "Checking the database failed",
+            json!({"database": env, "output": out.tail}),
+        ));
+    }
+    Ok(answer == "t")
+}
+
+/// The restore, run inside the Odoo container (which has Python and the
+/// PostgreSQL client): download, check manifest.json, psql dump.sql into
+/// the primary, unpack the filestore, sanitize ir_config_parameter.
+const RESTORE: &str = r#"
+import json, os, shutil, subprocess, sys, tarfile, tempfile, urllib.request, uuid, zipfile
+url, db, host, base_url = sys.argv[1:5]
+work = tempfile.mkdtemp(prefix="oec-restore-")
+try:
+    print("Downloading migration backup...", flush=True)
+    path = os.path.join(work, "backup.zip")
+    with urllib.request.urlopen(url, timeout=60) as r, open(path, "wb") as f:
+        shutil.copyfileobj(r, f, 1 << 20)
+    print(f"Downloaded {os.path.getsize(path)} bytes", flush=True)
+    with zipfile.ZipFile(path) as z:
+        names = set(z.namelist())
+        missing = {"manifest.json", "dump.sql"} - names
+        if missing:
+            sys.exit(f"backup is missing {', '.join(sorted(missing))}")
+        manifest = json.loads(z.read("manifest.json"))
+        if not isinstance(manifest, dict):
+            sys.exit("manifest.json is not an object")
+        print("Manifest: " + ", ".join(f"{k}={manifest[k]}" for k in sorted(manifest) if k in ("version", "odoo_version", "db_name", "created_at")), flush=True)
+        z.extract("dump.sql", work)
+        if "filestore.tar.gz" in names:
+            z.extract("filestore.tar.gz", work)
+    print("Restoring database from migration backup...", flush=True)
+    env = dict(os.environ)
+    psql = ["psql", "-h", host, "-U", "odoo", "-v", "ON_ERROR_STOP=1", "-q"]
+    subprocess.run(psql + ["-d", db, "-c", "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;"], check=True, env=env)
+    subprocess.run(psql + ["-d", db, "-f", os.path.join(work, "dump.sql")], check=True, env=env)
+    fs = os.path.join(work, "filestore.tar.gz")
+    if os.path.exists(fs):
+        dest = f"/var/lib/odoo/filestore/{db}"
+        shutil.rmtree(dest, ignore_errors=True)
+        os.makedirs(dest)
+        with tarfile.open(fs) as t:
+            try:
+                t.extractall(dest, filter="data")
+            except TypeError:  # Python without extraction filters
+                for m in t.getmembers():
+                    if m.name.startswith("/") or ".." in m.name.split("/") or m.issym() or m.islnk():
+                        sys.exit(f"unsafe path in filestore.tar.gz: {m.name}")
+                t.extractall(dest)
+        for root, dirs, files in os.walk(dest):
+            for n in dirs + files:
+                os.chown(os.path.join(root, n), 100, 101)
+        os.chown(dest, 100, 101)
+        print("Filestore restored", flush=True)
+    sanitize = (
+        "UPDATE ir_config_parameter SET value = %s WHERE key = 'web.base.url';"
+        " UPDATE ir_config_parameter SET value = '%s' WHERE key = 'database.uuid';"
+        " DELETE FROM ir_config_parameter WHERE key IN ('database.enterprise_code', 'database.expiration_date', 'database.expiration_reason', 'ocn.uuid', 'web.base.url.freeze');"
+    ) % ("'" + base_url.replace("'", "''") + "'", uuid.uuid4())
+    subprocess.run(psql + ["-d", db, "-c", sanitize], check=True, env=env)
+    print("ir_config_parameter sanitized", flush=True)
+finally:
+    shutil.rmtree(work, ignore_errors=True)
+"#;
+
+async fn restore(run: &Run, url: &str) -> Result<(), StageError> {
+    let env = run.ctx.environment_id;
+    let docker = run.target()?.docker();
+    let log = run.log.clone();
+    let plan = run.plan()?;
+    let base_url = format!("https://{}", plan.hostname);
+    let out = docker::exec(
+        docker,
+        &odoo_container(env),
+        vec![
+            "python3".into(),
+            "-c".into(),
+            RESTORE.into(),
+            url.into(),
+            env.to_string(),
+            db_container(env),
+            base_url,
+        ],
+        Some("root"),
+        vec![format!("PGPASSWORD={}", plan.db_password)],
+        &mut |l| log.info(Step::InitializingDatabase, l),
+    )
+    .await?;
+    if out.exit_code != 0 {
+        return Err(StageError::with_data(
+            format!("Migration restore failed (exit {})", out.exit_code),
+            json!({"database": env, "source": oec_common::secrets::mask_url(url), "output": out.tail}),
+        ));
+    }
+    Ok(())
+}

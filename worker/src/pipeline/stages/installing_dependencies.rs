@@ -1,0 +1,166 @@
+//! installing_dependencies: the merged apt.txt and requirements.txt of every
+//! repository, installed as root inside the container; then the container
+//! is committed as `oec-deps-{uuid}:{fingerprint}`, which the next deployment
+//! starts from when the merged set and the base image are unchanged, so an
+//! unchanged set is never installed twice. Non-fatal.
+
+use std::time::Instant;
+
+use bollard::models::ContainerConfig;
+use bollard::query_parameters::{
+    CommitContainerOptionsBuilder, ListImagesOptionsBuilder, RemoveImageOptions,
+};
+use oec_common::model::steps::Step;
+use serde_json::json;
+
+use super::starting_container::{deps_image, odoo_container};
+use crate::pipeline::docker;
+use crate::pipeline::{Outcome, Run, StageError, secs};
+
+pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
+    let t0 = Instant::now();
+    let step = Step::InstallingDependencies;
+    let env = run.ctx.environment_id;
+    let log = run.log.clone();
+    log.info(
+        step,
+        "Checking ALL repositories for dependencies (apt.txt, requirements.txt)...",
+    );
+    log.info(
+        step,
+        "Scanning all repos for apt.txt and requirements.txt...",
+    );
+    let Some((deps, fingerprint)) = run.state.deps.clone() else {
+        return Err(StageError::new("dependencies were not scanned"));
+    };
+    for line in &deps.ignored {
+        log.warning(step, &format!("Ignored: {line}"));
+    }
+    if deps.is_empty() {
+        let message = format!("No dependencies to install ({})", secs(t0));
+        log.info(step, &message);
+        return Ok(Outcome::Completed(message));
+    }
+    if run.state.deps_cached {
+        let message = format!(
+            "Dependencies unchanged since the last install ({} apt, {} pip), skipped ({})",
+            deps.apt.len(),
+            deps.pip.len(),
+            secs(t0)
+        );
+        log.info(step, &message);
+        return Ok(Outcome::Completed(message));
+    }
+    let docker = run.target()?.docker().clone();
+    let container = odoo_container(env);
+    if !deps.apt.is_empty() {
+        exec(
+            &docker,
+            &container,
+            &log,
+            "apt-get update",
+            vec!["apt-get".into(), "update".into(), "-qq".into()],
+        )
+        .await?;
+        let mut argv: Vec<String> = [
+            "apt-get",
+            "install",
+            "-y",
+            "-qq",
+            "--no-install-recommends",
+            "--",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        argv.extend(deps.apt.iter().cloned());
+        exec(&docker, &container, &log, "apt-get install", argv).await?;
+    }
+    if !deps.pip.is_empty() {
+        // Debian 12+ marks its Python as externally managed; the container is ours.
+        let script = "if pip3 install --help 2>/dev/null | grep -q -- --break-system-packages; then \
+                        exec pip3 install --no-cache-dir --break-system-packages \"$@\"; \
+                      else exec pip3 install --no-cache-dir \"$@\"; fi";
+        let mut argv: Vec<String> = vec!["sh".into(), "-c".into(), script.into(), "pip".into()];
+        argv.extend(deps.pip.iter().cloned());
+        exec(&docker, &container, &log, "pip3 install", argv).await?;
+    }
+    log.info(
+        step,
+        &format!("Dependencies installed from: {}", deps.sources.join(", ")),
+    );
+    log.info(step, &format!("Total apt packages: {}", deps.apt.len()));
+    log.info(step, &format!("Total pip packages: {}", deps.pip.len()));
+    // Keep the result for the next deployment, and only the newest one.
+    let tag = deps_image(env, &fingerprint);
+    let (repo, tag_name) = docker::split_image(&tag);
+    let commit = CommitContainerOptionsBuilder::default()
+        .container(&container)
+        .repo(repo)
+        .tag(tag_name)
+        .comment("oec: dependencies installed")
+        .pause(false)
+        .build();
+    match docker
+        .commit_container(commit, ContainerConfig::default())
+        .await
+    {
+        Ok(_) => {
+            let opts = ListImagesOptionsBuilder::default()
+                .filters(&std::collections::HashMap::from([(
+                    "reference",
+                    vec![repo],
+                )]))
+                .build();
+            if let Ok(images) = docker.list_images(Some(opts)).await {
+                for img in images {
+                    if img.repo_tags.iter().any(|t| t == &tag) {
+                        continue;
+                    }
+                    for t in img.repo_tags {
+                        let _ = docker
+                            .remove_image(&t, None::<RemoveImageOptions>, None)
+                            .await;
+                    }
+                }
+            }
+        }
+        Err(e) => log.warning(
+            step,
+            &format!(
+                "Keeping the installed dependencies for the next deployment failed: {}",
+                docker::message(&e)
+            ),
+        ),
+    }
+    let message = format!("All dependencies installed ({})", secs(t0));
+    log.info(step, &message);
+    Ok(Outcome::Completed(message))
+}
+
+/// Runs one install command as root in the container.
+async fn exec(
+    docker: &bollard::Docker,
+    container: &str,
+    log: &crate::log::Log,
+    what: &str,
+    argv: Vec<String>,
+) -> Result<(), StageError> {
+    let step = Step::InstallingDependencies;
+    let out = docker::exec(
+        docker,
+        container,
+        argv,
+        Some("root"),
+        vec!["DEBIAN_FRONTEND=noninteractive".into()],
+        &mut |l| log.debug(step, l),
+    )
+    .await?;
+    if out.exit_code == 0 {
+        Ok(())
+    } else {
+        Err(StageError::with_data(
+            format!("{what} failed (exit {})", out.exit_code),
+            json!({"container": container, "output": out.tail}),
+        ))
+    }
+}

@@ -1,0 +1,369 @@
+//! starting_container: `{uuid}_odoo` through the Docker API as the spec's
+//! `docker run`: 70% of CPU and RAM, `unless-stopped`, json-file log
+//! rotation, the four mounts, `ODOO_RC`, data and log directories owned by
+//! uid 100 / gid 101, the internal network plus `traefik-public`, and the
+//! Traefik labels. A redeploy replaces the old container. When the merged
+//! dependencies were installed before on this image, the image with them
+//! (`oec-deps-{uuid}:{fingerprint}`) is started instead. Fatal.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use bollard::models::{
+    ContainerCreateBody, HostConfig, NetworkConnectRequest, NetworkCreateRequest,
+};
+use bollard::query_parameters::CreateContainerOptionsBuilder;
+use oec_common::db::plan;
+use oec_common::model::steps::Step;
+use serde_json::json;
+
+use super::network_name;
+use crate::dependencies::{self, DepFile};
+use crate::pipeline::docker;
+use crate::pipeline::{Outcome, Run, StageError, secs};
+use crate::target::shell::quote;
+
+pub const TRAEFIK_NETWORK: &str = "traefik-public";
+
+pub fn odoo_container(env: uuid::Uuid) -> String {
+    format!("{env}_odoo")
+}
+
+/// The image that carries an environment's installed dependencies.
+pub fn deps_image(env: uuid::Uuid, fingerprint: &str) -> String {
+    format!(
+        "oec-deps-{env}:{}",
+        &fingerprint[..16.min(fingerprint.len())]
+    )
+}
+
+/// The spec's Traefik labels (stage 15), rate limit included.
+pub fn traefik_labels(env: uuid::Uuid, hostname: &str) -> Vec<(String, String)> {
+    let r = format!("traefik.http.routers.{env}");
+    let m = format!("traefik.http.middlewares.{env}-ratelimit.ratelimit");
+    vec![
+        ("traefik.enable".into(), "true".into()),
+        ("traefik.docker.network".into(), TRAEFIK_NETWORK.into()),
+        (format!("{r}.rule"), format!("Host(`{hostname}`)")),
+        (format!("{r}.entrypoints"), "websecure".into()),
+        (format!("{r}.tls"), "true".into()),
+        (format!("{r}.tls.certresolver"), "letsencrypt".into()),
+        (format!("{r}.middlewares"), format!("{env}-ratelimit")),
+        (
+            format!("traefik.http.services.{env}.loadbalancer.server.port"),
+            "8069".into(),
+        ),
+        (format!("{m}.average"), "100".into()),
+        (format!("{m}.burst"), "50".into()),
+    ]
+}
+
+pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
+    let t0 = Instant::now();
+    let step = Step::StartingContainer;
+    let env = run.ctx.environment_id;
+    let name = odoo_container(env);
+    let root = format!("{}/{env}", run.settings.deploy_root);
+    run.log
+        .info(step, &format!("Starting Odoo container {name}..."));
+    let docker = run.target()?.docker().clone();
+    let plan = run.plan()?;
+    let base_image = plan.env.odoo_image.clone();
+    let odoo = plan.split.odoo;
+    let hostname = plan.hostname.clone();
+
+    // 1. The dependencies the repositories ask for, and whether an image
+    //    with exactly them on this base image exists.
+    let deps = dependencies::merge(&read_dependency_files(run).await?);
+    let base_id = docker
+        .inspect_image(&base_image)
+        .await
+        .map_err(|e| {
+            StageError::new(format!(
+                "Image {base_image} is not on the server: {}",
+                docker::message(&e)
+            ))
+        })?
+        .id
+        .unwrap_or_default();
+    let fingerprint = dependencies::fingerprint(&deps.canonical(&base_id));
+    let cached = deps_image(env, &fingerprint);
+    let image = if !deps.is_empty() && docker::has_image(&docker, &cached).await? {
+        run.state.deps_cached = true;
+        cached.clone()
+    } else {
+        base_image.clone()
+    };
+    run.state.deps = Some((deps, fingerprint));
+
+    // 2. Stop and remove the previous container.
+    if docker::inspect(&docker, &name).await?.is_some() {
+        run.log
+            .info(step, "Stopping and removing the existing container...");
+        docker::remove(&docker, &name).await?;
+    }
+
+    // 3. Directories, owned by Odoo's uid 100 / gid 101 (through Docker, so
+    //    the SSH user needs no root).
+    let target = run.target()?;
+    let log = run.log.clone();
+    let mk = format!(
+        "mkdir -p {}/data {}/logs {}/addons",
+        quote(&root),
+        quote(&root),
+        quote(&root)
+    );
+    let out = target.run(&mk, &mut |l| log.debug(step, l)).await?;
+    if !out.success() {
+        return Err(StageError::new(format!(
+            "Creating {root} failed: {}",
+            out.tail.join(" ")
+        )));
+    }
+    let code = docker::run_once(
+        &docker,
+        &format!("{env}_oec_chown"),
+        &image,
+        [
+            "find",
+            "/env/data",
+            "/env/logs",
+            "/env/odoo.conf",
+            "(",
+            "!",
+            "-user",
+            "100",
+            "-o",
+            "!",
+            "-group",
+            "101",
+            ")",
+            "-exec",
+            "chown",
+            "-h",
+            "100:101",
+            "{}",
+            "+",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        vec![format!("{root}:/env")],
+    )
+    .await?;
+    if code != 0 {
+        return Err(StageError::new(format!(
+            "Setting the owner of {root}/data and {root}/logs to 100:101 failed (exit {code})"
+        )));
+    }
+
+    // 4. The container, on the internal network and traefik-public.
+    run.log.info(
+        step,
+        &format!(
+            "Applying Odoo resource limits: CPU={} cores, RAM={}m (70% of allocated)",
+            odoo.cpu_cores, odoo.ram_mb
+        ),
+    );
+    ensure_traefik_network(&docker).await?;
+    let net = network_name(env);
+    let mut labels: HashMap<String, String> = traefik_labels(env, &hostname).into_iter().collect();
+    labels.insert("oec.environment".into(), env.to_string());
+    labels.insert("oec.deployment".into(), run.ctx.deployment_id.to_string());
+    let body = ContainerCreateBody {
+        image: Some(image.clone()),
+        env: Some(vec!["ODOO_RC=/etc/odoo/odoo.conf".into()]),
+        labels: Some(labels),
+        host_config: Some(HostConfig {
+            binds: Some(vec![
+                format!("{root}/odoo.conf:/etc/odoo/odoo.conf:ro"),
+                format!("{root}/addons:/mnt/extra-addons:ro"),
+                format!("{root}/data:/var/lib/odoo"),
+                format!("{root}/logs:/var/log/odoo"),
+            ]),
+            network_mode: Some(net.clone()),
+            memory: Some(odoo.memory_bytes()),
+            nano_cpus: Some(odoo.nano_cpus()),
+            restart_policy: Some(bollard::models::RestartPolicy {
+                name: Some(bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
+            log_config: Some(super::json_file_logs()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created = docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+            body,
+        )
+        .await
+        .map_err(|e| {
+            StageError::with_data(
+                format!("Failed to create container {name}"),
+                json!({"container": name, "image": image, "error": docker::message(&e)}),
+            )
+        })?;
+    docker
+        .connect_network(
+            TRAEFIK_NETWORK,
+            NetworkConnectRequest {
+                container: created.id.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| {
+            StageError::new(format!(
+                "Connecting {name} to {TRAEFIK_NETWORK} failed: {}",
+                docker::message(&e)
+            ))
+        })?;
+    docker
+        .start_container(
+            &created.id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .map_err(|e| {
+            StageError::with_data(
+                format!("Failed to start container {name}"),
+                json!({"container": name, "image": image, "error": docker::message(&e)}),
+            )
+        })?;
+    let short: String = created.id.chars().take(12).collect();
+    let message = format!("Container started: {short} ({})", secs(t0));
+    run.log.info(step, &message);
+    run.log.info(
+        step,
+        &format!("Odoo container started on internal network: {net}"),
+    );
+    run.log.info(
+        step,
+        &format!("Container connected to {TRAEFIK_NETWORK} network"),
+    );
+    plan::record_container(&run.pool, run.ctx.deployment_id, &created.id, &base_image)
+        .await
+        .map_err(|e| StageError::new(format!("Recording the container failed: {e}")))?;
+    Ok(Outcome::Completed(message))
+}
+
+async fn ensure_traefik_network(docker: &bollard::Docker) -> Result<(), StageError> {
+    let exists = docker
+        .inspect_network(
+            TRAEFIK_NETWORK,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .is_ok();
+    if !exists
+        && let Err(e) = docker
+            .create_network(NetworkCreateRequest {
+                name: TRAEFIK_NETWORK.into(),
+                driver: Some("bridge".into()),
+                attachable: Some(true),
+                ..Default::default()
+            })
+            .await
+        && docker
+            .inspect_network(
+                TRAEFIK_NETWORK,
+                None::<bollard::query_parameters::InspectNetworkOptions>,
+            )
+            .await
+            .is_err()
+    {
+        return Err(StageError::new(format!(
+            "Creating the {TRAEFIK_NETWORK} network failed: {}",
+            docker::message(&e)
+        )));
+    }
+    Ok(())
+}
+
+/// Every repository's apt.txt and requirements.txt, read in one command.
+async fn read_dependency_files(run: &Run) -> Result<Vec<DepFile>, StageError> {
+    let plan = run.plan()?;
+    let addons = format!(
+        "{}/{}/addons",
+        run.settings.deploy_root, run.ctx.environment_id
+    );
+    let mut cmd = String::new();
+    for r in &plan.repos {
+        for f in ["apt.txt", "requirements.txt"] {
+            let path = quote(&format!("{addons}/{}/{f}", r.dir));
+            cmd.push_str(&format!(
+                "if [ -f {path} ]; then echo {marker}; cat {path}; echo; fi; ",
+                marker = quote(&format!("@@oec-file {} {f}", r.dir))
+            ));
+        }
+    }
+    cmd.push_str("true");
+    let mut files: Vec<DepFile> = Vec::new();
+    let out = run
+        .target()?
+        .run(&cmd, &mut |line| {
+            if let Some(rest) = line.strip_prefix("@@oec-file ") {
+                let (repo, kind) = rest.split_once(' ').unwrap_or((rest, ""));
+                files.push(DepFile {
+                    repo: repo.to_owned(),
+                    kind: kind.to_owned(),
+                    content: String::new(),
+                });
+            } else if let Some(f) = files.last_mut() {
+                f.content.push_str(line);
+                f.content.push('\n');
+            }
+        })
+        .await?;
+    if !out.success() {
+        return Err(StageError::new(format!(
+            "Reading apt.txt and requirements.txt failed: {}",
+            out.tail.join(" ")
+        )));
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_are_the_specs() {
+        let env: uuid::Uuid = "3f4a5e2b-9c1d-4e8a-b2c3-7d6e5f4a3b2c"
+            .parse()
+            .unwrap_or_default();
+        let labels: HashMap<_, _> = traefik_labels(env, "staging-myproject.oecsh.com")
+            .into_iter()
+            .collect();
+        let get = |k: &str| labels.get(k).map(String::as_str);
+        assert_eq!(get("traefik.enable"), Some("true"));
+        assert_eq!(
+            get("traefik.http.routers.3f4a5e2b-9c1d-4e8a-b2c3-7d6e5f4a3b2c.rule"),
+            Some("Host(`staging-myproject.oecsh.com`)")
+        );
+        assert_eq!(
+            get("traefik.http.routers.3f4a5e2b-9c1d-4e8a-b2c3-7d6e5f4a3b2c.tls.certresolver"),
+            Some("letsencrypt")
+        );
+        assert_eq!(
+            get(
+                "traefik.http.services.3f4a5e2b-9c1d-4e8a-b2c3-7d6e5f4a3b2c.loadbalancer.server.port"
+            ),
+            Some("8069")
+        );
+        assert_eq!(
+            get(
+                "traefik.http.middlewares.3f4a5e2b-9c1d-4e8a-b2c3-7d6e5f4a3b2c-ratelimit.ratelimit.average"
+            ),
+            Some("100")
+        );
+        assert_eq!(
+            get(
+                "traefik.http.middlewares.3f4a5e2b-9c1d-4e8a-b2c3-7d6e5f4a3b2c-ratelimit.ratelimit.burst"
+            ),
+            Some("50")
+        );
+    }
+}

@@ -1,0 +1,123 @@
+//! verifying_dns: asks the configured nameservers (or the system's) for the
+//! environment's A record until it points at the server, every interval up
+//! to the timeout (10 s and 3 min by default). Non-fatal.
+
+use std::time::Instant;
+
+use hickory_resolver::Resolver;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use oec_common::model::steps::Step;
+
+use crate::pipeline::plan::server_ip;
+use crate::pipeline::{Outcome, Run, StageError, secs};
+
+pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
+    let t0 = Instant::now();
+    let step = Step::VerifyingDns;
+    let log = run.log.clone();
+    log.info(step, "Verifying DNS propagation before SSL...");
+    let plan = run.plan()?;
+    if plan.dns.is_none() {
+        let message = format!(
+            "DNS verification skipped ({}): No DNS provider configured",
+            secs(t0)
+        );
+        log.warning(step, &message);
+        return Ok(Outcome::Warning(message));
+    }
+    let host = plan.hostname.clone();
+    let expected = server_ip(&run.ctx.server_host).await?;
+    let settings = &run.settings.pipeline;
+    let resolver = resolver(&settings.dns_nameservers)?;
+    log.info(
+        step,
+        &format!(
+            "Verifying DNS propagation (may take up to {})...",
+            human(settings.dns_verify_timeout.as_secs())
+        ),
+    );
+    let deadline = tokio::time::Instant::now() + settings.dns_verify_timeout;
+    loop {
+        let seen = match resolver.ipv4_lookup(format!("{host}.")).await {
+            Ok(answer) => answer
+                .answers()
+                .iter()
+                .filter_map(|r| match &r.data {
+                    hickory_resolver::proto::rr::RData::A(a) => Some(a.0.to_string()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>(),
+            Err(e) => {
+                log.debug(step, &format!("{host}: {e}"));
+                Vec::new()
+            }
+        };
+        if seen.iter().any(|ip| *ip == expected.to_string()) {
+            let message = format!("DNS verified - safe to proceed with SSL ({})", secs(t0));
+            log.info(step, &message);
+            return Ok(Outcome::Completed(message));
+        }
+        if !seen.is_empty() {
+            log.debug(
+                step,
+                &format!(
+                    "{host} resolves to {} (expected {expected})",
+                    seen.join(", ")
+                ),
+            );
+        }
+        if tokio::time::Instant::now() + settings.dns_verify_interval > deadline {
+            break;
+        }
+        tokio::time::sleep(settings.dns_verify_interval).await;
+    }
+    let message = format!(
+        "DNS verification timed out ({}) - proceeding anyway",
+        secs(t0)
+    );
+    log.warning(step, &message);
+    log.warning(step, "SSL may take longer to provision");
+    Ok(Outcome::Warning(message))
+}
+
+fn human(secs: u64) -> String {
+    if secs >= 60 && secs % 60 == 0 {
+        format!("{} minutes", secs / 60)
+    } else {
+        format!("{secs} seconds")
+    }
+}
+
+fn resolver(
+    nameservers: &[std::net::SocketAddr],
+) -> Result<Resolver<TokioRuntimeProvider>, StageError> {
+    let builder = if nameservers.is_empty() {
+        Resolver::builder_tokio().map_err(|e| {
+            StageError::new(format!(
+                "Reading the system's DNS configuration failed: {e}"
+            ))
+        })?
+    } else {
+        let servers = nameservers
+            .iter()
+            .map(|addr| {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = addr.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = addr.port();
+                NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+            })
+            .collect();
+        Resolver::builder_with_config(
+            ResolverConfig::from_parts(None, vec![], servers),
+            TokioRuntimeProvider::default(),
+        )
+    };
+    let mut builder = builder;
+    // Always ask again: the record is expected to change under us.
+    builder.options_mut().cache_size = 0;
+    builder
+        .build()
+        .map_err(|e| StageError::new(format!("DNS resolver: {e}")))
+}
