@@ -4,7 +4,9 @@
 //! on a free port against it with its own Redis key prefix, and drops the
 //! database when the test ends, so tests run in parallel without sharing state.
 
+pub mod git;
 pub mod stack;
+pub mod standin;
 
 use std::collections::HashMap;
 

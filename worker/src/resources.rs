@@ -111,9 +111,9 @@ pub fn pgtune(db: Share, pool_size: u64) -> Vec<(&'static str, String)> {
 
 /// A size in kB as PostgreSQL reads it, in the largest exact unit.
 fn size(kb: u64) -> String {
-    if kb % (1024 * 1024) == 0 {
+    if kb.is_multiple_of(1024 * 1024) {
         format!("{}GB", kb / (1024 * 1024))
-    } else if kb % 1024 == 0 {
+    } else if kb.is_multiple_of(1024) {
         format!("{}MB", kb / 1024)
     } else {
         format!("{kb}kB")

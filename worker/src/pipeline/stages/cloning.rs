@@ -232,7 +232,7 @@ pub fn sync_command(dir: &str, fetch_url: &str, clean_url: &str, branch: &str) -
         quote(branch),
     );
     format!(
-        "export GIT_TERMINAL_PROMPT=0; \
+        "export GIT_TERMINAL_PROMPT=0 GIT_PAGER=cat PAGER=cat; \
          if [ -d {d}/.git ]; then \
            git -C {d} fetch --depth 1 --no-tags {f} {b} && git -C {d} reset --hard FETCH_HEAD && \
            git -C {d} clean -ffdx -q && git -C {d} remote set-url origin {c}; \
@@ -249,7 +249,7 @@ async fn git_info(run: &Run, repo: &Repo) -> Result<GitInfo, StageError> {
         run.settings.deploy_root, run.ctx.environment_id, repo.dir
     );
     let cmd = format!(
-        "git -C {} log -1 --format=%H%x1f%cn%x1f%ce%x1f%cI%x1f%B",
+        "git --no-pager -C {} log -1 --format=%H%x1f%cn%x1f%ce%x1f%cI%x1f%B",
         quote(&dir)
     );
     let mut lines = Vec::new();

@@ -82,7 +82,7 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
 }
 
 fn human(secs: u64) -> String {
-    if secs >= 60 && secs % 60 == 0 {
+    if secs >= 60 && secs.is_multiple_of(60) {
         format!("{} minutes", secs / 60)
     } else {
         format!("{secs} seconds")

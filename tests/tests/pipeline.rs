@@ -1,0 +1,587 @@
+//! The whole 16-stage pipeline against this machine as a real server: sshd,
+//! dockerd, the local registry with the images of scripts/test-images,
+//! dnsmasq, local git repositories, and stand-ins for Cloudflare's API and a
+//! backup download link.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bollard::Docker;
+use oec_tests::git::GitHost;
+use oec_tests::stack::{ServerLogin, SseClient, Stack};
+use oec_tests::standin::{self, StandIn};
+use oec_tests::{Resp, TargetEnv};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+const DEPLOY: Duration = Duration::from_secs(240);
+const CF_TOKEN: &str = "cf-token-7f3a9b2c5d";
+const ZONE: &str = "zone0123456789";
+const REPO_TOKEN: &str = "ghp_repoToken5e8d1c";
+
+fn docker() -> Docker {
+    Docker::connect_with_local_defaults().expect("docker")
+}
+
+fn registry() -> String {
+    TargetEnv::load().registry
+}
+
+/// Removes every container, network, volume, folder, image and DNS host
+/// file of an environment when dropped (also when the test fails).
+struct Purge(Uuid, String);
+
+impl Drop for Purge {
+    fn drop(&mut self) {
+        let (env, sub) = (self.0, &self.1);
+        let script = format!(
+            "docker rm -f {env}_odoo {env}_pgbouncer {env}_db {env}_oec_chown; \
+             docker network rm paasportal_net_{env}; docker volume rm paasportal_pgdata_{env}; \
+             docker rmi $(docker images -q oec-deps-{env}); rm -rf /opt/paasportal/{env}; \
+             rm -f {hosts}/{sub}.apps.oec.test",
+            hosts = TargetEnv::load().dns_hosts_dir
+        );
+        let _ = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+async fn inspect(name: &str) -> Option<bollard::models::ContainerInspectResponse> {
+    docker()
+        .inspect_container(
+            name,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .ok()
+}
+
+/// Runs a command in a container; its standard output.
+async fn exec(container: &str, cmd: &[&str], user: &str) -> String {
+    let out = tokio::process::Command::new("docker")
+        .args(["exec", "-u", user, container])
+        .args(cmd)
+        .output()
+        .await
+        .expect("docker exec");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+struct World {
+    stack: Stack,
+    cloudflare: StandIn,
+    git: GitHost,
+    org: Uuid,
+    project: Uuid,
+    server: Uuid,
+}
+
+/// An organization with a DNS provider, platform/organization/project
+/// repositories, this machine as a server and Odoo 17.0 from the registry.
+async fn world(extra: &[(&str, &str)]) -> World {
+    let target = TargetEnv::load();
+    let cloudflare = StandIn::start(
+        "127.0.0.1:0",
+        standin::cloudflare(CF_TOKEN, ZONE, &target.dns_hosts_dir),
+    )
+    .await;
+    let cf_url = format!("http://{}/client/v4", cloudflare.addr);
+    let mut env: Vec<(&str, &str)> = vec![("OEC_CLOUDFLARE_API_URL", &cf_url)];
+    env.extend_from_slice(extra);
+    let stack = Stack::start_full(2, &env).await;
+    let (org, project, server) = stack.world("acme", ServerLogin::Key).await;
+    let t = stack.admin_token.clone();
+    let git = GitHost::new();
+    let project_url = git.repo(
+        "shop",
+        &[
+            ("shop_portal/__manifest__.py", "{'name': 'Shop portal'}\n"),
+            ("requirements.txt", "# shop\nsix==1.16.0\n"),
+        ],
+        "Add customer portal module",
+    );
+    let r = stack
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/projects/{project}"),
+            Some(&t),
+            Some(json!({"git_url": project_url, "git_branch": "main"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    for (scope, name, extra_files) in [
+        (
+            "platform",
+            "platform-utils",
+            vec![("requirements.txt", "six==1.16.0  # again\n")],
+        ),
+        ("organization", "org-modules", vec![]),
+    ] {
+        let mut files = vec![("README.md", "addons\n")];
+        files.extend(extra_files);
+        let url = git.repo(name, &files, &format!("{name} initial"));
+        let mut body = json!({"scope": scope, "name": name, "git_url": url, "branch": "main"});
+        if scope == "organization" {
+            body["organization_id"] = json!(org);
+            body["token"] = json!(REPO_TOKEN);
+        }
+        let r = stack.post("/api/v1/repositories", &t, body).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let r = stack
+        .post(
+            "/api/v1/dns-providers",
+            &t,
+            json!({"organization_id": org, "kind": "cloudflare", "api_token": CF_TOKEN,
+                   "zone_id": ZONE, "apps_domain": "apps.oec.test"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = stack
+        .post(
+            "/api/v1/odoo-versions",
+            &t,
+            json!({"version": "17.0", "image": format!("{}/oec/odoo:17.0", registry())}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    World {
+        stack,
+        cloudflare,
+        git,
+        org,
+        project,
+        server,
+    }
+}
+
+impl World {
+    async fn environment(&self, body: Value) -> Uuid {
+        let mut b = json!({"project_id": self.project, "server_id": self.server, "kind": "staging",
+                           "odoo_version": "17.0", "cpu_cores": 1.0, "ram_mb": 1024, "disk_gb": 5});
+        if let (Some(b), Some(extra)) = (b.as_object_mut(), body.as_object()) {
+            for (k, v) in extra {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        let r = self
+            .stack
+            .post("/api/v1/environments", &self.stack.admin_token, b)
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.id()
+    }
+
+    async fn get(&self, path: &str) -> Resp {
+        self.stack.get(path, &self.stack.admin_token).await
+    }
+
+    async fn deploy_and_wait(&self, env: Uuid) -> (Uuid, Value) {
+        let id = self.stack.deploy(env).await;
+        let d = self.stack.wait_terminal(id, DEPLOY).await;
+        (id, d)
+    }
+
+    async fn steps(&self, id: Uuid) -> Vec<Value> {
+        self.get(&format!("/api/v1/deployments/{id}/progress"))
+            .await
+            .body["steps"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    async fn logs(&self, id: Uuid) -> Vec<Value> {
+        self.get(&format!("/api/v1/deployments/{id}/logs?limit=500"))
+            .await
+            .body["logs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    async fn messages(&self, id: Uuid) -> Vec<String> {
+        self.logs(id)
+            .await
+            .iter()
+            .map(|l| l["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+/// Fails if any of `secrets` appears in `text`.
+fn assert_no_secret(what: &str, text: &str, secrets: &[&str]) {
+    for s in secrets {
+        assert!(!text.contains(s), "{what} leaks a secret ({}...)", &s[..4]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fresh_deployment_then_a_redeploy_run_all_sixteen_stages_for_real() {
+    let w = world(&[]).await;
+    let t = w.stack.admin_token.clone();
+    let mut sse = SseClient::connect(
+        &w.stack.url(&format!("/api/v1/events/stream?token={t}")),
+        None,
+    )
+    .await;
+    let sub = format!("staging-{}", &Uuid::new_v4().simple().to_string()[..6]);
+    let env = w
+        .environment(json!({"name": "staging", "subdomain": sub,
+                            "odoo_conf_overrides": {"performance": {"max_cron_threads": 1}, "logging": {"log_level": "info"}}}))
+        .await;
+    let _purge = Purge(env, sub.clone());
+    let (id, d) = w.deploy_and_wait(env).await;
+    let messages = w.messages(id).await;
+    assert_eq!(d["status"], "success", "{d}\n{}", messages.join("\n"));
+
+    // All 16 stages completed, in order.
+    let steps = w.steps(id).await;
+    assert_eq!(steps.len(), 16);
+    for s in &steps {
+        assert_eq!(s["status"], "completed", "{s}");
+    }
+    assert_eq!(d["progress_percent"], 100);
+    let hostname = w.get(&format!("/api/v1/environments/{env}")).await.body["subdomain"]
+        .as_str()
+        .map(|s| format!("{s}.apps.oec.test"))
+        .unwrap_or_default();
+    for expected in [
+        "Configuring DNS record (early for propagation)...".to_owned(),
+        format!("Creating PostgreSQL container {env}_db..."),
+        "PostgreSQL is ready and accepting connections".to_owned(),
+        "Cloning 1 platform addon repository...".to_owned(),
+        "[1/1] Cloning platform-utils (main)...".to_owned(),
+        "Cloning project repository...".to_owned(),
+        "Pulling Odoo 17.0 image...".to_owned(),
+        "Configuration generated".to_owned(),
+        "Generated odoo.conf with 2 custom overrides".to_owned(),
+        "Applying Odoo resource limits: CPU=0.7 cores, RAM=717m (70% of allocated)".to_owned(),
+        format!("Odoo container started on internal network: paasportal_net_{env}"),
+        "Container connected to traefik-public network".to_owned(),
+        "Dependencies installed from: platform-utils, proj".to_owned(),
+        "Total pip packages: 1".to_owned(),
+        "Initializing Odoo database (this may take 1-2 minutes)...".to_owned(),
+        "Configuring Traefik routing...".to_owned(),
+    ] {
+        assert!(
+            messages.contains(&expected),
+            "missing {expected:?} in\n{}",
+            messages.join("\n")
+        );
+    }
+    for prefix in [
+        format!("DNS configured: {hostname} -> 127.0.0.1 ("),
+        "DNS verified - safe to proceed with SSL (".to_owned(),
+        "Health check passed! (".to_owned(),
+        "Commit: ".to_owned(),
+        "Deployment completed successfully! Total time: ".to_owned(),
+    ] {
+        assert!(
+            messages.iter().any(|m| m.starts_with(&prefix)),
+            "missing {prefix:?}"
+        );
+    }
+
+    // Git metadata of the project repository.
+    assert_eq!(d["git_commit"], w.git.head("shop"));
+    assert_eq!(d["git_message"], "Add customer portal module");
+    assert_eq!(d["git_branch"], "main");
+
+    // The DNS record request reached "Cloudflare" with the token.
+    let cf = w.cloudflare.requests();
+    let post = cf
+        .iter()
+        .find(|r| r.method == "POST")
+        .expect("record created");
+    assert_eq!(
+        post.header("authorization"),
+        Some(format!("Bearer {CF_TOKEN}").as_str())
+    );
+    assert_eq!(
+        post.json(),
+        json!({"type": "A", "name": hostname, "content": "127.0.0.1", "ttl": 300, "proxied": false})
+    );
+
+    // Containers, limits, labels, mounts and networks, through the Docker API.
+    let odoo = inspect(&format!("{env}_odoo"))
+        .await
+        .expect("odoo container");
+    assert_eq!(
+        Some(odoo.id.clone().unwrap_or_default()),
+        d["container_id"].as_str().map(str::to_owned)
+    );
+    let hc = odoo.host_config.clone().unwrap_or_default();
+    assert_eq!(hc.memory, Some(717 * 1024 * 1024));
+    assert_eq!(hc.nano_cpus, Some(700_000_000));
+    assert_eq!(
+        hc.restart_policy
+            .and_then(|p| p.name)
+            .map(|n| n.to_string())
+            .as_deref(),
+        Some("unless-stopped")
+    );
+    let log_config = hc.log_config.unwrap_or_default();
+    assert_eq!(log_config.typ.as_deref(), Some("json-file"));
+    assert_eq!(
+        log_config.config.unwrap_or_default(),
+        HashMap::from([
+            ("max-size".to_owned(), "10m".to_owned()),
+            ("max-file".to_owned(), "3".to_owned())
+        ])
+    );
+    let root = format!("/opt/paasportal/{env}");
+    let mut binds = hc.binds.unwrap_or_default();
+    binds.sort();
+    assert_eq!(
+        binds,
+        [
+            format!("{root}/addons:/mnt/extra-addons:ro"),
+            format!("{root}/data:/var/lib/odoo"),
+            format!("{root}/logs:/var/log/odoo"),
+            format!("{root}/odoo.conf:/etc/odoo/odoo.conf:ro"),
+        ]
+    );
+    let config = odoo.config.clone().unwrap_or_default();
+    assert!(
+        config
+            .env
+            .unwrap_or_default()
+            .contains(&"ODOO_RC=/etc/odoo/odoo.conf".to_owned())
+    );
+    let labels = config.labels.unwrap_or_default();
+    for (k, v) in [
+        ("traefik.enable".to_owned(), "true".to_owned()),
+        (
+            format!("traefik.http.routers.{env}.rule"),
+            format!("Host(`{hostname}`)"),
+        ),
+        (
+            format!("traefik.http.routers.{env}.entrypoints"),
+            "websecure".to_owned(),
+        ),
+        (
+            format!("traefik.http.routers.{env}.tls.certresolver"),
+            "letsencrypt".to_owned(),
+        ),
+        (
+            format!("traefik.http.services.{env}.loadbalancer.server.port"),
+            "8069".to_owned(),
+        ),
+        (
+            format!("traefik.http.middlewares.{env}-ratelimit.ratelimit.average"),
+            "100".to_owned(),
+        ),
+        (
+            format!("traefik.http.middlewares.{env}-ratelimit.ratelimit.burst"),
+            "50".to_owned(),
+        ),
+    ] {
+        assert_eq!(labels.get(&k), Some(&v), "label {k}");
+    }
+    let networks = odoo
+        .network_settings
+        .clone()
+        .and_then(|n| n.networks)
+        .unwrap_or_default();
+    assert!(
+        networks.contains_key("traefik-public")
+            && networks.contains_key(&format!("paasportal_net_{env}"))
+    );
+    let db = inspect(&format!("{env}_db")).await.expect("db container");
+    let db_hc = db.host_config.unwrap_or_default();
+    assert_eq!(db_hc.memory, Some(307 * 1024 * 1024), "30% of 1024 MB");
+    assert_eq!(db_hc.nano_cpus, Some(300_000_000));
+    assert!(
+        db_hc
+            .binds
+            .unwrap_or_default()
+            .contains(&format!("paasportal_pgdata_{env}:/var/lib/postgresql/data"))
+    );
+    assert!(
+        inspect(&format!("{env}_pgbouncer"))
+            .await
+            .is_some_and(|c| c.state.and_then(|s| s.running) == Some(true))
+    );
+
+    // odoo.conf as generated, with the overrides last; data dir owned by 100:101.
+    let conf = std::fs::read_to_string(format!("{root}/odoo.conf")).expect("odoo.conf");
+    let password = conf
+        .lines()
+        .find_map(|l| l.strip_prefix("db_password = "))
+        .expect("db_password")
+        .to_owned();
+    assert!(password.len() >= 32);
+    assert!(conf.starts_with(&format!(
+        "[options]\naddons_path = /mnt/extra-addons/proj,/mnt/extra-addons/org-modules,/mnt/extra-addons/platform-utils,/usr/lib/python3/dist-packages/odoo/addons\ndata_dir = /var/lib/odoo\ndb_host = {env}_pgbouncer\ndb_port = 6432\ndb_user = odoo\ndb_name = {env}\n"
+    )), "{conf}");
+    assert!(conf.contains(&format!(
+        "\ndbfilter = ^{env}$\nworkers = 1\nlimit_memory_hard = {}\n",
+        717u64 * 1024 * 1024
+    )));
+    assert!(
+        conf.ends_with("logfile = False\nlog_level = info\nmax_cron_threads = 1\n"),
+        "{conf}"
+    );
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::metadata(format!("{root}/data")).expect("data dir");
+        assert_eq!((meta.uid(), meta.gid()), (100, 101));
+    }
+    assert!(std::path::Path::new(&format!("{root}/addons/platform-utils/README.md")).exists());
+
+    // Odoo's module table in the environment's own database, through PgBouncer.
+    let state = exec(
+        &format!("{env}_db"),
+        &[
+            "psql",
+            "-U",
+            "odoo",
+            "-d",
+            &env.to_string(),
+            "-tAc",
+            "SELECT state FROM ir_module_module WHERE name = 'base'",
+        ],
+        "postgres",
+    )
+    .await;
+    assert_eq!(state, "installed");
+    // The dependency really is installed in the container.
+    assert_eq!(
+        exec(
+            &format!("{env}_odoo"),
+            &["python3", "-c", "import six; print(six.__version__)"],
+            "odoo"
+        )
+        .await,
+        "1.16.0"
+    );
+
+    // Health answers 200 on the container's address.
+    let ip = networks[&format!("paasportal_net_{env}")]
+        .ip_address
+        .clone()
+        .unwrap_or_default();
+    let health = reqwest::get(format!("http://{ip}:8069/web/health"))
+        .await
+        .expect("health");
+    assert_eq!(health.status(), 200);
+
+    // A redeploy: new commit, image and database reused, container replaced.
+    let new_sha = w.git.push(
+        "shop",
+        &[("shop_portal/models.py", "# v2\n")],
+        "Second release",
+    );
+    let (id2, d2) = w.deploy_and_wait(env).await;
+    let messages2 = w.messages(id2).await;
+    assert_eq!(d2["status"], "success", "{d2}\n{}", messages2.join("\n"));
+    assert_eq!(d2["version"], 2);
+    assert_eq!(d2["git_commit"], new_sha);
+    assert!(
+        messages2
+            .iter()
+            .any(|m| m.starts_with("Image ready (cached)")),
+        "{messages2:?}"
+    );
+    assert!(
+        messages2
+            .iter()
+            .any(|m| m.starts_with(&format!("Database {env} already initialized, skipping")))
+    );
+    assert!(
+        messages2
+            .iter()
+            .any(|m| m.starts_with("Dependencies unchanged since the last install"))
+    );
+    assert!(
+        messages2.contains(&"PostgreSQL container already running, reusing".to_owned())
+            || messages2
+                .iter()
+                .any(|m| m.starts_with("PostgreSQL container already running, reusing"))
+    );
+    assert!(std::path::Path::new(&format!("{root}/addons/proj/shop_portal/models.py")).exists());
+    let odoo2 = inspect(&format!("{env}_odoo"))
+        .await
+        .expect("odoo container");
+    assert_ne!(odoo2.id, odoo.id, "the container was replaced");
+    assert_eq!(
+        inspect(&format!("{env}_db")).await.and_then(|c| c.id),
+        db.id,
+        "the database container stayed"
+    );
+    let state = exec(
+        &format!("{env}_db"),
+        &[
+            "psql",
+            "-U",
+            "odoo",
+            "-d",
+            &env.to_string(),
+            "-tAc",
+            "SELECT count(*) FROM ir_module_module",
+        ],
+        "postgres",
+    )
+    .await;
+    assert_eq!(state, "1", "the database was kept");
+
+    // No secret in any log line, event or API answer of either deployment.
+    let events = sse.until(Duration::from_secs(5), |_| false).await;
+    let key = TargetEnv::load().private_key();
+    let key_body = key.lines().nth(1).unwrap_or("none").to_owned();
+    let secrets = [password.as_str(), CF_TOKEN, REPO_TOKEN, key_body.as_str()];
+    for id in [id, id2] {
+        assert_no_secret(
+            "logs",
+            &serde_json::to_string(&w.logs(id).await).unwrap_or_default(),
+            &secrets,
+        );
+        assert_no_secret(
+            "deployment",
+            &w.get(&format!("/api/v1/deployments/{id}")).await.text,
+            &secrets,
+        );
+        assert_no_secret(
+            "progress",
+            &w.get(&format!("/api/v1/deployments/{id}/progress"))
+                .await
+                .text,
+            &secrets,
+        );
+        let export = w
+            .stack
+            .client
+            .get(
+                w.stack
+                    .url(&format!("/api/v1/deployments/{id}/logs/export?format=txt")),
+            )
+            .bearer_auth(&t)
+            .send()
+            .await
+            .expect("export")
+            .text()
+            .await
+            .unwrap_or_default();
+        assert!(export.len() > 100);
+        assert_no_secret("export", &export, &secrets);
+    }
+    let all_events: String = events
+        .iter()
+        .map(|e| e.data.clone())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(all_events.contains("Health check passed!"));
+    assert_no_secret("events", &all_events, &secrets);
+    for path in [
+        format!("/api/v1/environments/{env}"),
+        format!("/api/v1/servers/{}", w.server),
+        format!("/api/v1/repositories?organization_id={}", w.org),
+        format!("/api/v1/dns-providers?organization_id={}", w.org),
+    ] {
+        assert_no_secret(&path, &w.get(&path).await.text, &secrets);
+    }
+}
