@@ -585,3 +585,320 @@ async fn a_fresh_deployment_then_a_redeploy_run_all_sixteen_stages_for_real() {
         assert_no_secret(&path, &w.get(&path).await.text, &secrets);
     }
 }
+
+/// The log lines of a deployment with their data, as one text.
+async fn log_text(w: &World, id: Uuid) -> String {
+    serde_json::to_string(&w.logs(id).await).unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_git_token_and_a_missing_image_fail_with_the_specs_error_data_and_clean_up() {
+    let w = world(&[]).await;
+    let t = w.stack.admin_token.clone();
+    let git_host = StandIn::start("127.0.0.1:0", standin::unauthorized()).await;
+    let mut sse = SseClient::connect(
+        &w.stack.url(&format!("/api/v1/events/stream?token={t}")),
+        None,
+    )
+    .await;
+    let token = "ghp_badToken9c7e2a41";
+    let r = w
+        .stack
+        .post(
+            "/api/v1/repositories",
+            &t,
+            json!({"scope": "project", "project_id": w.project, "name": "private-addons",
+                   "git_url": format!("http://{}/acme/private.git", git_host.addr), "branch": "main", "token": token}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let sub = format!("bad-{}", &Uuid::new_v4().simple().to_string()[..6]);
+    let env = w
+        .environment(json!({"name": "badtoken", "subdomain": sub}))
+        .await;
+    let _purge = Purge(env, sub);
+    let (id, d) = w.deploy_and_wait(env).await;
+    assert_eq!(d["status"], "failed");
+    assert_eq!(d["error_message"], "Failed to clone private-addons");
+    assert_eq!(d["current_step"], "cloning_project_repo");
+    let logs = w.logs(id).await;
+    let failure = logs
+        .iter()
+        .find(|l| l["message"] == "Failed to clone private-addons")
+        .expect("failure line");
+    assert_eq!(failure["level"], "error");
+    assert_eq!(
+        failure["data"]["error_code"], "GIT_AUTH_FAILED",
+        "{failure}"
+    );
+    assert_eq!(failure["data"]["repository"], "private-addons");
+    assert!(
+        git_host
+            .requests()
+            .iter()
+            .any(|r| r.path.starts_with("/acme/private.git/info/refs"))
+    );
+    // The token is nowhere: logs, events, the deployment, the export.
+    let events = sse.until(Duration::from_secs(3), |_| false).await;
+    let all_events: String = events
+        .iter()
+        .map(|e| e.data.clone())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(all_events.contains("Failed to clone private-addons"));
+    for (what, text) in [
+        ("logs", log_text(&w, id).await),
+        ("events", all_events),
+        (
+            "deployment",
+            w.get(&format!("/api/v1/deployments/{id}")).await.text,
+        ),
+        (
+            "progress",
+            w.get(&format!("/api/v1/deployments/{id}/progress"))
+                .await
+                .text,
+        ),
+    ] {
+        assert_no_secret(what, &text, &[token]);
+    }
+    // A failed first deployment leaves nothing behind on the server.
+    assert!(
+        inspect(&format!("{env}_db")).await.is_none(),
+        "database container left behind"
+    );
+    assert!(inspect(&format!("{env}_pgbouncer")).await.is_none());
+    assert!(
+        docker()
+            .inspect_network(
+                &format!("paasportal_net_{env}"),
+                None::<bollard::query_parameters::InspectNetworkOptions>
+            )
+            .await
+            .is_err(),
+        "network left behind"
+    );
+    // Another project (without the private repository) on an Odoo version
+    // whose image does not exist.
+    let shop_url = format!("file://{}/shop.git", w.git.root.display());
+    let other = w
+        .stack
+        .post(
+            "/api/v1/projects",
+            &t,
+            json!({"organization_id": w.org, "name": "Other", "slug": "other", "git_url": shop_url, "git_branch": "main"}),
+        )
+        .await;
+    assert_eq!(other.status, 201, "{}", other.text);
+    let missing = format!("{}/oec/odoo:99.0", registry());
+    let r = w
+        .stack
+        .post(
+            "/api/v1/odoo-versions",
+            &t,
+            json!({"version": "16.0", "image": missing}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let sub = format!("noimg-{}", &Uuid::new_v4().simple().to_string()[..6]);
+    let env = w
+        .environment(json!({"name": "noimage", "subdomain": sub, "odoo_version": "16.0", "project_id": other.id()}))
+        .await;
+    let _purge2 = Purge(env, sub);
+    let (id, d) = w.deploy_and_wait(env).await;
+    assert_eq!(d["status"], "failed");
+    assert_eq!(
+        d["error_message"],
+        format!("Failed to pull image {missing}")
+    );
+    assert_eq!(d["current_step"], "pulling_image");
+    let logs = w.logs(id).await;
+    let failure = logs
+        .iter()
+        .find(|l| l["message"] == format!("Failed to pull image {missing}"))
+        .expect("failure line");
+    assert_eq!(
+        failure["data"]["error_code"], "IMAGE_NOT_FOUND",
+        "{failure}"
+    );
+    assert_eq!(failure["data"]["image"], missing.as_str());
+    assert!(
+        inspect(&format!("{env}_db")).await.is_none(),
+        "database container left behind"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_database_that_never_becomes_ready_fails_after_the_configured_attempts() {
+    // PgBouncer's image as "PostgreSQL": it exits at once, never accepting connections.
+    let not_postgres = format!("{}/oec/pgbouncer:1", registry());
+    let w = world(&[
+        ("OEC_POSTGRES_IMAGE", &not_postgres),
+        ("OEC_DB_READY_TRIES", "3"),
+    ])
+    .await;
+    let sub = format!("nodb-{}", &Uuid::new_v4().simple().to_string()[..6]);
+    let env = w
+        .environment(json!({"name": "nodb", "subdomain": sub}))
+        .await;
+    let _purge = Purge(env, sub);
+    let (id, d) = w.deploy_and_wait(env).await;
+    assert_eq!(d["status"], "failed");
+    assert_eq!(
+        d["error_message"],
+        "PostgreSQL did not accept connections after 3 attempts"
+    );
+    let logs = w.logs(id).await;
+    let failure = logs
+        .iter()
+        .find(|l| l["level"] == "error" && l["step"] == "creating_database")
+        .expect("failure line");
+    assert_eq!(failure["data"]["attempts"], 3);
+    assert_eq!(failure["data"]["container"], format!("{env}_db"));
+    let messages = w.messages(id).await;
+    assert!(messages.contains(&"Waiting for PostgreSQL to accept connections...".to_owned()));
+    assert!(!messages.contains(&"PostgreSQL is ready and accepting connections".to_owned()));
+    assert!(inspect(&format!("{env}_db")).await.is_none(), "cleaned up");
+}
+
+/// A backup as the migration tooling makes it: manifest.json, dump.sql and
+/// filestore.tar.gz in a zip (built with Python's standard library).
+fn backup_zip() -> Vec<u8> {
+    let dir = std::env::temp_dir().join(format!("oec-backup-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let script = r#"
+import io, json, sys, tarfile, zipfile
+out = sys.argv[1]
+dump = """
+CREATE TABLE ir_module_module (id serial PRIMARY KEY, name varchar NOT NULL UNIQUE, state varchar NOT NULL, latest_version varchar, create_date timestamp);
+CREATE TABLE ir_config_parameter (id serial PRIMARY KEY, key varchar NOT NULL UNIQUE, value text NOT NULL);
+CREATE TABLE res_partner (id serial PRIMARY KEY, name varchar NOT NULL);
+INSERT INTO ir_module_module (name, state) VALUES ('base', 'installed'), ('sale', 'installed');
+INSERT INTO ir_config_parameter (key, value) VALUES ('web.base.url', 'https://old.example.com'),
+  ('database.uuid', 'old-uuid'), ('database.enterprise_code', 'M123456');
+INSERT INTO res_partner (name) VALUES ('Migrated Co');
+"""
+fs = io.BytesIO()
+with tarfile.open(fileobj=fs, mode="w:gz") as t:
+    data = b"attachment bytes"
+    info = tarfile.TarInfo("ab/ab12cd34")
+    info.size = len(data)
+    t.addfile(info, io.BytesIO(data))
+with zipfile.ZipFile(out, "w") as z:
+    z.writestr("manifest.json", json.dumps({"odoo_version": "17.0", "db_name": "old", "version": 1}))
+    z.writestr("dump.sql", dump)
+    z.writestr("filestore.tar.gz", fs.getvalue())
+"#;
+    let out = dir.join("backup.zip");
+    let status = std::process::Command::new("python3")
+        .args(["-c", script, out.to_str().unwrap_or_default()])
+        .status()
+        .expect("python3");
+    assert!(status.success());
+    let bytes = std::fs::read(&out).expect("zip");
+    let _ = std::fs::remove_dir_all(&dir);
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_migration_backup_is_restored_once_and_never_again() {
+    let w = world(&[]).await;
+    let t = w.stack.admin_token.clone();
+    // Served on all interfaces: the download runs inside the Odoo container,
+    // which reaches this machine through Docker's default bridge.
+    let backup = StandIn::start("0.0.0.0:0", standin::file(backup_zip())).await;
+    let out = tokio::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "docker0"])
+        .output()
+        .await
+        .expect("ip");
+    let gateway = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .expect("docker0 address")
+        .to_owned();
+    let signature = "X-Amz-Signature=5ec12e7abc";
+    let url = format!(
+        "http://{gateway}:{}/backups/acme.zip?{signature}",
+        backup.addr.port()
+    );
+    let sub = format!("mig-{}", &Uuid::new_v4().simple().to_string()[..6]);
+    let env = w
+        .environment(json!({"name": "migrated", "subdomain": sub, "migration_source_url": url}))
+        .await;
+    let _purge = Purge(env, sub.clone());
+    let shown = w.get(&format!("/api/v1/environments/{env}")).await;
+    assert_eq!(
+        shown.body["migration_source_url"],
+        format!("http://{gateway}:{}/backups/acme.zip", backup.addr.port()),
+        "the signature is never returned"
+    );
+    let (id, d) = w.deploy_and_wait(env).await;
+    let messages = w.messages(id).await;
+    assert_eq!(d["status"], "success", "{d}\n{}", messages.join("\n"));
+    for expected in [
+        "Restoring from migration backup...",
+        "Restoring database from migration backup...",
+        "Filestore restored",
+    ] {
+        assert!(
+            messages.contains(&expected.to_owned()),
+            "missing {expected}"
+        );
+    }
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.starts_with("Migration restore complete ("))
+    );
+    assert_eq!(backup.requests().len(), 1);
+    let db = format!("{env}_db");
+    let q = |sql: &'static str| {
+        let db = db.clone();
+        async move {
+            exec(
+                &db,
+                &["psql", "-U", "odoo", "-d", &env.to_string(), "-tAc", sql],
+                "postgres",
+            )
+            .await
+        }
+    };
+    assert_eq!(q("SELECT name FROM res_partner").await, "Migrated Co");
+    assert_eq!(
+        q("SELECT value FROM ir_config_parameter WHERE key = 'web.base.url'").await,
+        format!("https://{sub}.apps.oec.test")
+    );
+    assert_eq!(
+        q("SELECT count(*) FROM ir_config_parameter WHERE key = 'database.enterprise_code'").await,
+        "0"
+    );
+    assert_ne!(
+        q("SELECT value FROM ir_config_parameter WHERE key = 'database.uuid'").await,
+        "old-uuid"
+    );
+    let stored = std::fs::read_to_string(format!(
+        "/opt/paasportal/{env}/data/filestore/{env}/ab/ab12cd34"
+    ))
+    .expect("filestore restored");
+    assert_eq!(stored, "attachment bytes");
+    let e = w.get(&format!("/api/v1/environments/{env}")).await;
+    assert_eq!(e.body["migration_restore_completed"], true);
+    assert!(e.body["migration_restore_completed_at"].is_string());
+    assert_no_secret("logs", &log_text(&w, id).await, &["5ec12e7abc"]);
+
+    // A redeploy never restores again: the data written since survives.
+    let _ = q("INSERT INTO res_partner (name) VALUES ('Created after migration')").await;
+    let (id2, d2) = w.deploy_and_wait(env).await;
+    assert_eq!(d2["status"], "success");
+    let messages2 = w.messages(id2).await;
+    assert!(
+        !messages2.iter().any(|m| m.contains("migration backup")),
+        "{messages2:?}"
+    );
+    assert_eq!(backup.requests().len(), 1, "downloaded once only");
+    assert_eq!(q("SELECT count(*) FROM res_partner").await, "2");
+    let _ = t;
+}

@@ -130,6 +130,7 @@ impl CloneFailure {
     fn clone_error(&self, repo: &Repo) -> StageError {
         let auth = self.detail.contains("Authentication failed")
             || self.detail.contains("could not read Username")
+            || self.detail.contains("could not read Password")
             || self.detail.contains("403")
             || self.detail.contains("401");
         StageError::with_data(
