@@ -902,3 +902,147 @@ async fn a_migration_backup_is_restored_once_and_never_again() {
     assert_eq!(q("SELECT count(*) FROM res_partner").await, "2");
     let _ = t;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn odoo_18_with_a_replica_gets_a_streaming_replica_behind_its_own_pgbouncer() {
+    let w = world(&[]).await;
+    let t = w.stack.admin_token.clone();
+    let r = w
+        .stack
+        .post(
+            "/api/v1/odoo-versions",
+            &t,
+            json!({"version": "18.0", "image": format!("{}/oec/odoo:18.0", registry())}),
+        )
+        .await;
+    // world() registered 18.0 with an image that cannot be pulled: point it here.
+    if r.status != 201 {
+        sqlx::query("UPDATE odoo_versions SET image = $1 WHERE version = '18.0'")
+            .bind(format!("{}/oec/odoo:18.0", registry()))
+            .execute(&w.stack.pool)
+            .await
+            .expect("update version");
+    }
+    let sub = format!("rep-{}", &Uuid::new_v4().simple().to_string()[..6]);
+    let env = w
+        .environment(json!({"name": "replicated", "subdomain": sub, "odoo_version": "18.0", "replica_enabled": true}))
+        .await;
+    let _purge = Purge(env, sub);
+    let (id, d) = w.deploy_and_wait(env).await;
+    let messages = w.messages(id).await;
+    let cleanup = || {
+        let _ = std::process::Command::new("sh")
+            .args(["-c", &format!("docker rm -f postgres-replica-{env} {env}_pgbouncer-replica; docker volume rm paasportal_pgdata_replica_{env}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    };
+    if d["status"] != "success" {
+        cleanup();
+    }
+    assert_eq!(d["status"], "success", "{d}\n{}", messages.join("\n"));
+    assert!(messages.contains(&format!(
+        "Read replica ready: postgres-replica-{env} behind {env}_pgbouncer-replica:6433"
+    )));
+    let in_recovery = exec(
+        &format!("postgres-replica-{env}"),
+        &[
+            "psql",
+            "-U",
+            "odoo",
+            "-d",
+            &env.to_string(),
+            "-tAc",
+            "SELECT pg_is_in_recovery()",
+        ],
+        "postgres",
+    )
+    .await;
+    // The replica streams what Odoo wrote to the primary.
+    let replicated = exec(
+        &format!("postgres-replica-{env}"),
+        &[
+            "psql",
+            "-U",
+            "odoo",
+            "-d",
+            &env.to_string(),
+            "-tAc",
+            "SELECT state FROM ir_module_module WHERE name = 'base'",
+        ],
+        "postgres",
+    )
+    .await;
+    let conf =
+        std::fs::read_to_string(format!("/opt/paasportal/{env}/odoo.conf")).unwrap_or_default();
+    cleanup();
+    assert_eq!(in_recovery, "t");
+    assert_eq!(replicated, "installed");
+    assert!(conf.contains(&format!(
+        "db_replica_host = {env}_pgbouncer-replica\ndb_replica_port = 6433\n"
+    )));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_during_a_long_remote_git_clone_ends_cancelled_within_two_seconds() {
+    // A git host that accepts connections and never answers: the clone on
+    // the server blocks in a remote command until it is hung up.
+    let tarpit = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = tarpit.local_addr().expect("addr").port();
+    let w = world(&[]).await;
+    let t = w.stack.admin_token.clone();
+    let url = format!("http://127.0.0.1:{port}/slow/repo.git");
+    let r = w
+        .stack
+        .post(
+            "/api/v1/repositories",
+            &t,
+            json!({"scope": "platform", "name": "slow-platform", "git_url": url, "branch": "main"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let sub = format!("cancel-{}", &Uuid::new_v4().simple().to_string()[..6]);
+    let env = w
+        .environment(json!({"name": "cancelme", "subdomain": sub}))
+        .await;
+    let _purge = Purge(env, sub);
+    let id = w.stack.deploy(env).await;
+    w.stack
+        .wait_step(id, "cloning_platform_repos", Duration::from_secs(120))
+        .await;
+    // The clone is running on the server.
+    let running = || {
+        std::process::Command::new("pgrep")
+            .args([
+                "-u",
+                &TargetEnv::load().user,
+                "-f",
+                &format!("127.0.0.1:{port}/slow"),
+            ])
+            .output()
+            .map(|o| !o.stdout.is_empty())
+            .unwrap_or(false)
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !running() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(running(), "the clone never started on the server");
+    let asked = std::time::Instant::now();
+    let r = w
+        .stack
+        .post(&format!("/api/v1/deployments/{id}/cancel"), &t, json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let d = w.stack.wait_terminal(id, Duration::from_secs(10)).await;
+    let took = asked.elapsed();
+    assert_eq!(d["status"], "cancelled");
+    assert!(took < Duration::from_secs(2), "cancel took {took:?}");
+    // The remote command was hung up, not left behind.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while running() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!running(), "the remote git clone survived the cancel");
+    drop(tarpit);
+}
