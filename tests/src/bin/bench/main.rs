@@ -15,6 +15,11 @@
 //! `deployment_logs` with N rows past the retention cutoff, then measures the
 //! cleanup's wall time and `/logs` p99 latency during it, against `/logs` p99
 //! when idle, in the same run.
+//!
+//! `oec-bench deploy --api URL --token T [--runs N]`: fresh deployment and
+//! redeploy wall time with a per-stage breakdown (see `deploy.rs`).
+
+mod deploy;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -64,7 +69,10 @@ async fn main() -> anyhow::Result<()> {
         Some("sse") => sse(&args).await,
         Some("logs") => logs(&args).await,
         Some("retention") => retention(&args).await,
-        _ => bail!("usage: oec-bench sse|logs ... (see the file header or scripts/bench)"),
+        Some("deploy") => deploy::deploy(&args).await,
+        _ => bail!(
+            "usage: oec-bench sse|logs|retention|deploy ... (see the file header or scripts/bench)"
+        ),
     }
 }
 
