@@ -86,6 +86,52 @@ impl Hub {
     }
 }
 
+/// What a worker thread's relay hands its clients: an event, or word that
+/// the relay itself fell behind and some events are gone.
+#[derive(Clone)]
+pub enum Relayed {
+    Event(Arc<Prepared>),
+    Lost,
+    /// Time for the `: keepalive` comment (one timer per thread, not per client).
+    Keepalive,
+}
+
+/// The hub's events on one actix worker thread: a single receiver of the
+/// process-wide channel per worker, re-broadcast on that thread, so that
+/// waking its thousands of clients never crosses threads.
+pub struct LocalHub {
+    tx: broadcast::Sender<Relayed>,
+}
+
+impl LocalHub {
+    /// Must run on the worker's thread (the app factory does).
+    pub fn start(hub: &Hub, capacity: usize, keepalive_every: Duration) -> LocalHub {
+        let (tx, _) = broadcast::channel(capacity);
+        let mut rx = hub.subscribe();
+        let out = tx.clone();
+        actix_web::rt::spawn(async move {
+            let mut tick = keepalive(keepalive_every);
+            loop {
+                let item = tokio::select! {
+                    r = rx.recv() => match r {
+                        Ok(p) => Relayed::Event(p),
+                        Err(broadcast::error::RecvError::Lagged(_)) => Relayed::Lost,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = tick.tick() => Relayed::Keepalive,
+                };
+                // No client on this thread: nothing to do.
+                let _ = out.send(item);
+            }
+        });
+        LocalHub { tx }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Relayed> {
+        self.tx.subscribe()
+    }
+}
+
 async fn pump(client: redis::Client, publisher: Publisher, tx: broadcast::Sender<Arc<Prepared>>) {
     let mut last: Option<String> = None;
     loop {
@@ -208,11 +254,10 @@ where
 }
 
 struct StreamState {
-    rx: broadcast::Receiver<Arc<Prepared>>,
+    rx: broadcast::Receiver<Relayed>,
     scope: Scope,
     replay: VecDeque<Prepared>,
     replayed_up_to: Option<String>,
-    tick: Interval,
     connected: bool,
     done: bool,
 }
@@ -220,12 +265,13 @@ struct StreamState {
 /// `GET /api/v1/events/stream`: every event the caller may see.
 pub async fn events_stream(
     state: web::Data<AppState>,
+    local: web::Data<LocalHub>,
     req: HttpRequest,
 ) -> Result<actix_web::HttpResponse, ApiError> {
     let user = sse_user(&state, &req).await?;
     let scope = Scope::load(&state, &user).await?;
     // Subscribe before reading the replay, so nothing falls in between.
-    let rx = state.hub.subscribe();
+    let rx = local.subscribe();
     let mut replay = VecDeque::new();
     let mut replayed_up_to = None;
     if let Some(last) = last_event_id(&req).filter(|id| parse_id(id).is_some()) {
@@ -246,7 +292,6 @@ pub async fn events_stream(
         scope,
         replay,
         replayed_up_to,
-        tick: keepalive(state.settings.sse_keepalive),
         connected: false,
         done: false,
     };
@@ -264,45 +309,47 @@ pub async fn events_stream(
             return Some((Ok(p.frame.clone()), st));
         }
         loop {
-            tokio::select! {
-                r = st.rx.recv() => match r {
-                    Ok(p) => {
-                        if !st.wants(&p) {
-                            continue;
-                        }
-                        // The common case, one frame: share it, no copy. Only
-                        // a client with more waiting gets them joined.
-                        let mut out: Option<web::BytesMut> = None;
-                        for _ in 0..63 {
-                            let more: &[u8] = match st.rx.try_recv() {
-                                Ok(q) if st.wants(&q) => {
-                                    out.get_or_insert_with(|| web::BytesMut::from(&p.frame[..])).extend_from_slice(&q.frame);
-                                    continue;
-                                }
-                                Ok(_) => continue,
-                                Err(broadcast::error::TryRecvError::Lagged(_)) => {
-                                    st.done = true;
-                                    LAGGED
-                                }
-                                Err(_) => break,
-                            };
-                            out.get_or_insert_with(|| web::BytesMut::from(&p.frame[..])).extend_from_slice(more);
-                            break;
-                        }
-                        let chunk = match out {
-                            Some(b) => b.freeze(),
-                            None => p.frame.clone(),
+            match st.rx.recv().await {
+                Ok(Relayed::Keepalive) => {
+                    return Some((Ok(web::Bytes::from_static(KEEPALIVE)), st));
+                }
+                Ok(Relayed::Event(p)) => {
+                    if !st.wants(&p) {
+                        continue;
+                    }
+                    // The common case, one frame: share it, no copy. Only
+                    // a client with more waiting gets them joined.
+                    let mut out: Option<web::BytesMut> = None;
+                    for _ in 0..63 {
+                        let more: &[u8] = match st.rx.try_recv() {
+                            Ok(Relayed::Event(q)) if st.wants(&q) => {
+                                out.get_or_insert_with(|| web::BytesMut::from(&p.frame[..]))
+                                    .extend_from_slice(&q.frame);
+                                continue;
+                            }
+                            Ok(Relayed::Event(_) | Relayed::Keepalive) => continue,
+                            Ok(Relayed::Lost) | Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                                st.done = true;
+                                LAGGED
+                            }
+                            Err(_) => break,
                         };
-                        return Some((Ok(chunk), st));
+                        out.get_or_insert_with(|| web::BytesMut::from(&p.frame[..]))
+                            .extend_from_slice(more);
+                        break;
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        // Too slow for the shared buffer: disconnect; the client resumes.
-                        st.done = true;
-                        return Some((Ok(web::Bytes::from_static(LAGGED)), st));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
-                _ = st.tick.tick() => return Some((Ok(web::Bytes::from_static(KEEPALIVE)), st)),
+                    let chunk = match out {
+                        Some(b) => b.freeze(),
+                        None => p.frame.clone(),
+                    };
+                    return Some((Ok(chunk), st));
+                }
+                Ok(Relayed::Lost) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Too slow for the shared buffer: disconnect; the client resumes.
+                    st.done = true;
+                    return Some((Ok(web::Bytes::from_static(LAGGED)), st));
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     });

@@ -60,8 +60,15 @@ impl Application {
             queue: tokio::sync::OnceCell::new(),
         });
         let server = HttpServer::new(move || {
+            // Runs once on each worker thread: that thread's relay of the hub.
+            let local = web::Data::new(crate::sse::LocalHub::start(
+                &state.hub,
+                16_384,
+                state.settings.sse_keepalive,
+            ));
             App::new()
                 .app_data(state.clone())
+                .app_data(local)
                 .app_data(
                     web::JsonConfig::default()
                         .limit(max_body)

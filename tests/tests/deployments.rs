@@ -532,3 +532,32 @@ async fn sigterm_lets_the_grace_period_run_then_fails_what_is_left() {
     );
     drop(tarpit);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_event_stream_gets_a_keepalive_comment_every_period() {
+    let stack = Stack::start(0, &[("OEC_SSE_KEEPALIVE_SECS", "1")]).await;
+    let t = stack.admin_token.clone();
+    let mut sse = SseClient::connect(
+        &stack.url(&format!("/api/v1/events/stream?token={t}")),
+        None,
+    )
+    .await;
+    let first = sse.next(Duration::from_secs(5)).await.expect("connected");
+    assert_eq!(first.event.as_deref(), Some("connected"));
+    let started = std::time::Instant::now();
+    let mut comments = 0;
+    while comments < 2 {
+        let m = sse.next(Duration::from_secs(3)).await.expect("a keepalive");
+        assert_eq!(
+            m.comment.as_deref(),
+            Some("keepalive"),
+            "only keepalives on an idle stream"
+        );
+        comments += 1;
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(4),
+        "{took:?}"
+    );
+}

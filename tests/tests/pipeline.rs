@@ -584,6 +584,11 @@ async fn a_fresh_deployment_then_a_redeploy_run_all_sixteen_stages_for_real() {
     ] {
         assert_no_secret(&path, &w.get(&path).await.text, &secrets);
     }
+    // Nor in what the api and the workers print.
+    assert_no_secret("api process log", &w.stack.api.log(), &secrets);
+    for worker in &w.stack.workers {
+        assert_no_secret("worker process log", &worker.log(), &secrets);
+    }
 }
 
 /// The log lines of a deployment with their data, as one text.
@@ -647,6 +652,15 @@ async fn a_bad_git_token_and_a_missing_image_fail_with_the_specs_error_data_and_
         .join("\n");
     assert!(all_events.contains("Failed to clone private-addons"));
     for (what, text) in [
+        (
+            "worker process logs",
+            w.stack
+                .workers
+                .iter()
+                .map(|p| p.log())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        ),
         ("logs", log_text(&w, id).await),
         ("events", all_events),
         (
