@@ -70,6 +70,16 @@ async fn exec(container: &str, cmd: &[&str], user: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// One SQL query in the environment's database, on `container`.
+async fn psql(container: &str, env: Uuid, sql: &str) -> String {
+    exec(
+        container,
+        &["psql", "-U", "odoo", "-d", &env.to_string(), "-tAc", sql],
+        "postgres",
+    )
+    .await
+}
+
 struct World {
     stack: Stack,
     cloudflare: StandIn,
@@ -434,18 +444,10 @@ async fn a_fresh_deployment_then_a_redeploy_run_all_sixteen_stages_for_real() {
     assert!(std::path::Path::new(&format!("{root}/addons/platform-utils/README.md")).exists());
 
     // Odoo's module table in the environment's own database, through PgBouncer.
-    let state = exec(
+    let state = psql(
         &format!("{env}_db"),
-        &[
-            "psql",
-            "-U",
-            "odoo",
-            "-d",
-            &env.to_string(),
-            "-tAc",
-            "SELECT state FROM ir_module_module WHERE name = 'base'",
-        ],
-        "postgres",
+        env,
+        "SELECT state FROM ir_module_module WHERE name = 'base'",
     )
     .await;
     assert_eq!(state, "installed");
@@ -513,18 +515,10 @@ async fn a_fresh_deployment_then_a_redeploy_run_all_sixteen_stages_for_real() {
         db.id,
         "the database container stayed"
     );
-    let state = exec(
+    let state = psql(
         &format!("{env}_db"),
-        &[
-            "psql",
-            "-U",
-            "odoo",
-            "-d",
-            &env.to_string(),
-            "-tAc",
-            "SELECT count(*) FROM ir_module_module",
-        ],
-        "postgres",
+        env,
+        "SELECT count(*) FROM ir_module_module",
     )
     .await;
     assert_eq!(state, "1", "the database was kept");
@@ -871,14 +865,7 @@ async fn a_migration_backup_is_restored_once_and_never_again() {
     let db = format!("{env}_db");
     let q = |sql: &'static str| {
         let db = db.clone();
-        async move {
-            exec(
-                &db,
-                &["psql", "-U", "odoo", "-d", &env.to_string(), "-tAc", sql],
-                "postgres",
-            )
-            .await
-        }
+        async move { psql(&db, env, sql).await }
     };
     assert_eq!(q("SELECT name FROM res_partner").await, "Migrated Co");
     assert_eq!(
@@ -958,33 +945,17 @@ async fn odoo_18_with_a_replica_gets_a_streaming_replica_behind_its_own_pgbounce
     assert!(messages.contains(&format!(
         "Read replica ready: postgres-replica-{env} behind {env}_pgbouncer-replica:6433"
     )));
-    let in_recovery = exec(
+    let in_recovery = psql(
         &format!("postgres-replica-{env}"),
-        &[
-            "psql",
-            "-U",
-            "odoo",
-            "-d",
-            &env.to_string(),
-            "-tAc",
-            "SELECT pg_is_in_recovery()",
-        ],
-        "postgres",
+        env,
+        "SELECT pg_is_in_recovery()",
     )
     .await;
     // The replica streams what Odoo wrote to the primary.
-    let replicated = exec(
+    let replicated = psql(
         &format!("postgres-replica-{env}"),
-        &[
-            "psql",
-            "-U",
-            "odoo",
-            "-d",
-            &env.to_string(),
-            "-tAc",
-            "SELECT state FROM ir_module_module WHERE name = 'base'",
-        ],
-        "postgres",
+        env,
+        "SELECT state FROM ir_module_module WHERE name = 'base'",
     )
     .await;
     let conf =

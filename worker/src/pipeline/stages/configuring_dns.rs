@@ -38,16 +38,12 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
             json!({"provider": "cloudflare", "record": name, "content": ip.to_string(), "error": detail}),
         )
     };
-    let existing: Value = client
+    let lookup = client
         .get(&records)
-        .bearer_auth(&dns.token)
-        .query(&[("type", "A"), ("name", name.as_str())])
-        .send()
+        .query(&[("type", "A"), ("name", name.as_str())]);
+    let existing = call(lookup, &dns.token)
         .await
-        .map_err(|e| fail("Cloudflare API unreachable", e.without_url().to_string()))?
-        .json()
-        .await
-        .map_err(|e| fail("unreadable Cloudflare answer", e.without_url().to_string()))?;
+        .map_err(|(what, e)| fail(what, e))?;
     check(&existing).map_err(|e| fail("Cloudflare refused the lookup", e))?;
     let body =
         json!({"type": "A", "name": name, "content": ip.to_string(), "ttl": 300, "proxied": false});
@@ -60,19 +56,29 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
         Some(id) => client.put(format!("{records}/{id}")),
         None => client.post(&records),
     };
-    let answer: Value = request
-        .bearer_auth(&dns.token)
-        .json(&body)
-        .send()
+    let answer = call(request.json(&body), &dns.token)
         .await
-        .map_err(|e| fail("Cloudflare API unreachable", e.without_url().to_string()))?
-        .json()
-        .await
-        .map_err(|e| fail("unreadable Cloudflare answer", e.without_url().to_string()))?;
+        .map_err(|(what, e)| fail(what, e))?;
     check(&answer).map_err(|e| fail("Cloudflare refused the record", e))?;
     let message = format!("DNS configured: {name} -> {ip} ({})", secs(t0));
     run.log.info(step, &message);
     Ok(Outcome::Completed(message))
+}
+
+/// Sends one API request; its JSON answer, or what went wrong (URLs left
+/// out of the error, so no query string reaches a log).
+async fn call(
+    request: reqwest::RequestBuilder,
+    token: &str,
+) -> Result<Value, (&'static str, String)> {
+    request
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| ("Cloudflare API unreachable", e.without_url().to_string()))?
+        .json()
+        .await
+        .map_err(|e| ("unreadable Cloudflare answer", e.without_url().to_string()))
 }
 
 /// Cloudflare's envelope: `success` and `errors[].message`.

@@ -183,10 +183,7 @@ fn container_body(
             network_mode: Some(net.to_owned()),
             memory: Some(share.memory_bytes()),
             nano_cpus: Some(share.nano_cpus()),
-            restart_policy: Some(bollard::models::RestartPolicy {
-                name: Some(bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED),
-                maximum_retry_count: None,
-            }),
+            restart_policy: Some(super::unless_stopped()),
             log_config: Some(super::json_file_logs()),
             ..Default::default()
         }),

@@ -46,6 +46,14 @@ pub fn network_name(env: uuid::Uuid) -> String {
     format!("paasportal_net_{env}")
 }
 
+/// The spec's `--restart unless-stopped`.
+pub fn unless_stopped() -> bollard::models::RestartPolicy {
+    bollard::models::RestartPolicy {
+        name: Some(bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED),
+        maximum_retry_count: None,
+    }
+}
+
 /// The spec's `--log-driver json-file --log-opt max-size=10m --log-opt max-file=3`.
 pub fn json_file_logs() -> bollard::models::HostConfigLogConfig {
     bollard::models::HostConfigLogConfig {

@@ -183,10 +183,7 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
             network_mode: Some(net.clone()),
             memory: Some(odoo.memory_bytes()),
             nano_cpus: Some(odoo.nano_cpus()),
-            restart_policy: Some(bollard::models::RestartPolicy {
-                name: Some(bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED),
-                maximum_retry_count: None,
-            }),
+            restart_policy: Some(super::unless_stopped()),
             log_config: Some(super::json_file_logs()),
             ..Default::default()
         }),
@@ -249,36 +246,34 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
 }
 
 async fn ensure_traefik_network(docker: &bollard::Docker) -> Result<(), StageError> {
-    let exists = docker
-        .inspect_network(
-            TRAEFIK_NETWORK,
-            None::<bollard::query_parameters::InspectNetworkOptions>,
-        )
-        .await
-        .is_ok();
-    if !exists
-        && let Err(e) = docker
-            .create_network(NetworkCreateRequest {
-                name: TRAEFIK_NETWORK.into(),
-                driver: Some("bridge".into()),
-                attachable: Some(true),
-                ..Default::default()
-            })
-            .await
-        && docker
+    let exists = || async {
+        docker
             .inspect_network(
                 TRAEFIK_NETWORK,
                 None::<bollard::query_parameters::InspectNetworkOptions>,
             )
             .await
-            .is_err()
-    {
-        return Err(StageError::new(format!(
+            .is_ok()
+    };
+    if exists().await {
+        return Ok(());
+    }
+    let created = docker
+        .create_network(NetworkCreateRequest {
+            name: TRAEFIK_NETWORK.into(),
+            driver: Some("bridge".into()),
+            attachable: Some(true),
+            ..Default::default()
+        })
+        .await;
+    match created {
+        // Another deployment may have created it in the meantime.
+        Err(e) if !exists().await => Err(StageError::new(format!(
             "Creating the {TRAEFIK_NETWORK} network failed: {}",
             docker::message(&e)
-        )));
+        ))),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// Every repository's apt.txt and requirements.txt, read in one command.
