@@ -82,6 +82,9 @@ impl Application {
                 .default_service(web::to(errors::not_found))
         })
         .disable_signals()
+        // Events are small writes that must leave at once: no Nagle delay
+        // waiting for the previous one's ACK.
+        .tcp_nodelay(true)
         .listen(listener)?
         .run();
         Ok(Application { port, server })
