@@ -1029,5 +1029,15 @@ async fn cancel_during_a_long_remote_git_clone_ends_cancelled_within_two_seconds
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(!running(), "the remote git clone survived the cancel");
+    // A cancelled first deployment leaves nothing behind either.
+    assert!(
+        inspect(&format!("{env}_db")).await.is_none(),
+        "database container left behind"
+    );
+    assert!(inspect(&format!("{env}_pgbouncer")).await.is_none());
+    let messages = w.messages(id).await;
+    assert!(messages.contains(
+        &"Removed the containers, network and volume this first deployment created".to_owned()
+    ));
     drop(tarpit);
 }

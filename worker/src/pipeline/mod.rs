@@ -449,7 +449,7 @@ async fn cleanup(deps: &Deps, run: &Run) {
         }
         run.log.info(
             Step::Completed,
-            "Removed the containers, network and volume of the failed first deployment",
+            "Removed the containers, network and volume this first deployment created",
         );
     };
     if tokio::time::timeout(Duration::from_secs(60), work)
