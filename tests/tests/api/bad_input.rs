@@ -310,6 +310,30 @@ async fn every_bad_input_gets_its_documented_error() {
         case(
             M::POST,
             "/api/v1/environments",
+            Some(with(
+                env.clone(),
+                "migration_source_url",
+                json!("ftp://backups.example.com/a.zip"),
+            )),
+            422,
+            "invalid_field",
+            Some("migration_source_url"),
+        ),
+        case(
+            M::POST,
+            "/api/v1/environments",
+            Some(with(
+                env.clone(),
+                "migration_source_url",
+                json!("https://user:pw@backups.example.com/a.zip"),
+            )),
+            422,
+            "invalid_field",
+            Some("migration_source_url"),
+        ),
+        case(
+            M::POST,
+            "/api/v1/environments",
             Some(with(env.clone(), "kind", json!("qa"))),
             422,
             "invalid_field",
