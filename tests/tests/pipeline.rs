@@ -523,12 +523,53 @@ async fn a_fresh_deployment_then_a_redeploy_run_all_sixteen_stages_for_real() {
     .await;
     assert_eq!(state, "1", "the database was kept");
 
+    // A redeploy that fails (a branch that does not exist) leaves the
+    // database, its volume and the running container alone.
+    let r = w
+        .stack
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/environments/{env}"),
+            Some(&t),
+            Some(json!({"branch": "no-such-branch"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let (id3, d3) = w.deploy_and_wait(env).await;
+    assert_eq!(d3["status"], "failed");
+    assert_eq!(d3["current_step"], "cloning_project_repo");
+    assert_eq!(
+        inspect(&format!("{env}_db")).await.and_then(|c| c.id),
+        db.id,
+        "the database container stayed"
+    );
+    let still = inspect(&format!("{env}_odoo"))
+        .await
+        .expect("odoo container");
+    assert_eq!(still.id, odoo2.id, "the running container stayed");
+    assert!(
+        docker()
+            .inspect_volume(&format!("paasportal_pgdata_{env}"))
+            .await
+            .is_ok(),
+        "the database volume stayed"
+    );
+    assert_eq!(
+        psql(
+            &format!("{env}_db"),
+            env,
+            "SELECT count(*) FROM ir_module_module"
+        )
+        .await,
+        "1"
+    );
+
     // No secret in any log line, event or API answer of either deployment.
     let events = sse.until(Duration::from_secs(5), |_| false).await;
     let key = TargetEnv::load().private_key();
     let key_body = key.lines().nth(1).unwrap_or("none").to_owned();
     let secrets = [password.as_str(), CF_TOKEN, REPO_TOKEN, key_body.as_str()];
-    for id in [id, id2] {
+    for id in [id, id2, id3] {
         assert_no_secret(
             "logs",
             &serde_json::to_string(&w.logs(id).await).unwrap_or_default(),
