@@ -467,3 +467,36 @@ impl Drop for RedisPrefix {
         .join();
     }
 }
+
+/// A running deployment row to write logs for (organization, project,
+/// server, version, environment and deployment inserted directly);
+/// returns (deployment, organization).
+pub async fn bare_deployment(pool: &sqlx::PgPool) -> anyhow::Result<(Uuid, Uuid)> {
+    let (org, project, server, env, dep) = (
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+        Uuid::new_v4(),
+    );
+    let slug = format!("bench-{}", &org.simple().to_string()[..8]);
+    let mut tx = pool.begin().await?;
+    sqlx::query("INSERT INTO organizations (id, name, slug) VALUES ($1, 'bench', $2)")
+        .bind(org)
+        .bind(&slug)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("INSERT INTO projects (id, organization_id, name, slug, git_url, git_branch) VALUES ($1, $2, 'bench', 'bench', 'https://h.example/r.git', 'main')")
+        .bind(project).bind(org).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO servers (id, organization_id, name, host, ssh_port, ssh_user, auth_method, secret_encrypted) VALUES ($1, $2, 'bench', '127.0.0.1', 22, 'x', 'password', 'x')")
+        .bind(server).bind(org).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO odoo_versions (id, version, image) VALUES ($1, '99.0', 'odoo:99.0') ON CONFLICT DO NOTHING")
+        .bind(Uuid::new_v4()).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO environments (id, project_id, server_id, name, kind, subdomain, odoo_version, branch, cpu_cores, ram_mb, disk_gb)
+                 VALUES ($1, $2, $3, 'bench', 'staging', $4, '99.0', 'main', 1, 1024, 10)")
+        .bind(env).bind(project).bind(server).bind(&slug).execute(&mut *tx).await?;
+    sqlx::query("INSERT INTO deployments (id, project_id, environment_id, version, status, started_at) VALUES ($1, $2, $3, 1, 'running', now())")
+        .bind(dep).bind(project).bind(env).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok((dep, org))
+}

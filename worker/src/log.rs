@@ -3,9 +3,14 @@
 //! deployment in batches (whatever queued up while the previous batch was
 //! committed), so a busy stage costs one INSERT per batch, not per line, and
 //! order is kept by `seq`.
+//!
+//! The queue in front of the writer is bounded for the one source that can
+//! flood it, command output (`debug`): past [`MAX_PENDING`] lines waiting,
+//! further debug lines are counted instead of queued, and one warning says how
+//! many were left out. Info, warning and error lines are never dropped.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use oec_common::db::deployments::{self, NewLog, RunContext};
 use oec_common::events::Publisher;
@@ -18,6 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 const MAX_BATCH: usize = 1000;
+/// Lines waiting for the writer past which command output is left out.
+pub const MAX_PENDING: usize = 50_000;
 
 enum Msg {
     Line(NewLog),
@@ -54,6 +61,10 @@ pub struct Log {
     tx: mpsc::UnboundedSender<Msg>,
     seq: Arc<AtomicI64>,
     masker: Arc<Masker>,
+    /// Lines sent and not yet written.
+    pending: Arc<AtomicUsize>,
+    /// Debug lines left out since the last warning about it.
+    dropped: Arc<AtomicU64>,
 }
 
 /// State the writer reads when it builds events.
@@ -74,20 +85,48 @@ impl Log {
         masker: Masker,
     ) -> (Log, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(writer(pool, publisher, deployment, rx, events, progress));
+        let pending = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(writer(
+            pool,
+            publisher,
+            deployment,
+            rx,
+            events,
+            progress,
+            pending.clone(),
+        ));
         (
             Log {
                 tx,
                 seq: Arc::new(AtomicI64::new(first_seq)),
                 masker: Arc::new(masker),
+                pending,
+                dropped: Arc::new(AtomicU64::new(0)),
             },
             task,
         )
     }
 
     pub fn line(&self, level: LogLevel, step: Step, message: &str, data: Option<Value>) {
-        let message = self.masker.mask(message);
+        if level == LogLevel::Debug && self.pending.load(Ordering::SeqCst) >= MAX_PENDING {
+            self.dropped.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+        let dropped = self.dropped.swap(0, Ordering::SeqCst);
+        if dropped > 0 {
+            self.send(
+                LogLevel::Warning,
+                step,
+                format!("{dropped} lines of command output left out: the log writer fell behind"),
+                None,
+            );
+        }
+        self.send(level, step, self.masker.mask(message), data);
+    }
+
+    fn send(&self, level: LogLevel, step: Step, message: String, data: Option<Value>) {
         let data = data.map(|d| mask_value(&self.masker, d));
+        self.pending.fetch_add(1, Ordering::SeqCst);
         let seq = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
         let _ = self.tx.send(Msg::Line(NewLog {
             seq,
@@ -143,6 +182,7 @@ async fn writer(
     mut rx: mpsc::UnboundedReceiver<Msg>,
     events: EventContext,
     progress: Arc<Progress>,
+    pending: Arc<AtomicUsize>,
 ) {
     let mut batch = Vec::new();
     let mut flushes = Vec::new();
@@ -161,6 +201,7 @@ async fn writer(
         }
         if !batch.is_empty() {
             write_batch(&pool, &publisher, deployment, &batch, &events, &progress).await;
+            pending.fetch_sub(batch.len(), Ordering::SeqCst);
             batch.clear();
         }
         for f in flushes.drain(..) {

@@ -326,7 +326,7 @@ async fn logs(args: &[String]) -> anyhow::Result<()> {
         .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
     let prefix = format!("bench:{}:", Uuid::new_v4().simple());
     let publisher = Publisher::new(redis, &prefix, 50_000);
-    let ctx = bench_deployment(&pool).await?;
+    let ctx = oec_tests::bare_deployment(&pool).await?;
 
     // oec: the worker's batching writer.
     let (log, writer) = oec_worker::log::Log::start(
@@ -344,9 +344,11 @@ async fn logs(args: &[String]) -> anyhow::Result<()> {
         Default::default(),
     );
     let t0 = Instant::now();
+    // Info lines: command output (debug) past the writer's bound would be
+    // counted instead of stored, which is not what this measures.
     for i in 0..lines {
         log.line(
-            LogLevel::Debug,
+            LogLevel::Info,
             Step::CloningProjectRepo,
             &format!("remote: Counting objects: {i}% (done)"),
             None,
@@ -389,38 +391,6 @@ async fn logs(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A deployment row to write logs for (organization, project, server,
-/// version, environment and deployment created directly).
-async fn bench_deployment(pool: &sqlx::PgPool) -> anyhow::Result<(Uuid, Uuid)> {
-    let (org, project, server, env, dep) = (
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-    );
-    let slug = format!("bench-{}", &org.simple().to_string()[..8]);
-    let mut tx = pool.begin().await?;
-    sqlx::query("INSERT INTO organizations (id, name, slug) VALUES ($1, 'bench', $2)")
-        .bind(org)
-        .bind(&slug)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("INSERT INTO projects (id, organization_id, name, slug, git_url, git_branch) VALUES ($1, $2, 'bench', 'bench', 'https://h.example/r.git', 'main')")
-        .bind(project).bind(org).execute(&mut *tx).await?;
-    sqlx::query("INSERT INTO servers (id, organization_id, name, host, ssh_port, ssh_user, auth_method, secret_encrypted) VALUES ($1, $2, 'bench', '127.0.0.1', 22, 'x', 'password', 'x')")
-        .bind(server).bind(org).execute(&mut *tx).await?;
-    sqlx::query("INSERT INTO odoo_versions (id, version, image) VALUES ($1, '99.0', 'odoo:99.0') ON CONFLICT DO NOTHING")
-        .bind(Uuid::new_v4()).execute(&mut *tx).await?;
-    sqlx::query("INSERT INTO environments (id, project_id, server_id, name, kind, subdomain, odoo_version, branch, cpu_cores, ram_mb, disk_gb)
-                 VALUES ($1, $2, $3, 'bench', 'staging', $4, '99.0', 'main', 1, 1024, 10)")
-        .bind(env).bind(project).bind(server).bind(&slug).execute(&mut *tx).await?;
-    sqlx::query("INSERT INTO deployments (id, project_id, environment_id, version, status, started_at) VALUES ($1, $2, $3, 1, 'running', now())")
-        .bind(dep).bind(project).bind(env).execute(&mut *tx).await?;
-    tx.commit().await?;
-    Ok((dep, org))
-}
-
 /// Latencies (µs) of `GET {api}/deployments/{id}/logs?limit=100` until `stop`.
 async fn read_logs_until(
     api: String,
@@ -459,8 +429,8 @@ async fn retention(args: &[String]) -> anyhow::Result<()> {
         .unwrap_or_else(|| "5000000".into())
         .parse()?;
     let pool = oec_common::db::connect_and_migrate(&database, 10).await?;
-    let (old, _) = bench_deployment(&pool).await?;
-    let (fresh, _) = bench_deployment(&pool).await?;
+    let (old, _) = oec_tests::bare_deployment(&pool).await?;
+    let (fresh, _) = oec_tests::bare_deployment(&pool).await?;
     sqlx::query("INSERT INTO deployment_logs (id, deployment_id, seq, timestamp, level, message)
                  SELECT gen_random_uuid(), $1, g, now(), 'info', 'fresh line ' || g FROM generate_series(1, 1000) g")
         .bind(fresh).execute(&pool).await?;

@@ -1,0 +1,104 @@
+//! The worker's log writer against the real PostgreSQL and Redis.
+
+use std::sync::Arc;
+
+use oec_common::events::Publisher;
+use oec_common::model::steps::Step;
+use oec_tests::TestDatabase;
+use oec_worker::log::{EventContext, Log, MAX_PENDING, Progress};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_command_output_is_bounded_and_says_what_it_left_out() {
+    let db = TestDatabase::create().await;
+    let pool = oec_common::db::connect_and_migrate(&db.url, 5)
+        .await
+        .expect("pool");
+    let (deployment, org) = oec_tests::bare_deployment(&pool).await.expect("deployment");
+    let redis = deadpool_redis::Config::from_url(oec_tests::redis_url())
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .expect("redis");
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let publisher = Publisher::new(redis, &prefix, 10_000);
+    let (log, writer) = Log::start(
+        pool.clone(),
+        publisher,
+        deployment,
+        0,
+        EventContext {
+            org_id: org,
+            base: Default::default(),
+        },
+        Arc::new(Progress {
+            percent: Default::default(),
+        }),
+        Default::default(),
+    );
+    // Far more output than the writer can take at once, sent in one go,
+    // with important lines in between.
+    let flood = MAX_PENDING * 3;
+    for i in 0..flood {
+        log.debug(Step::CloningProjectRepo, &format!("output line {i}"));
+        if i % 20_000 == 0 {
+            log.info(Step::CloningProjectRepo, &format!("milestone {i}"));
+        }
+    }
+    log.info(Step::CloningProjectRepo, "done");
+    log.flush().await;
+    drop(log);
+    writer.await.expect("writer");
+
+    let (debug, info, warnings): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE level = 'debug'), count(*) FILTER (WHERE level = 'info'),
+                count(*) FILTER (WHERE level = 'warning') FROM deployment_logs WHERE deployment_id = $1",
+    )
+    .bind(deployment)
+    .fetch_one(&pool)
+    .await
+    .expect("counts");
+    // Every important line is there; the output was cut, and said so.
+    assert_eq!(
+        info,
+        (flood as i64 / 20_000) + 2,
+        "no info line is ever dropped"
+    );
+    assert!(
+        debug < flood as i64,
+        "the flood was bounded ({debug} stored)"
+    );
+    assert!(debug >= MAX_PENDING as i64 - 100);
+    assert!(warnings >= 1);
+    let left_out: Vec<String> = sqlx::query_scalar(
+        "SELECT message FROM deployment_logs WHERE deployment_id = $1 AND level = 'warning' ORDER BY seq",
+    )
+    .bind(deployment)
+    .fetch_all(&pool)
+    .await
+    .expect("warnings");
+    let counted: i64 = left_out
+        .iter()
+        .map(|m| {
+            assert!(
+                m.ends_with("lines of command output left out: the log writer fell behind"),
+                "{m}"
+            );
+            m.split(' ')
+                .next()
+                .and_then(|n| n.parse::<i64>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(
+        debug + counted,
+        flood as i64,
+        "every debug line is stored or counted"
+    );
+    // seq stays gapless and ordered.
+    let (min, max, n): (i64, i64, i64) = sqlx::query_as(
+        "SELECT min(seq), max(seq), count(*) FROM deployment_logs WHERE deployment_id = $1",
+    )
+    .bind(deployment)
+    .fetch_one(&pool)
+    .await
+    .expect("seq");
+    assert_eq!((min, max), (1, n));
+}
