@@ -29,43 +29,16 @@ async fn deps(db: &TestDatabase, extra: &[(&str, &str)]) -> Deps {
     }
 }
 
-/// A deployment to hang log lines on.
+/// A deployment to hang log lines on, ended long ago.
 async fn deployment(pool: &sqlx::PgPool) -> Uuid {
-    let (org, project, server, env, dep) = (
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-        Uuid::new_v4(),
-    );
-    for (sql, ids) in [
-        (
-            "INSERT INTO organizations (id, name, slug) VALUES ($1, 'o', $2::text)",
-            vec![org],
-        ),
-        (
-            "INSERT INTO projects (id, organization_id, name, slug, git_url, git_branch) VALUES ($1, $2, 'p', 'p', 'https://h.example/r.git', 'main')",
-            vec![project, org],
-        ),
-        (
-            "INSERT INTO servers (id, organization_id, name, host, ssh_port, ssh_user, auth_method, secret_encrypted) VALUES ($1, $2, 's', '127.0.0.1', 22, 'u', 'password', 'x')",
-            vec![server, org],
-        ),
-    ] {
-        let mut q = sqlx::query(sql);
-        for id in &ids {
-            q = q.bind(id);
-        }
-        if sql.contains("$2::text") {
-            q = q.bind(org.simple().to_string());
-        }
-        q.execute(pool).await.expect("seed");
-    }
-    sqlx::query("INSERT INTO odoo_versions (id, version, image) VALUES ($1, '18.0', 'odoo:18.0') ON CONFLICT DO NOTHING").bind(Uuid::new_v4()).execute(pool).await.expect("version");
-    sqlx::query("INSERT INTO environments (id, project_id, server_id, name, kind, subdomain, odoo_version, branch, cpu_cores, ram_mb, disk_gb) VALUES ($1, $2, $3, 'e', 'staging', 'e', '18.0', 'main', 1, 1024, 10)")
-        .bind(env).bind(project).bind(server).execute(pool).await.expect("env");
-    sqlx::query("INSERT INTO deployments (id, project_id, environment_id, version, status, completed_at) VALUES ($1, $2, $3, 1, 'success', now() - interval '400 days')")
-        .bind(dep).bind(project).bind(env).execute(pool).await.expect("deployment");
+    let (dep, _) = oec_tests::bare_deployment(pool).await.expect("deployment");
+    sqlx::query(
+        "UPDATE deployments SET status = 'success', completed_at = now() - interval '400 days' WHERE id = $1",
+    )
+    .bind(dep)
+    .execute(pool)
+    .await
+    .expect("ended");
     dep
 }
 
