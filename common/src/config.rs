@@ -308,15 +308,8 @@ impl Settings {
             });
 
         let image = |v: &str| -> Result<String, String> {
-            if !v.is_empty()
-                && v.len() <= 255
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"/._-:@".contains(&b))
-            {
-                Ok(v.to_owned())
-            } else {
-                Err("must be an image reference such as postgres:15".into())
-            }
+            crate::model::fields::parse_image("image", v)
+                .map_err(|_| "must be an image reference such as postgres:15".into())
         };
         let secs = |lo: u64, hi: u64| {
             move |v: &str| parse_range(v, lo, hi).map(|n| Duration::from_secs(n.into()))

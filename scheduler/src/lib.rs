@@ -154,48 +154,30 @@ mod tests {
 
     use super::*;
 
+    fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32, sec: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, sec)
+            .single()
+            .expect("time")
+    }
+
     #[test]
     fn three_oclock_is_evaluated_in_the_configured_timezone() {
         let daily = cron::Schedule::from_str("0 0 3 * * *").expect("schedule");
-        let after = Utc
-            .with_ymd_and_hms(2026, 1, 10, 12, 0, 0)
-            .single()
-            .expect("time");
+        let after = at(2026, 1, 10, 12, 0, 0);
         let utc = next_tick(&daily, chrono_tz::UTC, after).expect("tick");
-        assert_eq!(
-            utc,
-            Utc.with_ymd_and_hms(2026, 1, 11, 3, 0, 0)
-                .single()
-                .expect("time")
-        );
+        assert_eq!(utc, at(2026, 1, 11, 3, 0, 0));
         // 03:00 in Paris is 02:00 UTC in winter and 01:00 UTC in summer.
         let paris = next_tick(&daily, chrono_tz::Europe::Paris, after).expect("tick");
-        assert_eq!(
-            paris,
-            Utc.with_ymd_and_hms(2026, 1, 11, 2, 0, 0)
-                .single()
-                .expect("time")
-        );
-        let july = Utc
-            .with_ymd_and_hms(2026, 7, 10, 12, 0, 0)
-            .single()
-            .expect("time");
+        assert_eq!(paris, at(2026, 1, 11, 2, 0, 0));
+        let july = at(2026, 7, 10, 12, 0, 0);
         let summer = next_tick(&daily, chrono_tz::Europe::Paris, july).expect("tick");
-        assert_eq!(
-            summer,
-            Utc.with_ymd_and_hms(2026, 7, 11, 1, 0, 0)
-                .single()
-                .expect("time")
-        );
+        assert_eq!(summer, at(2026, 7, 11, 1, 0, 0));
     }
 
     #[test]
     fn every_minute_ticks_on_the_minute() {
         let minutely = cron::Schedule::from_str("0 * * * * *").expect("schedule");
-        let after = Utc
-            .with_ymd_and_hms(2026, 1, 10, 12, 0, 30)
-            .single()
-            .expect("time");
+        let after = at(2026, 1, 10, 12, 0, 30);
         assert_eq!(
             next_tick(&minutely, chrono_tz::UTC, after),
             Utc.with_ymd_and_hms(2026, 1, 10, 12, 1, 0).single()

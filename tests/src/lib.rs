@@ -500,3 +500,25 @@ pub async fn bare_deployment(pool: &sqlx::PgPool) -> anyhow::Result<(Uuid, Uuid)
     tx.commit().await?;
     Ok((dep, org))
 }
+
+/// Removes what deploying environment `env` on this machine created:
+/// containers (replica included), network, volumes, the dependencies image,
+/// its folder under /opt/paasportal and, given its host name, its dnsmasq
+/// host file. Best effort: what is not there is skipped.
+pub fn purge_environment(env: Uuid, hostname: Option<&str>) {
+    let hosts = hostname
+        .map(|h| format!("rm -f {}/{h}", TargetEnv::load().dns_hosts_dir))
+        .unwrap_or_default();
+    let script = format!(
+        "docker rm -f {env}_odoo {env}_pgbouncer {env}_db {env}_oec_chown postgres-replica-{env} \
+           {env}_pgbouncer-replica; \
+         docker network rm paasportal_net_{env}; \
+         docker volume rm paasportal_pgdata_{env} paasportal_pgdata_replica_{env}; \
+         docker rmi $(docker images -q oec-deps-{env}); rm -rf /opt/paasportal/{env}; {hosts}"
+    );
+    let _ = std::process::Command::new("sh")
+        .args(["-c", &script])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status();
+}

@@ -358,28 +358,31 @@ impl Stack {
 
     /// Polls a deployment until `step` is its current step.
     pub async fn wait_step(&self, deployment: Uuid, step: &str, within: Duration) {
-        let deadline = Instant::now() + within;
-        loop {
-            let r = self
-                .get(
-                    &format!("/api/v1/deployments/{deployment}"),
-                    &self.admin_token,
-                )
-                .await;
-            if r.body["current_step"] == step {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "deployment {deployment} never reached {step}: {}",
-                r.text
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        self.poll(deployment, within, &format!("reached {step}"), |d| {
+            d["current_step"] == step
+        })
+        .await;
     }
 
     /// Polls a deployment until it is terminal.
     pub async fn wait_terminal(&self, deployment: Uuid, within: Duration) -> Value {
+        self.poll(deployment, within, "ended", |d| {
+            matches!(
+                d["status"].as_str(),
+                Some("success" | "failed" | "cancelled")
+            )
+        })
+        .await
+    }
+
+    /// The deployment once `done` holds for it; fails the test after `within`.
+    async fn poll(
+        &self,
+        deployment: Uuid,
+        within: Duration,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + within;
         loop {
             let r = self
@@ -388,18 +391,15 @@ impl Stack {
                     &self.admin_token,
                 )
                 .await;
-            if matches!(
-                r.body["status"].as_str(),
-                Some("success" | "failed" | "cancelled")
-            ) {
+            if done(&r.body) {
                 return r.body;
             }
             assert!(
                 Instant::now() < deadline,
-                "deployment {deployment} not terminal: {}",
+                "deployment {deployment} never {what}: {}",
                 r.text
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }

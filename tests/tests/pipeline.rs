@@ -27,25 +27,13 @@ fn registry() -> String {
     TargetEnv::load().registry
 }
 
-/// Removes every container, network, volume, folder, image and DNS host
-/// file of an environment when dropped (also when the test fails).
+/// Removes everything of an environment when dropped (also when the test
+/// fails): its subdomain names its DNS host file.
 struct Purge(Uuid, String);
 
 impl Drop for Purge {
     fn drop(&mut self) {
-        let (env, sub) = (self.0, &self.1);
-        let script = format!(
-            "docker rm -f {env}_odoo {env}_pgbouncer {env}_db {env}_oec_chown; \
-             docker network rm paasportal_net_{env}; docker volume rm paasportal_pgdata_{env}; \
-             docker rmi $(docker images -q oec-deps-{env}); rm -rf /opt/paasportal/{env}; \
-             rm -f {hosts}/{sub}.apps.oec.test",
-            hosts = TargetEnv::load().dns_hosts_dir
-        );
-        let _ = std::process::Command::new("sh")
-            .args(["-c", &script])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
+        oec_tests::purge_environment(self.0, Some(&format!("{}.apps.oec.test", self.1)));
     }
 }
 
@@ -972,16 +960,6 @@ async fn odoo_18_with_a_replica_gets_a_streaming_replica_behind_its_own_pgbounce
     let _purge = Purge(env, sub);
     let (id, d) = w.deploy_and_wait(env).await;
     let messages = w.messages(id).await;
-    let cleanup = || {
-        let _ = std::process::Command::new("sh")
-            .args(["-c", &format!("docker rm -f postgres-replica-{env} {env}_pgbouncer-replica; docker volume rm paasportal_pgdata_replica_{env}")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
-    };
-    if d["status"] != "success" {
-        cleanup();
-    }
     assert_eq!(d["status"], "success", "{d}\n{}", messages.join("\n"));
     assert!(messages.contains(&format!(
         "Read replica ready: postgres-replica-{env} behind {env}_pgbouncer-replica:6433"
@@ -1001,7 +979,6 @@ async fn odoo_18_with_a_replica_gets_a_streaming_replica_behind_its_own_pgbounce
     .await;
     let conf =
         std::fs::read_to_string(format!("/opt/paasportal/{env}/odoo.conf")).unwrap_or_default();
-    cleanup();
     assert_eq!(in_recovery, "t");
     assert_eq!(replicated, "installed");
     assert!(conf.contains(&format!(

@@ -94,7 +94,7 @@ pub async fn has_image(docker: &Docker, image: &str) -> anyhow::Result<bool> {
 }
 
 /// Pulls `image`; each distinct status line goes to `on_line`.
-pub async fn pull(
+async fn pull(
     docker: &Docker,
     image: &str,
     auth: Option<&(String, String)>,
@@ -130,6 +130,39 @@ pub async fn pull(
         }
     }
     Ok(())
+}
+
+/// Makes `image` present on the machine, pulling it (with `auth`) when it is
+/// not; true when it was there already. A failed pull is the stage's error,
+/// with the spec's error data.
+pub async fn ensure_image(
+    docker: &Docker,
+    image: &str,
+    auth: Option<&(String, String)>,
+    on_line: &mut (dyn FnMut(&str) + Send),
+) -> Result<bool, super::StageError> {
+    if has_image(docker, image).await? {
+        return Ok(true);
+    }
+    pull(docker, image, auth, on_line).await.map_err(|e| {
+        let not_found = e.contains("not found") || e.contains("manifest unknown");
+        let denied = e.contains("unauthorized") || e.contains("denied");
+        let (code, hint) = if not_found {
+            ("IMAGE_NOT_FOUND", "check the image name and tag")
+        } else if denied {
+            ("REGISTRY_AUTH_FAILED", "check the registry credentials")
+        } else {
+            (
+                "PULL_FAILED",
+                "check that the server can reach the registry",
+            )
+        };
+        super::StageError::with_data(
+            format!("Failed to pull image {image}"),
+            serde_json::json!({"image": image, "error_code": code, "error": e, "hint": hint}),
+        )
+    })?;
+    Ok(false)
 }
 
 /// `repo:tag` (the tag defaults to latest; a registry port is not a tag).

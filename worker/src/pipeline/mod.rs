@@ -48,8 +48,6 @@ pub enum Outcome {
 pub struct StageError {
     pub message: String,
     pub data: Option<Value>,
-    /// Ends the deployment even in a non-fatal stage.
-    pub always_fatal: bool,
 }
 
 impl StageError {
@@ -57,7 +55,6 @@ impl StageError {
         StageError {
             message: message.into(),
             data: None,
-            always_fatal: false,
         }
     }
 
@@ -65,7 +62,6 @@ impl StageError {
         StageError {
             message: message.into(),
             data: Some(data),
-            always_fatal: false,
         }
     }
 }
@@ -250,7 +246,7 @@ async fn pipeline(deps: &Deps, run: &mut Run, progress: &Progress) -> End {
             Ok(Outcome::Completed(m)) => ("completed", m, None),
             Ok(Outcome::Warning(m)) => ("warning", m, None),
             Ok(Outcome::Skipped(m)) => ("skipped", m, None),
-            Err(e) if step.fatal() || e.always_fatal => {
+            Err(e) if step.fatal() => {
                 run.log
                     .line(LogLevel::Error, step, &e.message, e.data.clone());
                 ("failed", e.message.clone(), Some(e.message))

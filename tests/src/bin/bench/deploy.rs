@@ -198,15 +198,6 @@ pub async fn deploy(args: &[String]) -> anyhow::Result<()> {
         anyhow::Ok(())
     }
     .await;
-    let script = format!(
-        "docker rm -f {env}_odoo {env}_pgbouncer {env}_db; docker network rm paasportal_net_{env}; \
-         docker volume rm paasportal_pgdata_{env}; docker rmi $(docker images -q oec-deps-{env}); \
-         rm -rf /opt/paasportal/{env}"
-    );
-    let _ = std::process::Command::new("sh")
-        .args(["-c", &script])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status();
+    oec_tests::purge_environment(env.parse().unwrap_or_default(), None);
     result
 }

@@ -54,8 +54,9 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
     run.log
         .info(step, &format!("Creating PostgreSQL container {name}..."));
 
+    let log = run.log.clone();
     for image in [&settings.postgres_image, &settings.pgbouncer_image] {
-        ensure_image(run, &docker, image).await?;
+        docker::ensure_image(&docker, image, None, &mut |l| log.debug(step, l)).await?;
     }
     let tune = pgtune(share, pool);
     let mut cmd = vec!["postgres".to_owned()];
@@ -133,23 +134,6 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
     let message = format!("PostgreSQL optimized ({})", secs(t1));
     run.log.info(step, &message);
     Ok(Outcome::Completed(message))
-}
-
-async fn ensure_image(run: &Run, docker: &bollard::Docker, image: &str) -> Result<(), StageError> {
-    if docker::has_image(docker, image).await? {
-        return Ok(());
-    }
-    let log = run.log.clone();
-    docker::pull(docker, image, None, &mut |l| {
-        log.debug(Step::CreatingDatabase, l)
-    })
-    .await
-    .map_err(|e| {
-        StageError::with_data(
-            format!("Failed to pull image {image}"),
-            json!({"image": image, "error": e}),
-        )
-    })
 }
 
 #[allow(clippy::too_many_arguments)]
