@@ -1,11 +1,13 @@
 //! oec-bench: the benchmark harness (run by `scripts/bench`, not by the tests).
 //!
 //! `oec-bench sse --url URL --token T --redis URL [--prefix P] --org UUID
-//!   --clients 1000,5000,10000 --rate 10 --seconds 10 [--api-pid PID]`
+//!   --clients 1000,5000,10000 --rate 10 --seconds 10 [--repeat N] [--api-pid PID]`
 //! connects N SSE clients to any server that serves `sse:events`, publishes
 //! events on the channel itself at a fixed rate, and reports publish-to-receive
 //! latency (p50/p99) and the server's memory per client. The baseline, measured
 //! in the same run, is the spec's design: one Redis subscription per client.
+//! `--repeat N` measures each client count N times (one row each), since a
+//! 2-core machine shared by server and clients varies from run to run.
 //!
 //! `oec-bench logs --database URL --redis URL --lines N` measures how many log
 //! lines per second one deployment can commit and publish, against the
@@ -103,7 +105,7 @@ async fn sse_client(
     path: String,
     samples: Arc<Samples>,
     ready: Arc<tokio::sync::Semaphore>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::oneshot::Receiver<()>,
 ) -> anyhow::Result<()> {
     let mut s = tokio::net::TcpStream::connect(&host).await?;
     s.write_all(
@@ -111,28 +113,43 @@ async fn sse_client(
             .as_bytes(),
     )
     .await?;
+    // Samples stay local until the end: no shared lock on the hot path.
+    let mut local = Vec::new();
+    // Each client has its own stop signal: a channel shared by all of them
+    // would take one lock, shared by every client, at every event.
+    tokio::select! {
+        r = read_events(&mut s, &ready, &mut local) => r?,
+        _ = stop => {}
+    }
+    if let Ok(mut all) = samples.0.lock() {
+        all.append(&mut local);
+    }
+    Ok(())
+}
+
+/// Reads SSE frames until the server closes, recording the latency of every
+/// event carrying `"bench_sent_us":<n>` (the rest is ignored). Bytes are
+/// scanned in place: the client must cost as little CPU as possible, since it
+/// shares the machine with the server it measures.
+async fn read_events(
+    s: &mut tokio::net::TcpStream,
+    ready: &tokio::sync::Semaphore,
+    local: &mut Vec<u64>,
+) -> anyhow::Result<()> {
+    const KEY: &[u8] = b"bench_sent_us\":";
     let mut buf = vec![0u8; 16 * 1024];
     let mut pending = Vec::new();
     let mut announced = false;
-    // Samples stay local until the end: no shared lock on the hot path.
-    let mut local = Vec::new();
     loop {
-        let n = tokio::select! {
-            n = s.read(&mut buf) => n?,
-            _ = stop.changed() => break,
-        };
+        let n = s.read(&mut buf).await?;
         if n == 0 {
-            break;
+            return Ok(());
         }
         pending.extend_from_slice(&buf[..n]);
         if !announced && pending.windows(9).any(|w| w == b"connected") {
             announced = true;
             ready.add_permits(1);
         }
-        // Events carry `"bench_sent_us":<n>`; the rest is ignored. Bytes are
-        // scanned in place: the client must cost as little CPU as possible,
-        // since it shares the machine with the server it measures.
-        const KEY: &[u8] = b"bench_sent_us\":";
         let mut consumed = 0;
         let mut at = 0;
         while let Some(pos) = pending[at..].windows(KEY.len()).position(|w| w == KEY) {
@@ -156,10 +173,6 @@ async fn sse_client(
         }
         pending.drain(..consumed.min(pending.len()));
     }
-    if let Ok(mut all) = samples.0.lock() {
-        all.append(&mut local);
-    }
-    Ok(())
 }
 
 async fn publish_for(
@@ -212,27 +225,40 @@ async fn sse(args: &[String]) -> anyhow::Result<()> {
     println!(
         "clients,rate_per_client,deliveries_expected,deliveries_received,p50_ms,p99_ms,max_ms,rss_per_client_kb,baseline_p50_ms,baseline_p99_ms,p99_ratio_vs_baseline"
     );
-    for n in counts {
+    // Memory per client is measured from the idle server's RSS: freed memory
+    // stays with the allocator, so a delta from one run to the next would
+    // under-count a repeated or smaller run.
+    let rss_before = api_pid.and_then(rss_kb);
+    let repeat: usize = arg(args, "--repeat")
+        .unwrap_or_else(|| "1".into())
+        .parse()?;
+    for n in counts
+        .iter()
+        .flat_map(|&n| std::iter::repeat_n(n, repeat.max(1)))
+    {
         // oec: N SSE clients on one api process.
-        let rss_before = api_pid.and_then(rss_kb);
         let samples = Arc::new(Samples(std::sync::Mutex::new(Vec::new())));
         let ready = Arc::new(tokio::sync::Semaphore::new(0));
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let mut stops = Vec::with_capacity(n);
         let mut tasks = Vec::new();
         for _ in 0..n {
+            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+            stops.push(stop_tx);
             tasks.push(tokio::spawn(sse_client(
                 host.clone(),
                 path.clone(),
                 samples.clone(),
                 ready.clone(),
-                stop_rx.clone(),
+                stop_rx,
             )));
         }
         let _ = tokio::time::timeout(Duration::from_secs(120), ready.acquire_many(n as u32)).await;
         let rss_after = api_pid.and_then(rss_kb);
         let sent = publish_for(&publisher, org, project, rate, seconds).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let _ = stop_tx.send(true);
+        for stop in stops {
+            let _ = stop.send(());
+        }
         for t in tasks {
             let _ = t.await;
         }
