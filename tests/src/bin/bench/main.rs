@@ -22,15 +22,14 @@
 //! redeploy wall time with a per-stage breakdown (see `deploy.rs`).
 
 mod deploy;
+mod fleet;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
-use futures_util::StreamExt as _;
 use oec_common::events::Publisher;
 use serde_json::json;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use uuid::Uuid;
 
 fn now_us() -> u64 {
@@ -64,9 +63,16 @@ fn rss_kb(pid: u32) -> Option<u64> {
         .ok()
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    // The fleet is single-threaded: it must not start a runtime's threads.
+    if args.get(1).map(String::as_str) == Some("fleet") {
+        return fleet::run(&args);
+    }
+    tokio::runtime::Runtime::new()?.block_on(run(args))
+}
+
+async fn run(args: Vec<String>) -> anyhow::Result<()> {
     match args.get(1).map(String::as_str) {
         Some("sse") => sse(&args).await,
         Some("logs") => logs(&args).await,
@@ -75,103 +81,6 @@ async fn main() -> anyhow::Result<()> {
         _ => bail!(
             "usage: oec-bench sse|logs|retention|deploy ... (see the file header or scripts/bench)"
         ),
-    }
-}
-
-struct Samples(std::sync::Mutex<Vec<u64>>);
-
-impl Samples {
-    fn push(&self, v: u64) {
-        if let Ok(mut s) = self.0.lock() {
-            s.push(v);
-        }
-    }
-
-    fn take(&self) -> Vec<u64> {
-        let mut s = self
-            .0
-            .lock()
-            .map(|mut s| std::mem::take(&mut *s))
-            .unwrap_or_default();
-        s.sort_unstable();
-        s
-    }
-}
-
-/// One SSE client over a raw HTTP/1.1 connection: records the latency of
-/// every event carrying `bench_sent_us`.
-async fn sse_client(
-    host: String,
-    path: String,
-    samples: Arc<Samples>,
-    ready: Arc<tokio::sync::Semaphore>,
-    stop: tokio::sync::oneshot::Receiver<()>,
-) -> anyhow::Result<()> {
-    let mut s = tokio::net::TcpStream::connect(&host).await?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n")
-            .as_bytes(),
-    )
-    .await?;
-    // Samples stay local until the end: no shared lock on the hot path.
-    let mut local = Vec::new();
-    // Each client has its own stop signal: a channel shared by all of them
-    // would take one lock, shared by every client, at every event.
-    tokio::select! {
-        r = read_events(&mut s, &ready, &mut local) => r?,
-        _ = stop => {}
-    }
-    if let Ok(mut all) = samples.0.lock() {
-        all.append(&mut local);
-    }
-    Ok(())
-}
-
-/// Reads SSE frames until the server closes, recording the latency of every
-/// event carrying `"bench_sent_us":<n>` (the rest is ignored). Bytes are
-/// scanned in place: the client must cost as little CPU as possible, since it
-/// shares the machine with the server it measures.
-async fn read_events(
-    s: &mut tokio::net::TcpStream,
-    ready: &tokio::sync::Semaphore,
-    local: &mut Vec<u64>,
-) -> anyhow::Result<()> {
-    const KEY: &[u8] = b"bench_sent_us\":";
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut pending = Vec::new();
-    let mut announced = false;
-    loop {
-        let n = s.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
-        }
-        pending.extend_from_slice(&buf[..n]);
-        if !announced && pending.windows(9).any(|w| w == b"connected") {
-            announced = true;
-            ready.add_permits(1);
-        }
-        let mut consumed = 0;
-        let mut at = 0;
-        while let Some(pos) = pending[at..].windows(KEY.len()).position(|w| w == KEY) {
-            let start = at + pos + KEY.len();
-            let digits = pending[start..]
-                .iter()
-                .take_while(|b| b.is_ascii_digit())
-                .count();
-            if start + digits == pending.len() {
-                break;
-            }
-            let sent = pending[start..start + digits]
-                .iter()
-                .fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
-            local.push(now_us().saturating_sub(sent));
-            at = start + digits;
-            consumed = at;
-        }
-        if let Some(nl) = pending[consumed..].windows(2).rposition(|w| w == b"\n\n") {
-            consumed += nl + 2;
-        }
-        pending.drain(..consumed.min(pending.len()));
     }
 }
 
@@ -217,13 +126,26 @@ async fn sse(args: &[String]) -> anyhow::Result<()> {
         .map(|(h, p)| (h.to_owned(), format!("/{p}")))
         .context("URL path")?;
     let sep = if path.contains('?') { '&' } else { '?' };
-    let path = format!("{path}{sep}token={token}");
+    let sse = fleet::Target::Sse {
+        addr: resolve(&host).await?,
+        path: format!("{path}{sep}token={token}"),
+    };
     let pool = deadpool_redis::Config::from_url(redis_url.clone())
         .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
     let publisher = Publisher::new(pool, &prefix, 50_000);
+    // Baseline: the spec's design, one Redis subscription per client.
+    let redis_host = redis_url
+        .strip_prefix("redis://")
+        .filter(|r| !r.contains('@'))
+        .map(|r| r.split('/').next().unwrap_or(r))
+        .context("the baseline needs a redis://host:port URL without credentials")?;
+    let base_target = fleet::Target::Redis {
+        addr: resolve(redis_host).await?,
+        channel: publisher.channel().to_owned(),
+    };
     let project = Uuid::new_v4();
     println!(
-        "clients,rate_per_client,deliveries_expected,deliveries_received,p50_ms,p99_ms,max_ms,rss_per_client_kb,baseline_p50_ms,baseline_p99_ms,p99_ratio_vs_baseline"
+        "clients,rate_per_client,deliveries_expected,deliveries_received,disconnected,p50_ms,p99_ms,max_ms,rss_per_client_kb,baseline_p50_ms,baseline_p99_ms,p99_ratio_vs_baseline"
     );
     // Memory per client is measured from the idle server's RSS: freed memory
     // stays with the allocator, so a delta from one run to the next would
@@ -237,38 +159,16 @@ async fn sse(args: &[String]) -> anyhow::Result<()> {
         .flat_map(|&n| std::iter::repeat_n(n, repeat.max(1)))
     {
         // oec: N SSE clients on one api process.
-        let samples = Arc::new(Samples(std::sync::Mutex::new(Vec::new())));
-        let ready = Arc::new(tokio::sync::Semaphore::new(0));
-        let mut stops = Vec::with_capacity(n);
-        let mut tasks = Vec::new();
-        for _ in 0..n {
-            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
-            stops.push(stop_tx);
-            tasks.push(tokio::spawn(sse_client(
-                host.clone(),
-                path.clone(),
-                samples.clone(),
-                ready.clone(),
-                stop_rx,
-            )));
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(120), ready.acquire_many(n as u32)).await;
+        let clients = fleet::Fleet::start(&sse, n).await?;
         let rss_after = api_pid.and_then(rss_kb);
         let sent = publish_for(&publisher, org, project, rate, seconds).await?;
         tokio::time::sleep(Duration::from_secs(2)).await;
-        for stop in stops {
-            let _ = stop.send(());
-        }
-        for t in tasks {
-            let _ = t.await;
-        }
-        let s = samples.take();
+        let (s, disconnected) = clients.stop().await?;
         let per_client = match (rss_before, rss_after) {
             (Some(b), Some(a)) => format!("{:.1}", a.saturating_sub(b) as f64 / n as f64),
             _ => "n/a".into(),
         };
-        // Baseline: the spec's design, one Redis subscription per client.
-        let base = match baseline(&redis_url, &publisher, n, org, project, rate, seconds).await {
+        let base = match measure(&base_target, &publisher, n, org, project, rate, seconds).await {
             Ok(b) => b,
             Err(e) => {
                 eprintln!(
@@ -278,7 +178,7 @@ async fn sse(args: &[String]) -> anyhow::Result<()> {
             }
         };
         println!(
-            "{n},{rate},{},{},{:.2},{:.2},{:.2},{per_client},{:.2},{:.2},{:.3}",
+            "{n},{rate},{},{},{disconnected},{:.2},{:.2},{:.2},{per_client},{:.2},{:.2},{:.3}",
             sent * n as u64,
             s.len(),
             percentile(&s, 0.5),
@@ -293,8 +193,18 @@ async fn sse(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn baseline(
-    redis_url: &str,
+/// `host:port` as `ip:port`, for the fleet.
+async fn resolve(host: &str) -> anyhow::Result<String> {
+    tokio::net::lookup_host(host)
+        .await?
+        .next()
+        .map(|a| a.to_string())
+        .with_context(|| format!("resolving {host}"))
+}
+
+/// Latencies of `n` fleet clients of `target` while events are published.
+async fn measure(
+    target: &fleet::Target,
     publisher: &Publisher,
     n: usize,
     org: Uuid,
@@ -302,37 +212,10 @@ async fn baseline(
     rate: u64,
     seconds: u64,
 ) -> anyhow::Result<Vec<u64>> {
-    let client = redis::Client::open(redis_url)?;
-    let samples = Arc::new(Samples(std::sync::Mutex::new(Vec::new())));
-    let mut tasks = Vec::new();
-    for _ in 0..n {
-        let mut ps = client.get_async_pubsub().await?;
-        ps.subscribe(publisher.channel()).await?;
-        let samples = samples.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut msgs = ps.into_on_message();
-            while let Some(m) = msgs.next().await {
-                let Ok(p) = m.get_payload::<String>() else {
-                    continue;
-                };
-                if let Some(i) = p.find("bench_sent_us\":") {
-                    let rest = &p[i + 15..];
-                    let end = rest
-                        .find(|c: char| !c.is_ascii_digit())
-                        .unwrap_or(rest.len());
-                    if let Ok(sent) = rest[..end].parse::<u64>() {
-                        samples.push(now_us().saturating_sub(sent));
-                    }
-                }
-            }
-        }));
-    }
+    let clients = fleet::Fleet::start(target, n).await?;
     publish_for(publisher, org, project, rate, seconds).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    for t in tasks {
-        t.abort();
-    }
-    Ok(samples.take())
+    Ok(clients.stop().await?.0)
 }
 
 async fn logs(args: &[String]) -> anyhow::Result<()> {
