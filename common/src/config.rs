@@ -87,6 +87,9 @@ pub struct Settings {
     /// A pending deployment not picked up this long is re-enqueued (once),
     /// then failed.
     pub reaper_pending_after: Duration,
+    /// The queue's records of finished jobs older than this are removed by
+    /// the retention job.
+    pub queue_keep_finished: Duration,
     /// What the worker's pipeline deploys with.
     pub pipeline: PipelineSettings,
 }
@@ -306,6 +309,11 @@ impl Settings {
             r.optional("OEC_REAPER_PENDING_SECS", Duration::from_secs(120), |v| {
                 parse_range(v, 1, 86_400).map(|n| Duration::from_secs(n.into()))
             });
+        let queue_keep_finished = r.optional(
+            "OEC_QUEUE_KEEP_FINISHED_SECS",
+            Duration::from_secs(86_400),
+            |v| parse_range(v, 0, 31_536_000).map(|n| Duration::from_secs(n.into())),
+        );
 
         let image = |v: &str| -> Result<String, String> {
             crate::model::fields::parse_image("image", v)
@@ -411,6 +419,7 @@ impl Settings {
             retention_pause,
             reaper_stale_after,
             reaper_pending_after,
+            queue_keep_finished,
             pipeline,
         })
     }

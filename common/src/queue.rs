@@ -71,3 +71,70 @@ pub async fn queued_deployments(
         .map(|j| j.deployment_id)
         .collect())
 }
+
+/// Removes the queue's records of jobs that finished (done or dead) at least
+/// `age` ago: their data, their metadata and their place in the done and dead
+/// sets. Deployments live in PostgreSQL; without this Redis would keep a
+/// record of every deployment ever made. The sets are walked with `SSCAN` in
+/// batches, so Redis is never blocked for long. Returns how many went.
+pub async fn prune_finished(
+    conn: &mut deadpool_redis::Connection,
+    prefix: &str,
+    age: Duration,
+) -> anyhow::Result<u64> {
+    let cfg = config(prefix, 1);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let cutoff = now.saturating_sub(age).as_secs();
+    let script = redis::Script::new(PRUNE_FINISHED);
+    let mut removed = 0;
+    for set in [cfg.done_jobs_set(), cfg.dead_jobs_set()] {
+        let mut cursor = 0u64;
+        loop {
+            let (next, ids): (u64, Vec<String>) = redis::cmd("SSCAN")
+                .arg(&set)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(500)
+                .query_async(&mut **conn)
+                .await?;
+            if !ids.is_empty() {
+                let n: u64 = script
+                    .key(&set)
+                    .key(cfg.job_data_hash())
+                    .key(cfg.job_meta_hash())
+                    .arg(cutoff)
+                    .arg(&ids)
+                    .invoke_async(&mut **conn)
+                    .await?;
+                removed += n;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    Ok(removed)
+}
+
+/// KEYS: the done (or dead) set, the job data hash, the job metadata prefix.
+/// ARGV: the cutoff (Unix seconds), then task ids from the set. A task whose
+/// `done_at` is at or before the cutoff, or that has no metadata left, goes.
+const PRUNE_FINISHED: &str = r"
+local removed = 0
+local cutoff = tonumber(ARGV[1])
+for i = 2, #ARGV do
+  local id = ARGV[i]
+  local meta = KEYS[3] .. ':' .. id
+  local done_at = tonumber(redis.call('HGET', meta, 'done_at'))
+  if done_at == nil or done_at <= cutoff then
+    redis.call('SREM', KEYS[1], id)
+    redis.call('HDEL', KEYS[2], id)
+    redis.call('DEL', meta)
+    removed = removed + 1
+  end
+end
+return removed
+";

@@ -337,3 +337,92 @@ async fn a_pending_deployment_whose_job_was_lost_runs_after_the_reaper_requeues_
         .remove_network(&format!("paasportal_net_{env}"))
         .await;
 }
+
+/// `oec-scheduler run retention` with the stack's environment and `extra`.
+fn run_retention(stack: &Stack, extra: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new(oec_tests::binary("oec-scheduler"))
+        .env_clear()
+        .envs(stack.env.iter().cloned())
+        .envs(extra.iter().copied())
+        .args(["run", "retention"])
+        .output()
+        .expect("run retention");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_removes_the_queue_records_of_finished_jobs_past_their_age() {
+    let stack = Stack::start(1, &[]).await;
+    let (_, project, server) = stack.world("acme", ServerLogin::Key).await;
+    let env = stack.environment(project, server, "staging").await;
+    let id = stack.deploy(env).await;
+    stack.wait_terminal(id, Duration::from_secs(60)).await;
+    let cfg = oec_common::queue::config(&stack.var("OEC_REDIS_PREFIX"), 1);
+    let client = redis::Client::open(oec_tests::redis_url()).expect("redis");
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn");
+    let mut finished_ids = Vec::new();
+    // The worker acknowledges the job just after the deployment ends.
+    let until = Instant::now() + Duration::from_secs(30);
+    while finished_ids.is_empty() && Instant::now() < until {
+        finished_ids = redis::cmd("SUNION")
+            .arg(cfg.done_jobs_set())
+            .arg(cfg.dead_jobs_set())
+            .query_async::<Vec<String>>(&mut conn)
+            .await
+            .expect("sunion");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(finished_ids.len(), 1, "the job is recorded as finished");
+    let task = &finished_ids[0];
+    let meta = format!("{}:{task}", cfg.job_meta_hash());
+    let data: i64 = redis::cmd("HLEN")
+        .arg(cfg.job_data_hash())
+        .query_async(&mut conn)
+        .await
+        .expect("hlen");
+    assert_eq!(data, 1);
+
+    let recent = run_retention(&stack, &[("OEC_QUEUE_KEEP_FINISHED_SECS", "3600")]);
+    assert!(
+        recent.contains("removed 0 finished queue jobs"),
+        "a job finished a moment ago is kept: {recent}"
+    );
+    let kept: bool = redis::cmd("EXISTS")
+        .arg(&meta)
+        .query_async(&mut conn)
+        .await
+        .expect("exists");
+    assert!(kept);
+
+    let due = run_retention(&stack, &[("OEC_QUEUE_KEEP_FINISHED_SECS", "0")]);
+    assert!(due.contains("removed 1 finished queue jobs"), "{due}");
+    let (data, finished, meta_left): (i64, Vec<String>, bool) = redis::pipe()
+        .cmd("HLEN")
+        .arg(cfg.job_data_hash())
+        .cmd("SUNION")
+        .arg(cfg.done_jobs_set())
+        .arg(cfg.dead_jobs_set())
+        .cmd("EXISTS")
+        .arg(&meta)
+        .query_async(&mut conn)
+        .await
+        .expect("after");
+    assert_eq!((data, finished.len(), meta_left), (0, 0, false));
+    // The deployment itself stays.
+    let d = stack
+        .get(&format!("/api/v1/deployments/{id}"), &stack.admin_token)
+        .await;
+    assert_eq!(d.status, 200);
+    let docker = bollard::Docker::connect_with_local_defaults().expect("docker");
+    let _ = docker
+        .remove_network(&format!("paasportal_net_{env}"))
+        .await;
+}

@@ -1,13 +1,28 @@
 //! Log retention (the spec's 03:00 cleanup): deletes deployment logs older
 //! than `LOG_RETENTION_DAYS` in short batches, so the table is never locked
 //! for long and reads go on. `0` keeps logs forever. Deployments are kept.
+//! The same run removes the queue's records of jobs that finished more than
+//! `OEC_QUEUE_KEEP_FINISHED_SECS` ago (the deployments stay in PostgreSQL).
 
 use chrono::Utc;
 use oec_common::db::maintenance;
+use oec_common::queue;
 
 use crate::Deps;
 
 pub async fn run(deps: &Deps) -> anyhow::Result<String> {
+    let logs = logs(deps).await?;
+    let mut conn = deps.redis.get().await?;
+    let jobs = queue::prune_finished(
+        &mut conn,
+        &deps.settings.redis_prefix,
+        deps.settings.queue_keep_finished,
+    )
+    .await?;
+    Ok(format!("{logs}; removed {jobs} finished queue jobs"))
+}
+
+async fn logs(deps: &Deps) -> anyhow::Result<String> {
     let days = deps.settings.log_retention_days;
     if days == 0 {
         return Ok("LOG_RETENTION_DAYS=0: logs are kept forever, nothing deleted".into());
