@@ -45,7 +45,14 @@ pub struct EnvironmentBody {
     disk_gb: Option<i64>,
     odoo_conf_overrides: Option<serde_json::Value>,
     replica_enabled: Option<bool>,
-    migration_source_url: Option<String>,
+    /// Absent: unchanged; `null`: removed (PATCH); a URL: set.
+    #[serde(default, deserialize_with = "present")]
+    migration_source_url: Option<Option<String>>,
+}
+
+/// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]
@@ -67,6 +74,7 @@ struct Parsed {
     disk_gb: Option<i32>,
     overrides: Option<serde_json::Value>,
     migration_source_url: Option<String>,
+    clear_migration_source_url: bool,
 }
 
 fn parse(b: &EnvironmentBody) -> Result<Parsed, ApiError> {
@@ -122,9 +130,11 @@ fn parse(b: &EnvironmentBody) -> Result<Parsed, ApiError> {
             .transpose()?,
         migration_source_url: b
             .migration_source_url
-            .as_deref()
+            .as_ref()
+            .and_then(Option::as_deref)
             .map(|v| fields::parse_download_url("migration_source_url", v))
             .transpose()?,
+        clear_migration_source_url: matches!(b.migration_source_url, Some(None)),
     })
 }
 
@@ -229,6 +239,7 @@ async fn create(
         odoo_conf_overrides: p.overrides.as_ref(),
         replica_enabled: body.replica_enabled,
         migration_source_url: p.migration_source_url.as_deref(),
+        clear_migration_source_url: p.clear_migration_source_url,
     };
     let env = db::environments::insert(&state.pool, project_id, &f)
         .await
@@ -306,6 +317,7 @@ async fn update(
         odoo_conf_overrides: p.overrides.as_ref(),
         replica_enabled: body.replica_enabled,
         migration_source_url: p.migration_source_url.as_deref(),
+        clear_migration_source_url: p.clear_migration_source_url,
     };
     let env = db::environments::update(&state.pool, *id, &f)
         .await

@@ -54,6 +54,8 @@ pub struct EnvironmentFields<'a> {
     /// A backup to restore once (its query string, e.g. a presigned
     /// signature, is never returned by the API).
     pub migration_source_url: Option<&'a str>,
+    /// On update: remove the migration source (`migration_source_url: null`).
+    pub clear_migration_source_url: bool,
 }
 
 pub async fn insert(
@@ -97,7 +99,8 @@ pub async fn update(
             branch = COALESCE($7, branch), cpu_cores = COALESCE($8, cpu_cores), ram_mb = COALESCE($9, ram_mb),
             disk_gb = COALESCE($10, disk_gb), odoo_conf_overrides = COALESCE($11, odoo_conf_overrides),
             replica_enabled = COALESCE($12, replica_enabled),
-            migration_source_url = COALESCE($13, migration_source_url), updated_at = now()
+            migration_source_url = CASE WHEN $14 THEN NULL ELSE COALESCE($13, migration_source_url) END,
+            updated_at = now()
          WHERE id = $1 RETURNING {COLUMNS}"
     ))
     .bind(id)
@@ -113,6 +116,7 @@ pub async fn update(
     .bind(f.odoo_conf_overrides)
     .bind(f.replica_enabled)
     .bind(f.migration_source_url)
+    .bind(f.clear_migration_source_url)
     .fetch_optional(pool)
     .await
 }

@@ -469,6 +469,41 @@ async fn environments_crud_with_defaults_and_reference_checks() {
 }
 
 #[tokio::test]
+async fn patch_keeps_an_absent_migration_source_and_removes_a_null_one() {
+    let app = TestApp::spawn().await;
+    let w = World::build(&app, "acme").await;
+    let t = &app.admin_token;
+    let path = format!("/api/v1/environments/{}", w.environment);
+    let url = "https://backups.example.com/acme.zip?X-Amz-Signature=secret";
+    let r = app
+        .patch(&path, t, json!({"migration_source_url": url}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.body["migration_source_url"],
+        "https://backups.example.com/acme.zip"
+    );
+    let r = app.patch(&path, t, json!({"ram_mb": 2048})).await;
+    assert_eq!(
+        r.body["migration_source_url"], "https://backups.example.com/acme.zip",
+        "left out: unchanged"
+    );
+    let r = app
+        .patch(&path, t, json!({"migration_source_url": null}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["migration_source_url"], json!(null), "null: removed");
+    let stored: Option<String> =
+        sqlx::query_scalar("SELECT migration_source_url FROM environments WHERE id = $1")
+            .bind(w.environment)
+            .fetch_one(&app.db)
+            .await
+            .expect("stored");
+    assert_eq!(stored, None);
+    assert_eq!(app.get(&path, t).await.body["ram_mb"], 2048);
+}
+
+#[tokio::test]
 async fn schema_constraints_hold_one_active_deployment_per_environment() {
     let app = TestApp::spawn().await;
     let w = World::build(&app, "acme").await;
