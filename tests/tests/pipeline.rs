@@ -934,7 +934,7 @@ async fn a_migration_backup_is_restored_once_and_never_again() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn odoo_18_with_a_replica_gets_a_streaming_replica_behind_its_own_pgbouncer() {
+async fn odoo_18_gets_a_streaming_replica_behind_its_own_pgbouncer_until_it_is_turned_off() {
     let w = world(&[]).await;
     let t = w.stack.admin_token.clone();
     let r = w
@@ -984,6 +984,41 @@ async fn odoo_18_with_a_replica_gets_a_streaming_replica_behind_its_own_pgbounce
     assert!(conf.contains(&format!(
         "db_replica_host = {env}_pgbouncer-replica\ndb_replica_port = 6433\n"
     )));
+
+    // Turned off: the redeploy runs Odoo without it, then removes it.
+    let r = w
+        .stack
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/environments/{env}"),
+            Some(&t),
+            Some(json!({"replica_enabled": false})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let (id, d) = w.deploy_and_wait(env).await;
+    let messages = w.messages(id).await;
+    assert_eq!(d["status"], "success", "{d}\n{}", messages.join("\n"));
+    assert!(
+        messages.contains(&format!(
+            "Read replica no longer enabled: removed {env}_pgbouncer-replica, postgres-replica-{env} \
+             and volume paasportal_pgdata_replica_{env}"
+        )),
+        "{}",
+        messages.join("\n")
+    );
+    assert!(inspect(&format!("postgres-replica-{env}")).await.is_none());
+    assert!(inspect(&format!("{env}_pgbouncer-replica")).await.is_none());
+    let conf =
+        std::fs::read_to_string(format!("/opt/paasportal/{env}/odoo.conf")).unwrap_or_default();
+    assert!(!conf.contains("db_replica_host"), "{conf}");
+    let primary = psql(
+        &format!("{env}_db"),
+        env,
+        "SELECT state FROM ir_module_module WHERE name = 'base'",
+    )
+    .await;
+    assert_eq!(primary, "installed", "the primary and its data stay");
 }
 
 #[tokio::test(flavor = "multi_thread")]

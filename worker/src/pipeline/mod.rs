@@ -205,8 +205,10 @@ pub async fn run_job(deps: Arc<Deps>, deployment_id: Uuid) {
         } => End::Aborted(abort),
     };
     heartbeat.abort();
-    if matches!(end, End::Failed(_) | End::Aborted(Abort::Cancelled)) {
-        cleanup(&deps, &run).await;
+    match end {
+        End::Failed(_) | End::Aborted(Abort::Cancelled) => cleanup(&deps, &run).await,
+        End::Success => retire_replica(&run).await,
+        End::Aborted(_) => {}
     }
     // Dropping the target closes the SSH session, hanging up any remote command.
     drop(run);
@@ -401,6 +403,67 @@ async fn finish(deps: &Deps, ctx: &RunContext, log: Option<&Log>, end: End, star
     tracing::info!(deployment_id = %ctx.deployment_id, status, seconds = total, "deployment finished");
 }
 
+/// After a successful deployment without a read replica, removes the one an
+/// earlier deployment left, with its volume: the Odoo now running was
+/// configured without it, so nothing reads from it any more.
+async fn retire_replica(run: &Run) {
+    let (Some(target), Some(plan)) = (&run.target, &run.plan) else {
+        return;
+    };
+    if plan.replica() {
+        return;
+    }
+    let env = run.ctx.environment_id;
+    let docker = target.docker();
+    let mut removed = Vec::new();
+    for name in [
+        stages::creating_database::replica_pgbouncer_container(env),
+        stages::creating_database::replica_container(env),
+    ] {
+        let found = docker::inspect(docker, &name).await;
+        let result = match found {
+            Ok(Some(_)) => docker::remove(docker, &name).await.map(|()| true),
+            Ok(None) => Ok(false),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(true) => removed.push(name),
+            Ok(false) => {}
+            Err(e) => run.log.warning(
+                Step::Completed,
+                &format!("Removing the read replica that is no longer enabled: {e:#}"),
+            ),
+        }
+    }
+    if removed.is_empty() {
+        return;
+    }
+    let volume = stages::creating_database::replica_volume(env);
+    let volume_note = match docker
+        .remove_volume(
+            &volume,
+            None::<bollard::query_parameters::RemoveVolumeOptions>,
+        )
+        .await
+    {
+        Ok(()) => format!(" and volume {volume}"),
+        Err(e) => {
+            run.log.warning(
+                Step::Completed,
+                &format!("Removing volume {volume}: {}", docker::message(&e)),
+            );
+            String::new()
+        }
+    };
+    run.log.info(
+        Step::Completed,
+        &format!(
+            "Read replica no longer enabled: removed {}{volume_note}",
+            removed.join(", ")
+        ),
+    );
+}
+
 /// After a failed or cancelled first deployment, removes the containers,
 /// network and volume it created (unless `OEC_KEEP_FAILED=1`). A redeploy
 /// keeps everything, the database volume above all.
@@ -434,7 +497,7 @@ async fn cleanup(deps: &Deps, run: &Run) {
         let _ = docker.remove_network(&stages::network_name(env)).await;
         for volume in [
             stages::creating_database::volume(env),
-            format!("paasportal_pgdata_replica_{env}"),
+            stages::creating_database::replica_volume(env),
         ] {
             let _ = docker
                 .remove_volume(

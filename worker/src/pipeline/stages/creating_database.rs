@@ -38,6 +38,10 @@ pub fn volume(env: uuid::Uuid) -> String {
     format!("paasportal_pgdata_{env}")
 }
 
+pub fn replica_volume(env: uuid::Uuid) -> String {
+    format!("paasportal_pgdata_replica_{env}")
+}
+
 pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
     let t0 = Instant::now();
     let step = Step::CreatingDatabase;
@@ -357,9 +361,7 @@ async fn setup_replica(
         ],
         share,
         net,
-        Some(format!(
-            "paasportal_pgdata_replica_{env}:/var/lib/postgresql/data"
-        )),
+        Some(format!("{}:/var/lib/postgresql/data", replica_volume(env))),
         None,
         env,
     );
