@@ -1,9 +1,10 @@
-//! oec-api: the REST API (and, later, the live event streams) over PostgreSQL
+//! oec-api: the REST API and the live event streams over PostgreSQL
 //! and Redis. `main.rs` only loads settings and runs [`startup::Application`].
 
 pub mod access;
 pub mod errors;
 pub mod extract;
+pub mod request_log;
 pub mod routes;
 pub mod sse;
 pub mod startup;

@@ -67,6 +67,9 @@ impl Application {
                 state.settings.sse_keepalive,
             ));
             App::new()
+                .wrap(actix_web::middleware::from_fn(
+                    crate::request_log::middleware,
+                ))
                 .app_data(state.clone())
                 .app_data(local)
                 .app_data(

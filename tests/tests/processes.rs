@@ -138,3 +138,80 @@ async fn each_binary_migrates_starts_and_stops_cleanly_on_sigterm() {
     assert_eq!(tables, 4);
     pool.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_response_carries_a_request_id_and_the_access_log_never_holds_a_token() {
+    let stack = oec_tests::stack::Stack::start(0, &[]).await;
+    let t = stack.admin_token.clone();
+    let me = |id: Option<&'static str>| {
+        let mut r = stack
+            .client
+            .get(stack.url("/api/v1/auth/me"))
+            .bearer_auth(&t);
+        if let Some(id) = id {
+            r = r.header("X-Request-Id", id);
+        }
+        r.send()
+    };
+    let header = |r: &reqwest::Response| {
+        r.headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .unwrap_or_default()
+    };
+    let own = me(Some("support-ticket_42.a")).await.expect("send");
+    assert_eq!(own.status(), 200);
+    assert_eq!(
+        header(&own),
+        "support-ticket_42.a",
+        "the caller's id is kept"
+    );
+    let made = me(None).await.expect("send");
+    let made_id = header(&made);
+    assert!(
+        made_id.len() == 32 && made_id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{made_id:?}"
+    );
+    let refused = me(Some("two words")).await.expect("send");
+    assert_ne!(header(&refused), "two words", "an unsafe id is replaced");
+    assert_eq!(header(&refused).len(), 32);
+    // Errors carry one too.
+    let missing = stack
+        .client
+        .get(stack.url("/api/v1/deployments/not-a-uuid"))
+        .bearer_auth(&t)
+        .header("X-Request-Id", "bad-path-1")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(missing.status(), 400);
+    assert_eq!(header(&missing), "bad-path-1");
+    // An event stream authenticated by `?token=`: logged without the query.
+    let sse = stack
+        .client
+        .get(stack.url(&format!("/api/v1/events/stream?token={t}")))
+        .header("X-Request-Id", "sse-1")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(sse.status(), 200);
+    drop(sse);
+    stack
+        .api
+        .wait_for("GET /api/v1/events/stream 200", Duration::from_secs(10))
+        .await;
+    let log = stack.api.log();
+    for line in [
+        "request_id=support-ticket_42.a",
+        &format!("request_id={made_id}"),
+        "GET /api/v1/auth/me 200",
+        "request_id=bad-path-1",
+        "GET /api/v1/deployments/not-a-uuid 400",
+        "request_id=sse-1",
+    ] {
+        assert!(log.contains(line), "{line:?} not in:\n{log}");
+    }
+    assert!(!log.contains(&t), "the token is in the log:\n{log}");
+    assert!(!log.contains("two words"));
+}
