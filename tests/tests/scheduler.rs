@@ -91,6 +91,32 @@ async fn retention_deletes_exactly_what_is_past_the_cutoff() {
 }
 
 #[tokio::test]
+async fn retention_deletes_the_logs_even_when_redis_is_unreachable() {
+    let db = TestDatabase::create().await;
+    // Nothing listens on port 1: the queue cannot be pruned.
+    let d = deps(
+        &db,
+        &[
+            ("LOG_RETENTION_DAYS", "7"),
+            ("REDIS_URL", "redis://127.0.0.1:1"),
+        ],
+    )
+    .await;
+    let dep = deployment(&d.pool).await;
+    logs(&d.pool, dep, 0, 3, chrono::Duration::days(8)).await;
+    let summary = Job::Retention.run(&d).await.expect("the run succeeds");
+    assert!(
+        summary.starts_with("Deleted 3 deployment logs older than 7 days"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("finished queue jobs not pruned"),
+        "{summary}"
+    );
+    assert_eq!(count(&d.pool).await, 0);
+}
+
+#[tokio::test]
 async fn zero_days_keeps_everything() {
     let db = TestDatabase::create().await;
     let d = deps(&db, &[("LOG_RETENTION_DAYS", "0")]).await;

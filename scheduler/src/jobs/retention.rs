@@ -12,14 +12,24 @@ use crate::Deps;
 
 pub async fn run(deps: &Deps) -> anyhow::Result<String> {
     let logs = logs(deps).await?;
-    let mut conn = deps.redis.get().await?;
-    let jobs = queue::prune_finished(
-        &mut conn,
-        &deps.settings.redis_prefix,
-        deps.settings.queue_keep_finished,
-    )
-    .await?;
-    Ok(format!("{logs}; removed {jobs} finished queue jobs"))
+    // The logs are done whatever happens to Redis: a failure here is reported
+    // in the summary, and the next run prunes what this one could not.
+    let jobs = async {
+        let mut conn = deps.redis.get().await?;
+        queue::prune_finished(
+            &mut conn,
+            &deps.settings.redis_prefix,
+            deps.settings.queue_keep_finished,
+        )
+        .await
+    };
+    Ok(match jobs.await {
+        Ok(n) => format!("{logs}; removed {n} finished queue jobs"),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "pruning the queue's finished jobs failed");
+            format!("{logs}; finished queue jobs not pruned: {e:#}")
+        }
+    })
 }
 
 async fn logs(deps: &Deps) -> anyhow::Result<String> {
