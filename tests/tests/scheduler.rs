@@ -29,6 +29,31 @@ async fn deps(db: &TestDatabase, extra: &[(&str, &str)]) -> Deps {
     }
 }
 
+/// `oec-scheduler run {job}` with the stack's environment and `extra`: its stdout.
+fn run_job(stack: &Stack, job: &str, extra: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new(oec_tests::binary("oec-scheduler"))
+        .env_clear()
+        .envs(stack.env.iter().cloned())
+        .envs(extra.iter().copied())
+        .args(["run", job])
+        .output()
+        .expect("run the job");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn redis_conn() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(oec_tests::redis_url())
+        .expect("redis")
+        .get_multiplexed_async_connection()
+        .await
+        .expect("conn")
+}
+
 /// A deployment to hang log lines on, ended long ago.
 async fn deployment(pool: &sqlx::PgPool) -> Uuid {
     let (dep, _) = oec_tests::bare_deployment(pool).await.expect("deployment");
@@ -304,11 +329,7 @@ async fn a_pending_deployment_whose_job_was_lost_runs_after_the_reaper_requeues_
     let id = stack.deploy(env).await;
     // Lose the job: delete every queue key of this stack.
     let prefix = stack.var("OEC_REDIS_PREFIX");
-    let client = redis::Client::open(oec_tests::redis_url()).expect("redis");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("conn");
+    let mut conn = redis_conn().await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("{prefix}oec:deployments*"))
         .query_async(&mut conn)
@@ -334,23 +355,8 @@ async fn a_pending_deployment_whose_job_was_lost_runs_after_the_reaper_requeues_
         "nothing to pick up"
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let out = std::process::Command::new(oec_tests::binary("oec-scheduler"))
-        .env_clear()
-        .envs(stack.env.iter().cloned())
-        .env("OEC_REAPER_PENDING_SECS", "3")
-        .args(["run", "reaper"])
-        .output()
-        .expect("run reaper");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("1 lost jobs enqueued again"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    let out = run_job(&stack, "reaper", &[("OEC_REAPER_PENDING_SECS", "3")]);
+    assert!(out.contains("1 lost jobs enqueued again"), "{out}");
     let d = stack.wait_terminal(id, Duration::from_secs(60)).await;
     assert_eq!(
         d["error_message"],
@@ -364,23 +370,6 @@ async fn a_pending_deployment_whose_job_was_lost_runs_after_the_reaper_requeues_
         .await;
 }
 
-/// `oec-scheduler run retention` with the stack's environment and `extra`.
-fn run_retention(stack: &Stack, extra: &[(&str, &str)]) -> String {
-    let out = std::process::Command::new(oec_tests::binary("oec-scheduler"))
-        .env_clear()
-        .envs(stack.env.iter().cloned())
-        .envs(extra.iter().copied())
-        .args(["run", "retention"])
-        .output()
-        .expect("run retention");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn retention_removes_the_queue_records_of_finished_jobs_past_their_age() {
     let stack = Stack::start(1, &[]).await;
@@ -389,11 +378,7 @@ async fn retention_removes_the_queue_records_of_finished_jobs_past_their_age() {
     let id = stack.deploy(env).await;
     stack.wait_terminal(id, Duration::from_secs(60)).await;
     let cfg = oec_common::queue::config(&stack.var("OEC_REDIS_PREFIX"), 1);
-    let client = redis::Client::open(oec_tests::redis_url()).expect("redis");
-    let mut conn = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("conn");
+    let mut conn = redis_conn().await;
     let mut finished_ids = Vec::new();
     // The worker acknowledges the job just after the deployment ends.
     let until = Instant::now() + Duration::from_secs(30);
@@ -416,7 +401,11 @@ async fn retention_removes_the_queue_records_of_finished_jobs_past_their_age() {
         .expect("hlen");
     assert_eq!(data, 1);
 
-    let recent = run_retention(&stack, &[("OEC_QUEUE_KEEP_FINISHED_SECS", "3600")]);
+    let recent = run_job(
+        &stack,
+        "retention",
+        &[("OEC_QUEUE_KEEP_FINISHED_SECS", "3600")],
+    );
     assert!(
         recent.contains("removed 0 finished queue jobs"),
         "a job finished a moment ago is kept: {recent}"
@@ -428,7 +417,11 @@ async fn retention_removes_the_queue_records_of_finished_jobs_past_their_age() {
         .expect("exists");
     assert!(kept);
 
-    let due = run_retention(&stack, &[("OEC_QUEUE_KEEP_FINISHED_SECS", "0")]);
+    let due = run_job(
+        &stack,
+        "retention",
+        &[("OEC_QUEUE_KEEP_FINISHED_SECS", "0")],
+    );
     assert!(due.contains("removed 1 finished queue jobs"), "{due}");
     let (data, finished, meta_left): (i64, Vec<String>, bool) = redis::pipe()
         .cmd("HLEN")

@@ -53,12 +53,13 @@ pub fn is_running(c: &ContainerInspectResponse) -> bool {
     c.state.as_ref().and_then(|s| s.running).unwrap_or(false)
 }
 
-/// Removes a container (stopping it first); absent is fine.
-pub async fn remove(docker: &Docker, name: &str) -> anyhow::Result<()> {
+/// Removes a container (stopping it first); absent is fine. Tells whether
+/// there was one.
+pub async fn remove(docker: &Docker, name: &str) -> anyhow::Result<bool> {
     let opts = RemoveContainerOptionsBuilder::default().force(true).build();
     match docker.remove_container(name, Some(opts)).await {
-        Ok(()) => Ok(()),
-        Err(e) if is_not_found(&e) => Ok(()),
+        Ok(()) => Ok(true),
+        Err(e) if is_not_found(&e) => Ok(false),
         Err(e) => Err(anyhow::anyhow!("removing {name}: {}", message(&e))),
     }
 }

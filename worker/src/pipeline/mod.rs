@@ -420,13 +420,7 @@ async fn retire_replica(run: &Run) {
         stages::creating_database::replica_pgbouncer_container(env),
         stages::creating_database::replica_container(env),
     ] {
-        let found = docker::inspect(docker, &name).await;
-        let result = match found {
-            Ok(Some(_)) => docker::remove(docker, &name).await.map(|()| true),
-            Ok(None) => Ok(false),
-            Err(e) => Err(e),
-        };
-        match result {
+        match docker::remove(docker, &name).await {
             Ok(true) => removed.push(name),
             Ok(false) => {}
             Err(e) => run.log.warning(
