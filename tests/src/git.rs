@@ -15,6 +15,9 @@ impl Drop for GitHost {
     }
 }
 
+/// A file content that commits a symbolic link instead: `"@symlink:/etc/x"`.
+pub const SYMLINK: &str = "@symlink:";
+
 fn git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .current_dir(dir)
@@ -91,7 +94,14 @@ impl GitHost {
             if let Some(d) = p.parent() {
                 std::fs::create_dir_all(d).expect("dir");
             }
-            std::fs::write(p, content).expect("file");
+            // `@symlink:TARGET` commits a symbolic link to TARGET.
+            match content.strip_prefix(SYMLINK) {
+                Some(target) => {
+                    let _ = std::fs::remove_file(&p);
+                    std::os::unix::fs::symlink(target, p).expect("symlink")
+                }
+                None => std::fs::write(p, content).expect("file"),
+            }
         }
         git(&work, &["add", "-A"]);
         git(&work, &["commit", "-q", "-m", message]);

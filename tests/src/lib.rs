@@ -7,6 +7,7 @@
 pub mod git;
 pub mod stack;
 pub mod standin;
+pub mod world;
 
 use std::collections::HashMap;
 

@@ -223,8 +223,20 @@ async fn clone_one(
     result
 }
 
+/// The shell prelude of every git command on a server: git never runs
+/// repository-controlled code. Hooks, fsmonitor and external protocols are
+/// off on the command line (which outranks every config file), nothing
+/// prompts, and ssh runs in batch mode with a connect timeout.
+pub const GIT_PRELUDE: &str = "export GIT_TERMINAL_PROMPT=0 GIT_PAGER=cat PAGER=cat GIT_ASKPASS=true SSH_ASKPASS=true \
+     GIT_SSH_COMMAND='ssh -o BatchMode=yes -o ConnectTimeout=20 -o StrictHostKeyChecking=accept-new'; \
+     g() { git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.untrackedCache=false \
+       -c protocol.ext.allow=never -c submodule.recurse=false \"$@\" </dev/null; }; ";
+
 /// Clone, or fetch and reset an existing checkout, of one branch. The
-/// checkout's remote never keeps the token.
+/// checkout's remote never keeps the token. Before a fetch the checkout's
+/// own git state is reset to what oec wrote (config, no hooks, no
+/// attributes, no alternates), so nothing planted there is ever read; a
+/// checkout whose `.git` is not a plain directory is cloned anew.
 pub fn sync_command(dir: &str, fetch_url: &str, clean_url: &str, branch: &str) -> String {
     let (d, f, c, b) = (
         quote(dir),
@@ -233,13 +245,15 @@ pub fn sync_command(dir: &str, fetch_url: &str, clean_url: &str, branch: &str) -
         quote(branch),
     );
     format!(
-        "export GIT_TERMINAL_PROMPT=0 GIT_PAGER=cat PAGER=cat; \
-         if [ -d {d}/.git ]; then \
-           git -C {d} fetch --depth 1 --no-tags {f} {b} && git -C {d} reset --hard FETCH_HEAD && \
-           git -C {d} clean -ffdx -q && git -C {d} remote set-url origin {c}; \
+        "{GIT_PRELUDE}\
+         if [ -d {d}/.git ] && [ ! -L {d} ] && [ ! -L {d}/.git ]; then \
+           rm -rf {d}/.git/hooks {d}/.git/info {d}/.git/objects/info/alternates {d}/.git/commondir {d}/.git/config.worktree && \
+           printf '[core]\\n\\trepositoryformatversion = 0\\n\\tfilemode = true\\n\\tbare = false\\n' > {d}/.git/config && \
+           g -C {d} fetch --depth 1 --no-tags {f} {b} && g -C {d} reset -q --hard FETCH_HEAD && \
+           g -C {d} clean -ffdx -q && g -C {d} config remote.origin.url {c}; \
          else \
            rm -rf {d} && mkdir -p \"$(dirname {d})\" && \
-           git clone --depth 1 --single-branch --branch {b} {f} {d} && git -C {d} remote set-url origin {c}; \
+           g clone --template= --depth 1 --single-branch --branch {b} {f} {d} && g -C {d} config remote.origin.url {c}; \
          fi"
     )
 }
@@ -250,7 +264,7 @@ async fn git_info(run: &Run, repo: &Repo) -> Result<GitInfo, StageError> {
         run.settings.deploy_root, run.ctx.environment_id, repo.dir
     );
     let cmd = format!(
-        "git --no-pager -C {} log -1 --format=%H%x1f%cn%x1f%ce%x1f%cI%x1f%B",
+        "{GIT_PRELUDE}g --no-pager -C {} log -1 --format=%H%x1f%cn%x1f%ce%x1f%cI%x1f%B",
         quote(&dir)
     );
     let mut lines = Vec::new();
@@ -298,7 +312,8 @@ mod tests {
             "main; rm -rf /",
         );
         assert!(cmd.contains("--branch 'main; rm -rf /'"));
-        assert!(cmd.contains("remote set-url origin https://h/r.git"));
-        assert!(cmd.contains("git clone --depth 1 --single-branch"));
+        assert!(cmd.contains("config remote.origin.url https://h/r.git"));
+        assert!(cmd.contains("g clone --template= --depth 1 --single-branch"));
+        assert!(cmd.contains("-c core.hooksPath=/dev/null"));
     }
 }

@@ -85,7 +85,8 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
             ))
         })?
         .id
-        .unwrap_or_default();
+        .filter(|id| id.starts_with("sha256:"))
+        .ok_or_else(|| StageError::new(format!("Image {base_image} has no content id")))?;
     let fingerprint = dependencies::fingerprint(&deps.canonical(&base_id));
     let cached = deps_image(env, &fingerprint);
     let image = if !deps.is_empty() && docker::has_image(&docker, &cached).await? {
@@ -120,10 +121,13 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
             out.tail.join(" ")
         )));
     }
+    // The helper runs as root, so it runs from the configured base image
+    // pinned by its id (never from an image a deployment built, which a
+    // repository's code may have changed) and sees only what it changes.
     let code = docker::run_once(
         &docker,
         &format!("{env}_oec_chown"),
-        &image,
+        &base_id,
         [
             "find",
             "/env/data",
@@ -147,7 +151,11 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
         ]
         .map(str::to_owned)
         .to_vec(),
-        vec![format!("{root}:/env")],
+        vec![
+            format!("{root}/data:/env/data"),
+            format!("{root}/logs:/env/logs"),
+            format!("{root}/odoo.conf:/env/odoo.conf"),
+        ],
     )
     .await?;
     if code != 0 {
@@ -276,35 +284,49 @@ async fn ensure_traefik_network(docker: &bollard::Docker) -> Result<(), StageErr
     }
 }
 
-/// Every repository's apt.txt and requirements.txt, read in one command.
+/// The largest dependency file read; a larger one is ignored with a warning.
+pub const MAX_DEPENDENCY_FILE: u64 = 64 * 1024;
+
+/// Every repository's apt.txt and requirements.txt, read in one command
+/// from the checked-out commit's git objects (never by following a path on
+/// the server, so a symlink in a repository reads nothing outside it).
 async fn read_dependency_files(run: &Run) -> Result<Vec<DepFile>, StageError> {
     let plan = run.plan()?;
     let addons = format!(
         "{}/{}/addons",
         run.settings.deploy_root, run.ctx.environment_id
     );
-    let mut cmd = String::new();
-    for r in &plan.repos {
-        for f in ["apt.txt", "requirements.txt"] {
-            let path = quote(&format!("{addons}/{}/{f}", r.dir));
-            cmd.push_str(&format!(
-                "if [ -f {path} ]; then echo {marker}; cat {path}; echo; fi; ",
-                marker = quote(&format!("@@oec-file {} {f}", r.dir))
-            ));
-        }
-    }
-    cmd.push_str("true");
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let dirs: Vec<(String, String)> = plan
+        .repos
+        .iter()
+        .map(|r| (r.dir.clone(), format!("{addons}/{}", r.dir)))
+        .collect();
+    let cmd = dependency_files_command(&dirs, &nonce);
     let mut files: Vec<DepFile> = Vec::new();
+    let mut refused: Vec<String> = Vec::new();
+    let marker = format!("@@oec-{nonce} ");
     let out = run
         .target()?
         .run(&cmd, &mut |line| {
-            if let Some(rest) = line.strip_prefix("@@oec-file ") {
-                let (repo, kind) = rest.split_once(' ').unwrap_or((rest, ""));
-                files.push(DepFile {
-                    repo: repo.to_owned(),
-                    kind: kind.to_owned(),
-                    content: String::new(),
-                });
+            if let Some(rest) = line.strip_prefix(&marker) {
+                let mut parts = rest.splitn(3, ' ');
+                let (what, repo, kind) = (
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default(),
+                    parts.next().unwrap_or_default(),
+                );
+                match what {
+                    "file" => files.push(DepFile {
+                        repo: repo.to_owned(),
+                        kind: kind.to_owned(),
+                        content: String::new(),
+                    }),
+                    "large" => refused.push(format!(
+                        "{repo}/{kind} is larger than {MAX_DEPENDENCY_FILE} bytes, ignored"
+                    )),
+                    _ => refused.push(format!("{repo}/{kind} is not a regular file, ignored")),
+                }
             } else if let Some(f) = files.last_mut() {
                 f.content.push_str(line);
                 f.content.push('\n');
@@ -317,7 +339,37 @@ async fn read_dependency_files(run: &Run) -> Result<Vec<DepFile>, StageError> {
             out.tail.join(" ")
         )));
     }
+    for r in refused {
+        run.log.warning(Step::StartingContainer, &r);
+    }
     Ok(files)
+}
+
+/// The command that prints each repository's dependency files from `HEAD`'s
+/// tree: a regular file (mode 100644/100755) of at most
+/// [`MAX_DEPENDENCY_FILE`] bytes follows a `@@oec-{nonce} file` line; a
+/// symlink, submodule or directory by that name, or a larger file, is only
+/// named. The nonce makes the markers unguessable by a file's content.
+fn dependency_files_command(dirs: &[(String, String)], nonce: &str) -> String {
+    let mut cmd = String::from(super::cloning::GIT_PRELUDE);
+    for (name, path) in dirs {
+        for f in ["apt.txt", "requirements.txt"] {
+            let d = quote(path);
+            let m = |what: &str| quote(&format!("@@oec-{nonce} {what} {name} {f}"));
+            cmd.push_str(&format!(
+                "set -- $(g -C {d} ls-tree -l HEAD -- {f} 2>/dev/null); \
+                 if [ \"$1\" = 100644 ] || [ \"$1\" = 100755 ]; then \
+                   if [ \"$4\" -le {MAX_DEPENDENCY_FILE} ]; then echo {file}; g -C {d} cat-file blob \"$3\"; echo; \
+                   else echo {large}; fi; \
+                 elif [ -n \"$1\" ]; then echo {other}; fi; ",
+                file = m("file"),
+                large = m("large"),
+                other = m("other"),
+            ));
+        }
+    }
+    cmd.push_str("true");
+    cmd
 }
 
 #[cfg(test)]

@@ -1,0 +1,217 @@
+//! The world of the full-pipeline tests: a stack with two workers, this
+//! machine as a server, local git repositories, the Cloudflare stand-in and
+//! Odoo 17.0 from the local registry.
+
+use std::time::Duration;
+
+use bollard::Docker;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::git::GitHost;
+use crate::stack::{ServerLogin, Stack};
+use crate::standin::{self, StandIn};
+use crate::{Resp, TargetEnv};
+
+pub const DEPLOY: Duration = Duration::from_secs(240);
+pub const CF_TOKEN: &str = "cf-token-7f3a9b2c5d";
+pub const ZONE: &str = "zone0123456789";
+pub const REPO_TOKEN: &str = "ghp_repoToken5e8d1c";
+
+pub fn docker() -> Docker {
+    Docker::connect_with_local_defaults().expect("docker")
+}
+
+pub fn registry() -> String {
+    TargetEnv::load().registry
+}
+
+/// Removes everything of an environment when dropped (also when the test
+/// fails): its subdomain names its DNS host file.
+pub struct Purge(pub Uuid, pub String);
+
+impl Drop for Purge {
+    fn drop(&mut self) {
+        crate::purge_environment(self.0, Some(&format!("{}.apps.oec.test", self.1)));
+    }
+}
+
+pub async fn inspect(name: &str) -> Option<bollard::models::ContainerInspectResponse> {
+    docker()
+        .inspect_container(
+            name,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .ok()
+}
+
+/// Runs a command in a container; its standard output.
+pub async fn exec(container: &str, cmd: &[&str], user: &str) -> String {
+    let out = tokio::process::Command::new("docker")
+        .args(["exec", "-u", user, container])
+        .args(cmd)
+        .output()
+        .await
+        .expect("docker exec");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// One SQL query in the environment's database, on `container`.
+pub async fn psql(container: &str, env: Uuid, sql: &str) -> String {
+    exec(
+        container,
+        &["psql", "-U", "odoo", "-d", &env.to_string(), "-tAc", sql],
+        "postgres",
+    )
+    .await
+}
+
+pub struct World {
+    pub stack: Stack,
+    pub cloudflare: StandIn,
+    pub git: GitHost,
+    pub org: Uuid,
+    pub project: Uuid,
+    pub server: Uuid,
+}
+
+/// An organization with a DNS provider, platform/organization/project
+/// repositories, this machine as a server and Odoo 17.0 from the registry.
+pub async fn world(extra: &[(&str, &str)]) -> World {
+    let target = TargetEnv::load();
+    let cloudflare = StandIn::start(
+        "127.0.0.1:0",
+        standin::cloudflare(CF_TOKEN, ZONE, &target.dns_hosts_dir),
+    )
+    .await;
+    let cf_url = format!("http://{}/client/v4", cloudflare.addr);
+    let mut env: Vec<(&str, &str)> = vec![("OEC_CLOUDFLARE_API_URL", &cf_url)];
+    env.extend_from_slice(extra);
+    let stack = Stack::start_full(2, &env).await;
+    let (org, project, server) = stack.world("acme", ServerLogin::Key).await;
+    let t = stack.admin_token.clone();
+    let git = GitHost::new();
+    let project_url = git.repo(
+        "shop",
+        &[
+            ("shop_portal/__manifest__.py", "{'name': 'Shop portal'}\n"),
+            ("requirements.txt", "# shop\nsix==1.16.0\n"),
+        ],
+        "Add customer portal module",
+    );
+    let r = stack
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/projects/{project}"),
+            Some(&t),
+            Some(json!({"git_url": project_url, "git_branch": "main"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    for (scope, name, extra_files) in [
+        (
+            "platform",
+            "platform-utils",
+            vec![("requirements.txt", "six==1.16.0  # again\n")],
+        ),
+        ("organization", "org-modules", vec![]),
+    ] {
+        let mut files = vec![("README.md", "addons\n")];
+        files.extend(extra_files);
+        let url = git.repo(name, &files, &format!("{name} initial"));
+        let mut body = json!({"scope": scope, "name": name, "git_url": url, "branch": "main"});
+        if scope == "organization" {
+            body["organization_id"] = json!(org);
+            body["token"] = json!(REPO_TOKEN);
+        }
+        let r = stack.post("/api/v1/repositories", &t, body).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let r = stack
+        .post(
+            "/api/v1/dns-providers",
+            &t,
+            json!({"organization_id": org, "kind": "cloudflare", "api_token": CF_TOKEN,
+                   "zone_id": ZONE, "apps_domain": "apps.oec.test"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = stack
+        .post(
+            "/api/v1/odoo-versions",
+            &t,
+            json!({"version": "17.0", "image": format!("{}/oec/odoo:17.0", registry())}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    World {
+        stack,
+        cloudflare,
+        git,
+        org,
+        project,
+        server,
+    }
+}
+
+impl World {
+    pub async fn environment(&self, body: Value) -> Uuid {
+        let mut b = json!({"project_id": self.project, "server_id": self.server, "kind": "staging",
+                           "odoo_version": "17.0", "cpu_cores": 1.0, "ram_mb": 1024, "disk_gb": 5});
+        if let (Some(b), Some(extra)) = (b.as_object_mut(), body.as_object()) {
+            for (k, v) in extra {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        let r = self
+            .stack
+            .post("/api/v1/environments", &self.stack.admin_token, b)
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        r.id()
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.stack.get(path, &self.stack.admin_token).await
+    }
+
+    pub async fn deploy_and_wait(&self, env: Uuid) -> (Uuid, Value) {
+        let id = self.stack.deploy(env).await;
+        let d = self.stack.wait_terminal(id, DEPLOY).await;
+        (id, d)
+    }
+
+    pub async fn steps(&self, id: Uuid) -> Vec<Value> {
+        self.get(&format!("/api/v1/deployments/{id}/progress"))
+            .await
+            .body["steps"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub async fn logs(&self, id: Uuid) -> Vec<Value> {
+        self.get(&format!("/api/v1/deployments/{id}/logs?limit=500"))
+            .await
+            .body["logs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub async fn messages(&self, id: Uuid) -> Vec<String> {
+        self.logs(id)
+            .await
+            .iter()
+            .map(|l| l["message"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+}
+
+/// Fails if any of `secrets` appears in `text`.
+pub fn assert_no_secret(what: &str, text: &str, secrets: &[&str]) {
+    for s in secrets {
+        assert!(!text.contains(s), "{what} leaks a secret ({}...)", &s[..4]);
+    }
+}

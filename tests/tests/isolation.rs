@@ -1,0 +1,357 @@
+//! Tenant isolation on a real server (this machine over sshd, its Docker
+//! engine, local git repositories): nothing a project's repository contains
+//! runs on the server or reaches beyond its environment's `data/` and
+//! `logs/`. Each test is named after the finding it covers.
+
+use std::path::Path;
+use std::process::Command;
+
+use oec_tests::TargetEnv;
+use oec_tests::world::*;
+use serde_json::json;
+use uuid::Uuid;
+
+/// Python that tries every route out of the container it runs in, as root:
+/// hooks and an fsmonitor command into every `.git` it can reach, a marker
+/// file into every mount and every directory one level below it.
+const PLANT: &str = r##"
+import glob, os
+TAG = "__TAG__"
+HOOK = "#!/bin/sh\ntouch /tmp/oec-pwned-hook-" + TAG + "\n"
+def mounts():
+    out = ["/env", "/mnt/extra-addons", "/etc/odoo", "/var/lib/odoo", "/var/log/odoo"]
+    try:
+        for line in open("/proc/self/mountinfo"):
+            mp = line.split()[4]
+            if not mp.startswith(("/proc", "/sys", "/dev")):
+                out.append(mp)
+    except OSError:
+        pass
+    return out
+def plant():
+    for mp in mounts():
+        for g in glob.glob(mp + "/.git") + glob.glob(mp + "/*/.git") + glob.glob(mp + "/*/*/.git"):
+            try:
+                os.makedirs(g + "/hooks", exist_ok=True)
+                for h in ("reference-transaction", "post-checkout", "post-merge", "post-index-change"):
+                    with open(g + "/hooks/" + h, "w") as f:
+                        f.write(HOOK)
+                    os.chmod(g + "/hooks/" + h, 0o755)
+                with open(g + "/config", "a") as f:
+                    f.write("[core]\n\tfsmonitor = touch /tmp/oec-pwned-fsmonitor-" + TAG + "\n")
+            except OSError:
+                pass
+        for d in [mp] + glob.glob(mp + "/*/"):
+            try:
+                open(os.path.join(d, "oec-pwned-" + TAG), "w").close()
+            except OSError:
+                pass
+"##;
+
+/// The sdist's setup.py: plants at once, then wraps binaries of the image
+/// (the dependencies image keeps them) so that whatever runs them later
+/// plants again.
+const SETUP: &str = r##"
+import os
+CODE = open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "plant.py")).read()
+exec(CODE)
+plant()
+os.makedirs("/usr/local/lib", exist_ok=True)
+with open("/usr/local/lib/oec_pwn.py", "w") as f:
+    f.write(CODE)
+for b in ("/usr/bin/find", "/usr/bin/chown", "/usr/bin/tar", "/usr/bin/cp", "/usr/bin/git"):
+    if os.path.exists(b) and not os.path.exists(b + ".oec-real"):
+        os.rename(b, b + ".oec-real")
+        with open(b, "w") as f:
+            f.write("#!/usr/bin/python3\nimport os, sys\nsys.path.insert(0, '/usr/local/lib')\n"
+                    "import oec_pwn\noec_pwn.plant()\nos.execv(%r, [%r] + sys.argv[1:])\n" % (b + ".oec-real", b))
+        os.chmod(b, 0o755)
+from setuptools import setup
+setup(name="oecpwn", version="1.0", py_modules=[])
+"##;
+
+fn sh(script: &str) -> String {
+    let out = Command::new("sh")
+        .args(["-c", script])
+        .output()
+        .expect("sh");
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every path under `dir` whose name contains `needle`.
+fn find_named(dir: &Path, needle: &str, skip: &[&Path]) -> Vec<String> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let p = e.path();
+        if skip.iter().any(|s| *s == p) {
+            continue;
+        }
+        if e.file_name().to_string_lossy().contains(needle) {
+            found.push(p.display().to_string());
+        }
+        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            found.extend(find_named(&p, needle, skip));
+        }
+    }
+    found
+}
+
+/// Files under a checkout's `.git/hooks` (a fresh clone has none).
+fn hooks_in(checkout: &Path) -> Vec<String> {
+    std::fs::read_dir(checkout.join(".git/hooks"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path().display().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_repositorys_code_reaches_nothing_outside_its_environment_over_three_deployments() {
+    let w = world(&[]).await;
+    let tag = Uuid::new_v4().simple().to_string()[..10].to_owned();
+    // The project's repository ships a local sdist that requirements.txt
+    // names, as a project admin can.
+    let build = std::env::temp_dir().join(format!("oec-sdist-{tag}"));
+    let pkg = build.join("oecpwn-1.0");
+    std::fs::create_dir_all(&pkg).expect("sdist dir");
+    std::fs::write(pkg.join("plant.py"), PLANT.replace("__TAG__", &tag)).expect("plant.py");
+    std::fs::write(pkg.join("setup.py"), SETUP).expect("setup.py");
+    std::fs::write(
+        pkg.join("PKG-INFO"),
+        "Metadata-Version: 1.0\nName: oecpwn\nVersion: 1.0\n",
+    )
+    .expect("PKG-INFO");
+    let work = w.git.root.join("shop.work");
+    sh(&format!(
+        "tar -C {} -czf {}/oecpwn-1.0.tar.gz oecpwn-1.0",
+        build.display(),
+        work.display()
+    ));
+    let _ = std::fs::remove_dir_all(&build);
+    w.git.push(
+        "shop",
+        &[(
+            "requirements.txt",
+            "/mnt/extra-addons/proj/oecpwn-1.0.tar.gz\n",
+        )],
+        "Add a helper package",
+    );
+    let sub = format!("iso-{}", &tag[..6]);
+    let env = w
+        .environment(json!({"name": "staging", "subdomain": sub}))
+        .await;
+    let _purge = Purge(env, sub.clone());
+    let root = format!("/opt/paasportal/{env}");
+
+    for n in 1..=3 {
+        let (id, d) = w.deploy_and_wait(env).await;
+        let messages = w.messages(id).await;
+        assert_eq!(
+            d["status"],
+            "success",
+            "deployment {n}: {d}\n{}",
+            messages.join("\n")
+        );
+        if n == 1 {
+            assert!(
+                messages.iter().any(|m| m == "Total pip packages: 2"),
+                "the sdist was installed:\n{}",
+                messages.join("\n")
+            );
+            // The package's code did run as root in the container: it may
+            // write to data/ and logs/, and it changed the image.
+            assert!(
+                Path::new(&format!("{root}/data/oec-pwned-{tag}")).exists(),
+                "the planted code did not run"
+            );
+            let image = sh(&format!(
+                "docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' oec-deps-{env}"
+            ));
+            let image = image.trim();
+            assert!(!image.is_empty(), "no dependencies image");
+            let find = sh(&format!(
+                "docker run --rm --network none --entrypoint /bin/cat {image} /usr/bin/find | head -c 200"
+            ));
+            assert!(find.contains("oec_pwn"), "find was not wrapped: {find}");
+        }
+    }
+
+    // Nothing outside data/ and logs/ was written by it.
+    let data = format!("{root}/data");
+    let logs = format!("{root}/logs");
+    let outside = find_named(
+        Path::new(&root),
+        "oec-pwned",
+        &[Path::new(&data), Path::new(&logs)],
+    );
+    assert!(outside.is_empty(), "written outside data/logs: {outside:?}");
+    for dir in ["/opt/paasportal", "/", "/tmp"] {
+        let hits: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.contains(&tag))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(hits.is_empty(), "{dir} has {hits:?}");
+    }
+    // No hook, no fsmonitor in any checkout.
+    for entry in std::fs::read_dir(format!("{root}/addons"))
+        .expect("addons")
+        .flatten()
+    {
+        let checkout = entry.path();
+        assert_eq!(hooks_in(&checkout), Vec::<String>::new(), "{checkout:?}");
+        let config = std::fs::read_to_string(checkout.join(".git/config")).unwrap_or_default();
+        assert!(!config.contains("fsmonitor"), "{checkout:?}: {config}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn git_on_the_server_never_runs_a_planted_hook_fsmonitor_filter_or_include() {
+    let w = world(&[]).await;
+    let tag = Uuid::new_v4().simple().to_string()[..10].to_owned();
+    let sub = format!("hook-{}", &tag[..6]);
+    let env = w
+        .environment(json!({"name": "staging", "subdomain": sub}))
+        .await;
+    let _purge = Purge(env, sub.clone());
+    let (id, d) = w.deploy_and_wait(env).await;
+    assert_eq!(
+        d["status"],
+        "success",
+        "{d}\n{}",
+        w.messages(id).await.join("\n")
+    );
+
+    // Plant every kind of repository-local code in the project's checkout,
+    // as anything that could write there (e.g. an older oec's helper) would.
+    let checkout = format!("/opt/paasportal/{env}/addons/proj");
+    let marker = |what: &str| format!("/tmp/oec-pwned-{what}-{tag}");
+    let hook = format!("#!/bin/sh\ntouch {}\n", marker("hook"));
+    let mut script = format!("set -e; cd {checkout}/.git; mkdir -p hooks info; ");
+    for h in [
+        "reference-transaction",
+        "post-checkout",
+        "post-merge",
+        "post-index-change",
+        "pre-auto-gc",
+    ] {
+        script.push_str(&format!(
+            "printf '%s' '{hook}' > hooks/{h}; chmod 755 hooks/{h}; "
+        ));
+    }
+    script.push_str(&format!(
+        "printf '[core]\\n\\tfsmonitor = touch {fs}\\n[filter \"pwn\"]\\n\\tsmudge = sh -c \"touch {sm}; cat\"\\n\\tclean = cat\\n[include]\\n\\tpath = /tmp/oec-include-{tag}\\n' >> config; \
+         printf '* filter=pwn\\n' > info/attributes; \
+         printf '[core]\\n\\tsshCommand = touch {inc}\\n\\thooksPath = {checkout}/.git/hooks\\n' > /tmp/oec-include-{tag}; \
+         chown -R {user} {checkout}/.git /tmp/oec-include-{tag}",
+        fs = marker("fsmonitor"),
+        sm = marker("smudge"),
+        inc = marker("include"),
+        user = TargetEnv::load().user,
+    ));
+    sh(&script);
+    // A new commit, so that the redeploy's reset checks files out.
+    w.git.push(
+        "shop",
+        &[("shop_portal/models.py", "# new\n")],
+        "Add models",
+    );
+    let (id, d) = w.deploy_and_wait(env).await;
+    assert_eq!(
+        d["status"],
+        "success",
+        "{d}\n{}",
+        w.messages(id).await.join("\n")
+    );
+    assert_eq!(d["git_commit"], w.git.head("shop"));
+    assert!(Path::new(&format!("{checkout}/shop_portal/models.py")).exists());
+    for what in ["hook", "fsmonitor", "smudge", "include"] {
+        assert!(
+            !Path::new(&marker(what)).exists(),
+            "the planted {what} ran on the server"
+        );
+    }
+    // The checkout's git state is oec's again.
+    assert_eq!(hooks_in(Path::new(&checkout)), Vec::<String>::new());
+    let config = std::fs::read_to_string(format!("{checkout}/.git/config")).unwrap_or_default();
+    for planted in ["fsmonitor", "filter", "include"] {
+        assert!(!config.contains(planted), "{config}");
+    }
+    let _ = std::fs::remove_file(format!("/tmp/oec-include-{tag}"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dependency_files_are_read_from_git_objects_never_through_a_symlink_and_are_capped() {
+    let w = world(&[]).await;
+    let tag = Uuid::new_v4().simple().to_string()[..10].to_owned();
+    // A file only the deployment account can read.
+    let secret = format!("/tmp/oec-secret-{tag}");
+    std::fs::write(&secret, format!("SECRETVALUE{tag}\n")).expect("secret");
+    sh(&format!(
+        "chown {} {secret} && chmod 600 {secret}",
+        TargetEnv::load().user
+    ));
+    let symlink = format!("{}{secret}", oec_tests::git::SYMLINK);
+    let large = format!("six==1.16.0\n{}", "# padding\n".repeat(8000));
+    w.git.push(
+        "shop",
+        &[
+            ("requirements.txt", symlink.as_str()),
+            ("apt.txt", symlink.as_str()),
+        ],
+        "Link the dependency files",
+    );
+    let big = w
+        .git
+        .repo("big-reqs", &[("requirements.txt", large.as_str())], "big");
+    let r = w
+        .stack
+        .post(
+            "/api/v1/repositories",
+            &w.stack.admin_token,
+            json!({"scope": "organization", "organization_id": w.org, "name": "big-reqs",
+                   "git_url": big, "branch": "main"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let sub = format!("link-{}", &tag[..6]);
+    let env = w
+        .environment(json!({"name": "staging", "subdomain": sub}))
+        .await;
+    let _purge = Purge(env, sub.clone());
+    let (id, d) = w.deploy_and_wait(env).await;
+    let messages = w.messages(id).await;
+    let _ = std::fs::remove_file(&secret);
+    assert_eq!(d["status"], "success", "{d}\n{}", messages.join("\n"));
+    let all = w
+        .get(&format!("/api/v1/deployments/{id}/logs?limit=500"))
+        .await;
+    assert_eq!(all.status, 200, "{}", all.text);
+    assert!(!all.text.contains("SECRETVALUE"), "the linked file was read");
+    for expected in [
+        "proj/requirements.txt is not a regular file, ignored",
+        "proj/apt.txt is not a regular file, ignored",
+        "big-reqs/requirements.txt is larger than 65536 bytes, ignored",
+        // The platform repository's regular file is still read.
+        "Total pip packages: 1",
+    ] {
+        assert!(
+            messages.iter().any(|m| m == expected),
+            "missing {expected:?} in\n{}",
+            messages.join("\n")
+        );
+    }
+}
