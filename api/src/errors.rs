@@ -174,6 +174,24 @@ impl ResponseError for ApiError {
 }
 
 /// Malformed, oversized or mistyped JSON bodies.
+/// A body that is JSON but not the request's shape is a 422 naming the
+/// field; one that is not JSON at all is a 400.
+pub fn deserialize_error(e: &serde_json::Error) -> ApiError {
+    if !e.is_data() {
+        return ApiError::bad_request("invalid_json", format!("The body is not valid JSON: {e}"));
+    }
+    let text = e.to_string();
+    let field = ["missing field `", "unknown field `"].iter().find_map(|p| {
+        text.split_once(p)
+            .and_then(|(_, rest)| rest.split_once('`'))
+            .map(|(f, _)| f.to_owned())
+    });
+    match field {
+        Some(f) => ApiError::invalid(&f, text),
+        None => ApiError::invalid("body", text),
+    }
+}
+
 pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
     let e = match err {
         JsonPayloadError::Overflow { limit }
@@ -183,21 +201,7 @@ pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error
         JsonPayloadError::ContentType => ApiError::UnsupportedMediaType(
             "Send the body as JSON with `Content-Type: application/json`.".into(),
         ),
-        JsonPayloadError::Deserialize(e) if e.is_data() => {
-            let text = e.to_string();
-            let field = ["missing field `", "unknown field `"].iter().find_map(|p| {
-                text.split_once(p)
-                    .and_then(|(_, rest)| rest.split_once('`'))
-                    .map(|(f, _)| f.to_owned())
-            });
-            match field {
-                Some(f) => ApiError::invalid(&f, text),
-                None => ApiError::invalid("body", text),
-            }
-        }
-        JsonPayloadError::Deserialize(e) => {
-            ApiError::bad_request("invalid_json", format!("The body is not valid JSON: {e}"))
-        }
+        JsonPayloadError::Deserialize(e) => deserialize_error(&e),
         other => ApiError::bad_request(
             "invalid_body",
             format!("The body could not be read: {other}"),

@@ -128,3 +128,73 @@ impl Pagination {
         Ok(db::Page { skip, limit })
     }
 }
+
+/// A JSON body (the `JsonConfig`'s limit and errors apply) whose every
+/// string, keys included, is free of control characters other than tab,
+/// line feed and carriage return: a NUL or an escape sequence is a 422
+/// naming the field, before any handler or query sees it.
+pub struct Json<T>(pub T);
+
+impl<T> Json<T> {
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+}
+
+impl<T> std::ops::Deref for Json<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Json<T> {
+    type Error = actix_web::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let value = web::Json::<serde_json::Value>::from_request(req, payload);
+        Box::pin(async move {
+            let value = value.await?.into_inner();
+            if let Some(field) = first_control_character(&value, "") {
+                return Err(ApiError::invalid(
+                    if field.is_empty() { "body" } else { &field },
+                    "contains a control character (only tab and line breaks are allowed)",
+                )
+                .into());
+            }
+            serde_json::from_value(value)
+                .map(Json)
+                .map_err(|e| crate::errors::deserialize_error(&e).into())
+        })
+    }
+}
+
+/// Whether `s` holds a character no text field accepts.
+pub fn has_control_character(s: &str) -> bool {
+    s.chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+}
+
+/// The path (`a.b[2]`) of the first string holding a control character.
+fn first_control_character(v: &serde_json::Value, path: &str) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) => has_control_character(s).then(|| path.to_owned()),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| first_control_character(item, &format!("{path}[{i}]"))),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, item)| {
+            let p = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            if has_control_character(k) {
+                return Some(p);
+            }
+            first_control_character(item, &p)
+        }),
+        _ => None,
+    }
+}

@@ -67,6 +67,10 @@ impl Application {
                 state.settings.sse_keepalive,
             ));
             App::new()
+                .wrap(
+                    actix_web::middleware::DefaultHeaders::new()
+                        .add(("X-Content-Type-Options", "nosniff")),
+                )
                 .wrap(actix_web::middleware::from_fn(
                     crate::request_log::middleware,
                 ))

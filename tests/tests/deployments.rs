@@ -561,3 +561,103 @@ async fn an_idle_event_stream_gets_a_keepalive_comment_every_period() {
         "{took:?}"
     );
 }
+
+/// The fingerprint of the test sshd's host key, as `ssh-keygen -l` prints it.
+fn sshd_host_key_fingerprint() -> String {
+    let key_path = oec_tests::TargetEnv::load().key_path;
+    let dir = std::path::Path::new(&key_path)
+        .parent()
+        .expect("keys dir")
+        .to_path_buf();
+    let out = std::process::Command::new("ssh-keygen")
+        .arg("-lf")
+        .arg(dir.join("ssh_host_ed25519_key.pub"))
+        .output()
+        .expect("ssh-keygen");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ssh_host_keys_are_trusted_on_first_use_then_pinned_and_reset_by_an_org_admin() {
+    let stack = Stack::start(1, &[]).await;
+    let (org, project, server) = stack.world("acme", ServerLogin::Password(None)).await;
+    let t = stack.admin_token.clone();
+    let expected = sshd_host_key_fingerprint();
+    assert!(expected.starts_with("SHA256:"), "{expected}");
+    let server_path = format!("/api/v1/servers/{server}");
+    assert_eq!(
+        stack.get(&server_path, &t).await.body["host_key_fingerprint"],
+        Value::Null
+    );
+
+    // First connection: the key is recorded (the deployment then stops at
+    // creating_database, as every deployment of this stack does).
+    let env = stack.environment(project, server, "staging").await;
+    let id = stack.deploy(env).await;
+    stack.wait_terminal(id, WAIT).await;
+    let steps = stack
+        .get(&format!("/api/v1/deployments/{id}/progress"), &t)
+        .await;
+    assert_eq!(
+        steps.body["steps"][1]["status"], "completed",
+        "{}",
+        steps.text
+    );
+    assert_eq!(
+        stack.get(&server_path, &t).await.body["host_key_fingerprint"],
+        expected
+    );
+    let messages = stack
+        .get(&format!("/api/v1/deployments/{id}/logs"), &t)
+        .await
+        .text;
+    assert!(messages.contains(&format!(
+        "Host key recorded on first connection (trust on first use): {expected}"
+    )));
+
+    // Another key is refused before any credential is sent.
+    sqlx::query("UPDATE servers SET host_key_fingerprint = $2 WHERE id = $1")
+        .bind(server)
+        .bind("SHA256:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+        .execute(&stack.pool)
+        .await
+        .expect("pin another key");
+    let id = stack.deploy(env).await;
+    let done = stack.wait_terminal(id, WAIT).await;
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["error_message"], "Failed to connect to server via SSH");
+    let errors = stack
+        .get(&format!("/api/v1/deployments/{id}/logs?level=error"), &t)
+        .await;
+    assert_eq!(
+        errors.body["logs"][0]["data"]["error_code"],
+        "HOST_KEY_MISMATCH"
+    );
+
+    // Only the organization's owners and admins may forget the key.
+    let (member, member_token) = stack.user("member").await;
+    let r = stack
+        .post(
+            &format!("/api/v1/organizations/{org}/members"),
+            &t,
+            json!({"user_id": member, "role": "member"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let reset = format!("{server_path}/host-key/reset");
+    let r = stack.post(&reset, &member_token, json!({})).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = stack.post(&reset, &t, json!({})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["host_key_fingerprint"], Value::Null);
+    let id = stack.deploy(env).await;
+    stack.wait_terminal(id, WAIT).await;
+    assert_eq!(
+        stack.get(&server_path, &t).await.body["host_key_fingerprint"],
+        expected
+    );
+}

@@ -340,7 +340,10 @@ async fn dependency_files_are_read_from_git_objects_never_through_a_symlink_and_
         .get(&format!("/api/v1/deployments/{id}/logs?limit=500"))
         .await;
     assert_eq!(all.status, 200, "{}", all.text);
-    assert!(!all.text.contains("SECRETVALUE"), "the linked file was read");
+    assert!(
+        !all.text.contains("SECRETVALUE"),
+        "the linked file was read"
+    );
     for expected in [
         "proj/requirements.txt is not a regular file, ignored",
         "proj/apt.txt is not a regular file, ignored",

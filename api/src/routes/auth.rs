@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::resource;
 use crate::errors::ApiError;
-use crate::extract::AuthUser;
+use crate::extract::{AuthUser, Json};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -49,7 +49,7 @@ fn tokens(state: &AppState, user: uuid::Uuid) -> Result<Tokens, ApiError> {
 #[tracing::instrument(skip_all)]
 async fn login(
     state: web::Data<AppState>,
-    body: web::Json<LoginRequest>,
+    body: Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let email = body.email.trim().to_lowercase();
     let found = db::users::credentials(&state.pool, &email).await?;
@@ -63,7 +63,7 @@ async fn login(
         .await
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("password check: {e}")))?;
     match (user, ok) {
-        (Some(id), true) => Ok(HttpResponse::Ok().json(tokens(&state, id)?)),
+        (Some(id), true) => Ok(no_store(tokens(&state, id)?)),
         _ => Err(ApiError::unauthorized(
             "invalid_credentials",
             "Wrong email or password.",
@@ -73,7 +73,7 @@ async fn login(
 
 async fn refresh(
     state: web::Data<AppState>,
-    body: web::Json<RefreshRequest>,
+    body: Json<RefreshRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let claims = state
         .tokens
@@ -94,7 +94,14 @@ async fn refresh(
             "The token's user no longer exists.",
         ));
     }
-    Ok(HttpResponse::Ok().json(tokens(&state, claims.sub)?))
+    Ok(no_store(tokens(&state, claims.sub)?))
+}
+
+/// A response carrying credentials: no cache may keep it.
+pub fn no_store(body: impl Serialize) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-store"))
+        .json(body)
 }
 
 async fn me(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {

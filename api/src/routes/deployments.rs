@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::resource;
 use crate::access;
 use crate::errors::ApiError;
-use crate::extract::{AuthUser, Pagination};
+use crate::extract::{AuthUser, Json, Pagination};
 use crate::sse;
 use crate::state::AppState;
 
@@ -66,7 +66,7 @@ async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
     req: HttpRequest,
-    body: web::Json<CreateDeployment>,
+    body: Json<CreateDeployment>,
 ) -> Result<HttpResponse, ApiError> {
     let env = db::environments::get(&state.pool, body.environment_id)
         .await?

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::resource;
 use crate::access;
 use crate::errors::ApiError;
-use crate::extract::{AuthUser, Pagination};
+use crate::extract::{AuthUser, Json, Pagination};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -42,7 +42,7 @@ pub struct ListQuery {
 async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
-    body: web::Json<CreateDnsProvider>,
+    body: Json<CreateDnsProvider>,
 ) -> Result<HttpResponse, ApiError> {
     access::org(
         &state,

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::resource;
 use crate::access;
 use crate::errors::ApiError;
-use crate::extract::{AuthUser, Pagination};
+use crate::extract::{AuthUser, Json, Pagination};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -187,7 +187,7 @@ fn write_error(e: sqlx::Error) -> ApiError {
 async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
-    body: web::Json<EnvironmentBody>,
+    body: Json<EnvironmentBody>,
 ) -> Result<HttpResponse, ApiError> {
     let project_id = body
         .project_id
@@ -293,7 +293,7 @@ async fn update(
     state: web::Data<AppState>,
     user: AuthUser,
     id: web::Path<Uuid>,
-    body: web::Json<EnvironmentBody>,
+    body: Json<EnvironmentBody>,
 ) -> Result<HttpResponse, ApiError> {
     let (_, org) = load(&state, &user, *id, Permission::ProjectEnvironmentsManage).await?;
     if body.project_id.is_some() {

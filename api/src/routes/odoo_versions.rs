@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::resource;
 use crate::errors::ApiError;
-use crate::extract::{AuthUser, Pagination};
+use crate::extract::{AuthUser, Json, Pagination};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -30,7 +30,7 @@ pub struct CreateVersion {
 async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
-    body: web::Json<CreateVersion>,
+    body: Json<CreateVersion>,
 ) -> Result<HttpResponse, ApiError> {
     user.require_portal_admin()?;
     let version = fields::parse_odoo_version("version", &body.version)?;

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::resource;
 use crate::access;
 use crate::errors::ApiError;
-use crate::extract::{AuthUser, Pagination};
+use crate::extract::{AuthUser, Json, Pagination};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -62,7 +62,7 @@ fn slug_taken(e: &sqlx::Error, slug: &str) -> Option<ApiError> {
 async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
-    body: web::Json<CreateOrganization>,
+    body: Json<CreateOrganization>,
 ) -> Result<HttpResponse, ApiError> {
     let name = fields::parse_name("name", &body.name)?;
     let slug = fields::parse_dns_label("slug", &body.slug)?;
@@ -99,7 +99,7 @@ async fn update(
     state: web::Data<AppState>,
     user: AuthUser,
     id: web::Path<Uuid>,
-    body: web::Json<UpdateOrganization>,
+    body: Json<UpdateOrganization>,
 ) -> Result<HttpResponse, ApiError> {
     access::org(&state, &user, *id, Permission::OrgUpdate).await?;
     let name = body
@@ -137,7 +137,7 @@ async fn add_member(
     state: web::Data<AppState>,
     user: AuthUser,
     id: web::Path<Uuid>,
-    body: web::Json<AddMember>,
+    body: Json<AddMember>,
 ) -> Result<HttpResponse, ApiError> {
     access::org(&state, &user, *id, Permission::OrgMembersManage).await?;
     let role = OrgRole::parse(&body.role).ok_or_else(|| {

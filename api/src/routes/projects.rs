@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::resource;
 use crate::access;
 use crate::errors::ApiError;
-use crate::extract::{AuthUser, Pagination};
+use crate::extract::{AuthUser, Json, Pagination};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -74,7 +74,7 @@ fn slug_taken(e: &sqlx::Error) -> Option<ApiError> {
 async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
-    body: web::Json<CreateProject>,
+    body: Json<CreateProject>,
 ) -> Result<HttpResponse, ApiError> {
     access::org(
         &state,
@@ -137,7 +137,7 @@ async fn update(
     state: web::Data<AppState>,
     user: AuthUser,
     id: web::Path<Uuid>,
-    body: web::Json<UpdateProject>,
+    body: Json<UpdateProject>,
 ) -> Result<HttpResponse, ApiError> {
     access::project(&state, &user, *id, Permission::ProjectUpdate).await?;
     let name = body
@@ -189,7 +189,7 @@ async fn add_member(
     state: web::Data<AppState>,
     user: AuthUser,
     id: web::Path<Uuid>,
-    body: web::Json<AddMember>,
+    body: Json<AddMember>,
 ) -> Result<HttpResponse, ApiError> {
     access::project(&state, &user, *id, Permission::ProjectMembersManage).await?;
     let role = ProjectRole::parse(&body.role).ok_or_else(|| {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::resource;
 use crate::access;
 use crate::errors::ApiError;
-use crate::extract::{AuthUser, Pagination};
+use crate::extract::{AuthUser, Json, Pagination};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -39,7 +39,7 @@ pub struct CreateRepository {
 async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
-    body: web::Json<CreateRepository>,
+    body: Json<CreateRepository>,
 ) -> Result<HttpResponse, ApiError> {
     let scope = RepoScope::parse(&body.scope).ok_or_else(|| {
         ApiError::invalid("scope", format!("must be one of {}", RepoScope::choices()))

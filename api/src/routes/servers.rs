@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::resource;
 use crate::access;
 use crate::errors::ApiError;
-use crate::extract::{AuthUser, Pagination};
+use crate::extract::{AuthUser, Json, Pagination};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -21,7 +21,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(create))
             .route(web::get().to(list)),
     )
-    .service(resource("/servers/{id}").route(web::get().to(get)));
+    .service(resource("/servers/{id}").route(web::get().to(get)))
+    .service(resource("/servers/{id}/host-key/reset").route(web::post().to(reset_host_key)));
 }
 
 #[derive(Deserialize)]
@@ -53,7 +54,7 @@ pub struct ListQuery {
 async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
-    body: web::Json<CreateServer>,
+    body: Json<CreateServer>,
 ) -> Result<HttpResponse, ApiError> {
     access::org(
         &state,
@@ -153,5 +154,38 @@ async fn get(
     )
     .await
     .map_err(|e| e.not_found_as("server"))?;
+    Ok(HttpResponse::Ok().json(server))
+}
+
+/// Forgets the server's recorded host key (after a legitimate key change):
+/// the next deployment trusts and records the key it is shown.
+async fn reset_host_key(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let server = db::servers::get(&state.pool, *id)
+        .await?
+        .ok_or(ApiError::NotFound("server"))?;
+    access::org(
+        &state,
+        &user,
+        server.organization_id,
+        Permission::OrgServersView,
+    )
+    .await
+    .map_err(|e| e.not_found_as("server"))?;
+    access::org(
+        &state,
+        &user,
+        server.organization_id,
+        Permission::OrgServersManage,
+    )
+    .await?;
+    db::servers::reset_host_key(&state.pool, server.id).await?;
+    tracing::info!(server = %server.id, user = %user.id, "host key reset");
+    let server = db::servers::get(&state.pool, server.id)
+        .await?
+        .ok_or(ApiError::NotFound("server"))?;
     Ok(HttpResponse::Ok().json(server))
 }

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::resource;
 use crate::errors::ApiError;
-use crate::extract::{AuthUser, Pagination};
+use crate::extract::{AuthUser, Json, Pagination};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -31,7 +31,7 @@ pub struct CreateUser {
 async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
-    body: web::Json<CreateUser>,
+    body: Json<CreateUser>,
 ) -> Result<HttpResponse, ApiError> {
     user.require_portal_admin()?;
     let email = fields::parse_email("email", &body.email)?;

@@ -85,3 +85,29 @@ pub async fn list_visible(
     .fetch_all(pool)
     .await
 }
+
+/// Trust on first use: records the host key fingerprint of a server that
+/// has none yet. False when one was recorded meanwhile (it stays).
+pub async fn record_host_key(pool: &PgPool, id: Uuid, fingerprint: &str) -> sqlx::Result<bool> {
+    let r = sqlx::query(
+        "UPDATE servers SET host_key_fingerprint = $2, updated_at = now()
+         WHERE id = $1 AND host_key_fingerprint IS NULL",
+    )
+    .bind(id)
+    .bind(fingerprint)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
+/// Forgets a server's host key: the next connection trusts the key it sees
+/// and records it. False when there is no such server.
+pub async fn reset_host_key(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
+    let r = sqlx::query(
+        "UPDATE servers SET host_key_fingerprint = NULL, updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}

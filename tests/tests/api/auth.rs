@@ -169,3 +169,49 @@ async fn readiness_reports_a_redis_that_does_not_answer() {
             .contains("Redis")
     );
 }
+
+#[tokio::test]
+async fn token_responses_are_never_cached_and_every_response_says_nosniff() {
+    let app = TestApp::spawn().await;
+    let login = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status(), StatusCode::OK);
+    let header = |r: &reqwest::Response, name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    assert_eq!(header(&login, "cache-control").as_deref(), Some("no-store"));
+    assert_eq!(
+        header(&login, "x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+    let tokens: serde_json::Value = login.json().await.expect("tokens");
+    let refreshed = app
+        .client
+        .post(app.url("/api/v1/auth/refresh"))
+        .json(&json!({"refresh_token": tokens["refresh_token"]}))
+        .send()
+        .await
+        .expect("refresh");
+    assert_eq!(refreshed.status(), StatusCode::OK);
+    assert_eq!(
+        header(&refreshed, "cache-control").as_deref(),
+        Some("no-store")
+    );
+    // Errors and unknown routes too.
+    for path in ["/api/v1/organizations", "/nowhere", "/healthz"] {
+        let r = app.client.get(app.url(path)).send().await.expect("get");
+        assert_eq!(
+            header(&r, "x-content-type-options").as_deref(),
+            Some("nosniff"),
+            "{path}"
+        );
+    }
+}

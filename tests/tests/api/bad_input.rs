@@ -666,3 +666,51 @@ async fn malformed_oversized_and_mistyped_bodies() {
         (StatusCode::UNPROCESSABLE_ENTITY, Some("name"))
     );
 }
+
+#[tokio::test]
+async fn a_nul_or_other_control_character_in_any_text_input_is_a_422_before_any_query() {
+    let app = TestApp::spawn().await;
+    let w = World::build(&app, "acme").await;
+    let t = &app.admin_token;
+    let check = |r: oec_tests::Resp, field: &str| {
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+        assert_eq!(r.body["error"], "invalid_field", "{}", r.text);
+        assert_eq!(r.body["field"], field, "{}", r.text);
+    };
+    // A NUL in the login email used to reach PostgreSQL and answer 500.
+    let r = app
+        .post(
+            "/api/v1/auth/login",
+            "",
+            json!({"email": "admin\u{0}@oec.test", "password": "whatever-123"}),
+        )
+        .await;
+    check(r, "email");
+    let r = app
+        .post(
+            "/api/v1/organizations",
+            t,
+            json!({"name": "Evil\u{1b}[2J", "slug": "evil"}),
+        )
+        .await;
+    check(r, "name");
+    let r = app
+        .post(
+            "/api/v1/environments",
+            t,
+            json!({"project_id": w.project, "server_id": w.server, "name": "prod", "kind": "production",
+                   "subdomain": "acme-prod", "odoo_version": "18.0", "cpu_cores": 2, "ram_mb": 2048, "disk_gb": 10,
+                   "odoo_conf_overrides": {"logging": {"log_handler": ["ok", "bad\u{7f}"]}}}),
+        )
+        .await;
+    check(r, "odoo_conf_overrides.logging.log_handler[1]");
+    // A key holding a control character is refused too.
+    let r = app
+        .post(
+            "/api/v1/organizations",
+            t,
+            json!({"name": "Fine", "slug": "fine", "x\u{0}": 1}),
+        )
+        .await;
+    check(r, "x\u{0}");
+}

@@ -50,15 +50,17 @@ impl russh::client::Handler for HostKeyProbe {
     }
 }
 
-/// The server's host key, if its fingerprint is `expected`: returned as the
-/// base64 blob the real session then pins, so the key cannot change between
-/// the check and the login.
+/// The server's host key, if its fingerprint is `expected` (any key when
+/// nothing is expected yet: trust on first use): its `SHA256:` fingerprint
+/// and the base64 blob the real session then pins, so the key cannot change
+/// between the check and the login, and no credential is ever sent to a
+/// server whose key was not checked.
 async fn pinned_host_key(
     host: &str,
     port: u16,
-    expected: &str,
+    expected: Option<&str>,
     timeout: Duration,
-) -> Result<String, ConnectError> {
+) -> Result<(String, String), ConnectError> {
     let seen = Arc::new(std::sync::Mutex::new(None));
     let config = Arc::new(russh::client::Config::default());
     let probe = russh::client::connect(config, (host, port), HostKeyProbe(seen.clone()));
@@ -89,7 +91,9 @@ async fn pinned_host_key(
             detail: "the server sent no host key".into(),
         })?;
     let actual = key.fingerprint(russh::keys::HashAlg::Sha256).to_string();
-    if actual != expected {
+    if let Some(expected) = expected
+        && actual != expected
+    {
         return Err(ConnectError {
             code: ConnectErrorCode::HostKeyMismatch,
             detail: format!("expected {expected}, the server presented {actual}"),
@@ -99,17 +103,20 @@ async fn pinned_host_key(
         code: ConnectErrorCode::Unreachable,
         detail: e.to_string(),
     })?;
-    openssh
+    let blob = openssh
         .split_whitespace()
         .nth(1)
         .map(str::to_owned)
         .ok_or_else(|| ConnectError {
             code: ConnectErrorCode::Unreachable,
             detail: "unreadable host key".into(),
-        })
+        })?;
+    Ok((actual, blob))
 }
 
 pub struct SshTarget {
+    /// The fingerprint of the host key this session was pinned to.
+    pub host_key_fingerprint: String,
     client: Arc<Client>,
     docker: Docker,
     forwarder: JoinHandle<()>,
@@ -150,12 +157,14 @@ impl SshTarget {
             Credentials::Password(pw) => AuthMethod::with_password(pw),
             Credentials::Key(k) => AuthMethod::with_key(k, None),
         };
-        let check = match &p.host_key_fingerprint {
-            Some(fp) => ServerCheckMethod::PublicKey(
-                pinned_host_key(&p.host, p.port, fp, p.connect_timeout).await?,
-            ),
-            None => ServerCheckMethod::NoCheck,
-        };
+        let (host_key_fingerprint, blob) = pinned_host_key(
+            &p.host,
+            p.port,
+            p.host_key_fingerprint.as_deref(),
+            p.connect_timeout,
+        )
+        .await?;
+        let check = ServerCheckMethod::PublicKey(blob);
         let connect = Client::connect((p.host.as_str(), p.port), &p.user, auth, check);
         let client = match tokio::time::timeout(p.connect_timeout, connect).await {
             Err(_) => {
@@ -182,6 +191,7 @@ impl SshTarget {
                     detail: format!("{e:#}"),
                 })?;
         Ok(SshTarget {
+            host_key_fingerprint,
             client,
             docker,
             forwarder,
@@ -345,7 +355,12 @@ async fn forward_docker(
     client: Arc<Client>,
     dir: &std::path::Path,
 ) -> anyhow::Result<(Docker, JoinHandle<()>)> {
-    std::fs::create_dir_all(dir).context("creating the Docker forwarding directory")?;
+    // Whoever can open the socket drives the server's Docker engine.
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .context("creating the Docker forwarding directory")?;
     let path = dir.join("docker.sock");
     let listener = UnixListener::bind(&path).context("binding the Docker forwarding socket")?;
     let forwarder = tokio::spawn(async move {

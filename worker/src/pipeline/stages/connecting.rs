@@ -42,6 +42,18 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
             }),
         )
     })?;
+    if ctx.host_key_fingerprint.is_none() {
+        let fp = &target.host_key_fingerprint;
+        let recorded = oec_common::db::servers::record_host_key(&run.pool, ctx.server_id, fp)
+            .await
+            .map_err(|e| StageError::new(format!("Recording the host key failed: {e}")))?;
+        if recorded {
+            run.log.info(
+                Step::Connecting,
+                &format!("Host key recorded on first connection (trust on first use): {fp}"),
+            );
+        }
+    }
     let message = format!("SSH connection established ({})", secs(t0));
     run.log.info(Step::Connecting, &message);
     let version = target.docker().version().await.map_err(|e| {
