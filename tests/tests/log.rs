@@ -102,3 +102,71 @@ async fn a_flood_of_command_output_is_bounded_and_says_what_it_left_out() {
     .expect("seq");
     assert_eq!((min, max), (1, n));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nul_or_other_control_character_in_command_output_loses_no_line() {
+    let db = TestDatabase::create().await;
+    let pool = oec_common::db::connect_and_migrate(&db.url, 5)
+        .await
+        .expect("pool");
+    let (deployment, org) = oec_tests::bare_deployment(&pool).await.expect("deployment");
+    let redis = deadpool_redis::Config::from_url(oec_tests::redis_url())
+        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
+        .expect("redis");
+    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let (log, writer) = Log::start(
+        pool.clone(),
+        Publisher::new(redis, &prefix, 10_000),
+        deployment,
+        0,
+        EventContext {
+            org_id: org,
+            base: Default::default(),
+        },
+        Arc::new(Progress {
+            percent: Default::default(),
+        }),
+        Default::default(),
+    );
+    // One batch: good lines around a NUL, an escape sequence and a NUL in
+    // the data (PostgreSQL refuses \0 in text and in jsonb).
+    let step = Step::InstallingDependencies;
+    log.info(step, "before");
+    log.debug(step, "binary\u{0}output");
+    log.warning(
+        step,
+        "\u{1b}[31mcoloured\u{1b}[0m \u{1b}]0;title\u{7}warning",
+    );
+    log.line(
+        oec_common::model::LogLevel::Error,
+        step,
+        "with data",
+        Some(serde_json::json!({"output": ["a\u{0}b"], "k\u{0}": 1})),
+    );
+    log.info(step, "after");
+    log.flush().await;
+    drop(log);
+    writer.await.expect("writer");
+    let rows: Vec<(String, String, Option<serde_json::Value>)> = sqlx::query_as(
+        "SELECT level, message, data FROM deployment_logs WHERE deployment_id = $1 ORDER BY seq",
+    )
+    .bind(deployment)
+    .fetch_all(&pool)
+    .await
+    .expect("rows");
+    let messages: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(
+        messages,
+        vec![
+            "before",
+            "binary\u{fffd}output",
+            "coloured warning",
+            "with data",
+            "after"
+        ]
+    );
+    assert_eq!(
+        rows[3].2,
+        Some(serde_json::json!({"output": ["a\u{fffd}b"], "k\u{fffd}": 1}))
+    );
+}

@@ -121,7 +121,7 @@ impl Log {
                 None,
             );
         }
-        self.send(level, step, self.masker.mask(message), data);
+        self.send(level, step, self.masker.mask(&printable(message)), data);
     }
 
     fn send(&self, level: LogLevel, step: Step, message: String, data: Option<Value>) {
@@ -166,12 +166,64 @@ impl Log {
 
 fn mask_value(m: &Masker, v: Value) -> Value {
     match v {
-        Value::String(s) => Value::String(m.mask(&s)),
+        Value::String(s) => Value::String(m.mask(&printable(&s))),
         Value::Array(a) => Value::Array(a.into_iter().map(|v| mask_value(m, v)).collect()),
-        Value::Object(o) => {
-            Value::Object(o.into_iter().map(|(k, v)| (k, mask_value(m, v))).collect())
-        }
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, v)| (printable(&k), mask_value(m, v)))
+                .collect(),
+        ),
         other => other,
+    }
+}
+
+/// Text as it can be stored and shown: terminal escape sequences (colours,
+/// cursor moves, titles) removed, a carriage return's overwritten text
+/// dropped (a progress bar keeps its last state), and every other control
+/// character but tab shown as U+FFFD. PostgreSQL refuses a NUL, and a
+/// viewer's terminal must not obey what a command printed.
+pub fn printable(text: &str) -> String {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return text.to_owned();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\t' => out.push(c),
+            // CSI: ESC [ (or U+009B), parameters, one final byte @..~.
+            '\u{1b}' if chars.peek() == Some(&'[') => {
+                chars.next();
+                skip_csi(&mut chars);
+            }
+            '\u{9b}' => skip_csi(&mut chars),
+            // OSC (titles, hyperlinks) and other strings: up to BEL or ESC \.
+            '\u{1b}' if matches!(chars.peek(), Some(']' | 'P' | 'X' | '^' | '_')) => {
+                chars.next();
+                while let Some(c) = chars.next() {
+                    if c == '\u{7}' || (c == '\u{1b}' && chars.next_if_eq(&'\\').is_some()) {
+                        break;
+                    }
+                }
+            }
+            // Any other escape: ESC and the one character it selects.
+            '\u{1b}' => {
+                chars.next();
+            }
+            '\r' if chars.peek().is_none() => {}
+            '\r' => out.clear(),
+            c if c.is_control() => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn skip_csi(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
+    for c in chars.by_ref() {
+        if ('@'..='~').contains(&c) {
+            break;
+        }
     }
 }
 
@@ -218,24 +270,52 @@ async fn write_batch(
     events: &EventContext,
     progress: &Progress,
 ) {
-    // Retry the commit a few times: a lost line is worse than a late one.
-    let mut stored = None;
-    for attempt in 0..5u64 {
-        match deployments::insert_logs(pool, deployment, batch).await {
-            Ok(rows) => {
-                stored = Some(rows);
-                break;
+    // A batch PostgreSQL refuses is split, so one bad line never takes
+    // another with it; the parts are written in order.
+    let mut parts = vec![batch];
+    while let Some(part) = parts.pop() {
+        match store(pool, deployment, part).await {
+            Ok(rows) => publish(publisher, deployment, &rows, events, progress).await,
+            Err(e) if part.len() > 1 => {
+                tracing::warn!(%deployment, error = %e, lines = part.len(), "a batch of log lines was refused; splitting it");
+                let (first, second) = part.split_at(part.len() / 2);
+                parts.push(second);
+                parts.push(first);
             }
             Err(e) => {
-                tracing::warn!(%deployment, error = %e, attempt, "storing log lines failed; retrying");
-                tokio::time::sleep(std::time::Duration::from_millis(200 * (attempt + 1))).await;
+                tracing::error!(%deployment, seq = part[0].seq, error = %e, "a log line could not be stored");
             }
         }
     }
-    let Some(rows) = stored else {
-        tracing::error!(%deployment, lines = batch.len(), "log lines could not be stored");
-        return;
-    };
+}
+
+/// Commits lines, retrying a few times while the database is unreachable (a
+/// lost line is worse than a late one); a refusal is answered at once.
+async fn store(
+    pool: &PgPool,
+    deployment: Uuid,
+    lines: &[NewLog],
+) -> sqlx::Result<Vec<deployments::LogLine>> {
+    let mut attempt = 0u64;
+    loop {
+        match deployments::insert_logs(pool, deployment, lines).await {
+            Err(e) if attempt < 4 && !matches!(e, sqlx::Error::Database(_)) => {
+                tracing::warn!(%deployment, error = %e, attempt, "storing log lines failed; retrying");
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn publish(
+    publisher: &Publisher,
+    deployment: Uuid,
+    rows: &[deployments::LogLine],
+    events: &EventContext,
+    progress: &Progress,
+) {
     let percent = progress.percent.load(Ordering::SeqCst);
     let out: Vec<(Uuid, &str, Value)> = rows
         .iter()
@@ -257,5 +337,24 @@ async fn write_batch(
     if let Err(e) = publisher.publish_many(&out).await {
         // The lines are stored; live viewers catch up from PostgreSQL.
         tracing::warn!(%deployment, error = %e, "publishing log events failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn printable_keeps_text_and_drops_what_a_terminal_would_obey() {
+        assert_eq!(printable("plain\ttext é"), "plain\ttext é");
+        assert_eq!(printable("a\u{0}b"), "a\u{fffd}b");
+        assert_eq!(printable("\u{1b}[1;31mred\u{1b}[0m done"), "red done");
+        assert_eq!(printable("\u{1b}]0;title\u{7}after"), "after");
+        assert_eq!(printable("\u{1b}]8;;http://x\u{1b}\\link"), "link");
+        assert_eq!(printable("\u{9b}2Jcleared"), "cleared");
+        assert_eq!(printable("10%\r50%\r100%"), "100%");
+        assert_eq!(printable("line\r"), "line");
+        assert_eq!(printable("bell\u{7}\u{7f}"), "bell\u{fffd}\u{fffd}");
+        assert_eq!(printable("esc at end \u{1b}"), "esc at end ");
     }
 }
