@@ -108,7 +108,7 @@ impl ApiError {
             ApiError::Invalid(e) => format!("Invalid {}: {}", e.field, e.message),
             ApiError::Internal(_) => "Internal error; it has been logged. Try again later.".into(),
             ApiError::DeploymentInProgress(id) => format!(
-                "Deployment {id} of this environment is pending or running; wait for it to finish or cancel it."
+                "Deployment {id} is pending or running here; wait for it to finish or cancel it."
             ),
             other => other.to_string(),
         }

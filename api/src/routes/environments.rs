@@ -332,14 +332,9 @@ async fn delete(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     load(&state, &user, *id, Permission::ProjectEnvironmentsManage).await?;
-    if db::environments::has_active_deployment(&state.pool, *id).await? {
-        return Err(ApiError::conflict(
-            "deployment_in_progress",
-            "A deployment of this environment is pending or running; cancel it or wait for it to finish.",
-        ));
+    match db::delete_unless_deploying(&state.pool, db::DeleteScope::Environment, *id).await? {
+        db::Deleted::Deleted => Ok(HttpResponse::NoContent().finish()),
+        db::Deleted::NotFound => Err(ApiError::NotFound("environment")),
+        db::Deleted::Busy(d) => Err(ApiError::DeploymentInProgress(d)),
     }
-    if !db::environments::delete(&state.pool, *id).await? {
-        return Err(ApiError::NotFound("environment"));
-    }
-    Ok(HttpResponse::NoContent().finish())
 }

@@ -127,10 +127,11 @@ async fn delete(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     access::org(&state, &user, *id, Permission::OrgDelete).await?;
-    if !db::organizations::delete(&state.pool, *id).await? {
-        return Err(ApiError::NotFound("organization"));
+    match db::delete_unless_deploying(&state.pool, db::DeleteScope::Organization, *id).await? {
+        db::Deleted::Deleted => Ok(HttpResponse::NoContent().finish()),
+        db::Deleted::NotFound => Err(ApiError::NotFound("organization")),
+        db::Deleted::Busy(d) => Err(ApiError::DeploymentInProgress(d)),
     }
-    Ok(HttpResponse::NoContent().finish())
 }
 
 async fn add_member(

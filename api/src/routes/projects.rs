@@ -179,10 +179,11 @@ async fn delete(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     access::project(&state, &user, *id, Permission::ProjectDelete).await?;
-    if !db::projects::delete(&state.pool, *id).await? {
-        return Err(ApiError::NotFound("project"));
+    match db::delete_unless_deploying(&state.pool, db::DeleteScope::Project, *id).await? {
+        db::Deleted::Deleted => Ok(HttpResponse::NoContent().finish()),
+        db::Deleted::NotFound => Err(ApiError::NotFound("project")),
+        db::Deleted::Busy(d) => Err(ApiError::DeploymentInProgress(d)),
     }
-    Ok(HttpResponse::NoContent().finish())
 }
 
 async fn add_member(

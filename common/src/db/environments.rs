@@ -153,19 +153,3 @@ pub async fn list_visible(
     .fetch_all(pool)
     .await
 }
-
-pub async fn delete(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
-    let r = sqlx::query("DELETE FROM environments WHERE id = $1")
-        .bind(id)
-        .execute(pool)
-        .await?;
-    Ok(r.rows_affected() == 1)
-}
-
-/// True while a deployment of the environment is pending or running.
-pub async fn has_active_deployment(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM deployments WHERE environment_id = $1 AND status IN ('pending', 'running'))")
-        .bind(id)
-        .fetch_one(pool)
-        .await
-}

@@ -58,3 +58,59 @@ pub fn is_unique_violation(e: &sqlx::Error, constraint: &str) -> bool {
 pub fn is_foreign_key_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(d) if d.code().as_deref() == Some("23503"))
 }
+
+/// What deleting an organization, project or environment did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    Deleted,
+    NotFound,
+    /// Refused: this deployment of it is pending or running.
+    Busy(uuid::Uuid),
+}
+
+/// Deletes the row `id` of `table` (organizations, projects, environments)
+/// unless a deployment under it is pending or running, in one statement, so
+/// no environment is half replaced by a delete racing its deployment.
+pub async fn delete_unless_deploying(
+    pool: &PgPool,
+    scope: DeleteScope,
+    id: uuid::Uuid,
+) -> sqlx::Result<Deleted> {
+    let (active, delete) = match scope {
+        DeleteScope::Organization => (
+            "SELECT d.id FROM deployments d JOIN projects p ON p.id = d.project_id
+             WHERE p.organization_id = $1 AND d.status IN ('pending', 'running')",
+            "DELETE FROM organizations WHERE id = $1",
+        ),
+        DeleteScope::Project => (
+            "SELECT d.id FROM deployments d
+             WHERE d.project_id = $1 AND d.status IN ('pending', 'running')",
+            "DELETE FROM projects WHERE id = $1",
+        ),
+        DeleteScope::Environment => (
+            "SELECT d.id FROM deployments d
+             WHERE d.environment_id = $1 AND d.status IN ('pending', 'running')",
+            "DELETE FROM environments WHERE id = $1",
+        ),
+    };
+    let sql = format!(
+        "WITH active AS ({active} ORDER BY d.created_at LIMIT 1),
+              gone AS ({delete} AND NOT EXISTS (SELECT 1 FROM active) RETURNING 1)
+         SELECT (SELECT id FROM active), (SELECT count(*) FROM gone)"
+    );
+    let (busy, deleted): (Option<uuid::Uuid>, i64) =
+        sqlx::query_as(&sql).bind(id).fetch_one(pool).await?;
+    Ok(match (busy, deleted) {
+        (Some(d), _) => Deleted::Busy(d),
+        (None, 0) => Deleted::NotFound,
+        _ => Deleted::Deleted,
+    })
+}
+
+/// What [`delete_unless_deploying`] deletes (the SQL is fixed per scope).
+#[derive(Debug, Clone, Copy)]
+pub enum DeleteScope {
+    Organization,
+    Project,
+    Environment,
+}

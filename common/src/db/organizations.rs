@@ -91,14 +91,6 @@ pub async fn update(
     .await
 }
 
-pub async fn delete(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
-    let r = sqlx::query("DELETE FROM organizations WHERE id = $1")
-        .bind(id)
-        .execute(pool)
-        .await?;
-    Ok(r.rows_affected() == 1)
-}
-
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Member {
     pub organization_id: Uuid,

@@ -103,14 +103,6 @@ pub async fn update(
     .await
 }
 
-pub async fn delete(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
-    let r = sqlx::query("DELETE FROM projects WHERE id = $1")
-        .bind(id)
-        .execute(pool)
-        .await?;
-    Ok(r.rows_affected() == 1)
-}
-
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Member {
     pub project_id: Uuid,

@@ -526,3 +526,44 @@ async fn schema_constraints_hold_one_active_deployment_per_environment() {
     let bad = insert(3, "exploded").execute(&app.db).await;
     assert!(bad.is_err(), "status is a closed set");
 }
+
+#[tokio::test]
+async fn deleting_an_organization_or_project_while_one_of_its_deployments_runs_is_a_409_naming_it()
+{
+    let app = TestApp::spawn().await;
+    let w = World::build(&app, "acme").await;
+    let t = &app.admin_token;
+    let deployment = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO deployments (id, project_id, environment_id, version, status) VALUES ($1, $2, $3, 1, 'running')",
+    )
+    .bind(deployment)
+    .bind(w.project)
+    .bind(w.environment)
+    .execute(&app.db)
+    .await
+    .expect("insert deployment");
+    for path in [
+        format!("/api/v1/projects/{}", w.project),
+        format!("/api/v1/organizations/{}", w.org),
+        format!("/api/v1/environments/{}", w.environment),
+    ] {
+        let r = app.delete(&path, t).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::CONFLICT, "deployment_in_progress"),
+            "{path}: {}",
+            r.text
+        );
+        assert_eq!(r.body["deployment_id"], json!(deployment), "{path}");
+        // Nothing was deleted.
+        assert_eq!(app.get(&path, t).await.status, StatusCode::OK, "{path}");
+    }
+    sqlx::query("UPDATE deployments SET status = 'failed', completed_at = now()")
+        .execute(&app.db)
+        .await
+        .expect("finish");
+    let org = format!("/api/v1/organizations/{}", w.org);
+    assert_eq!(app.delete(&org, t).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(app.get(&org, t).await.status, StatusCode::NOT_FOUND);
+}
