@@ -203,6 +203,7 @@ async fn get(
 #[derive(Deserialize)]
 pub struct LogsQuery {
     level: Option<String>,
+    step: Option<String>,
     skip: Option<i64>,
     limit: Option<i64>,
 }
@@ -228,9 +229,32 @@ async fn logs(
             })
         })
         .transpose()?;
-    let rows = db::deployments::logs(&state.pool, *id, level.map(|l| l.as_str()), page).await?;
+    let step = q
+        .step
+        .as_deref()
+        .map(|s| {
+            Step::parse(s).ok_or_else(|| {
+                ApiError::invalid(
+                    "step",
+                    "must be a pipeline stage id such as cloning_project_repo",
+                )
+            })
+        })
+        .transpose()?;
+    let rows = db::deployments::logs(
+        &state.pool,
+        *id,
+        level.map(|l| l.as_str()),
+        step.map(|s| s.id()),
+        page,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(json!({"deployment_id": *id, "logs": rows})))
 }
+
+/// Log lines per step in a progress answer: the latest ones; the rest are
+/// at `logs_url`.
+pub const PROGRESS_LINES_PER_STEP: i64 = 50;
 
 async fn progress(
     state: web::Data<AppState>,
@@ -239,7 +263,8 @@ async fn progress(
 ) -> Result<HttpResponse, ApiError> {
     let d = load(&state, &user, *id, Permission::ProjectDeploymentsView).await?;
     let rows = db::deployments::steps(&state.pool, d.id).await?;
-    let logs = db::deployments::all_logs(&state.pool, d.id).await?;
+    let (logs, counts) =
+        db::deployments::step_log_tails(&state.pool, d.id, PROGRESS_LINES_PER_STEP).await?;
     let steps: Vec<Value> = Step::PIPELINE
         .iter()
         .map(|step| {
@@ -249,6 +274,10 @@ async fn progress(
                 .filter(|l| l.step.as_deref() == Some(step.id()))
                 .map(|l| json!({"message": l.message, "timestamp": l.timestamp, "level": l.level}))
                 .collect();
+            let total = counts
+                .iter()
+                .find(|(s, _)| s.as_deref() == Some(step.id()))
+                .map_or(0, |(_, n)| *n);
             let latest = row.and_then(|r| r.latest_message.clone()).or_else(|| {
                 step_logs
                     .last()
@@ -260,6 +289,9 @@ async fn progress(
                 "description": step.description(),
                 "status": row.map(|r| r.status.as_str()).unwrap_or("pending"),
                 "logs": step_logs,
+                "logs_total": total,
+                "logs_truncated": total > PROGRESS_LINES_PER_STEP,
+                "logs_url": format!("/api/v1/deployments/{}/logs?step={}", d.id, step.id()),
                 "latest_message": latest,
                 "started_at": row.and_then(|r| r.started_at),
                 "completed_at": row.and_then(|r| r.completed_at),

@@ -228,17 +228,20 @@ pub async fn logs(
     pool: &PgPool,
     deployment: Uuid,
     level: Option<&str>,
+    step: Option<&str>,
     page: Page,
 ) -> sqlx::Result<Vec<LogLine>> {
     sqlx::query_as(
         "SELECT id, seq, timestamp, level, message, step, data FROM deployment_logs
          WHERE deployment_id = $1 AND ($2::text IS NULL OR level = $2)
+           AND ($5::text IS NULL OR step = $5)
          ORDER BY seq OFFSET $3 LIMIT $4",
     )
     .bind(deployment)
     .bind(level)
     .bind(page.skip)
     .bind(page.limit)
+    .bind(step)
     .fetch_all(pool)
     .await
 }
@@ -281,18 +284,31 @@ pub async fn steps(pool: &PgPool, deployment: Uuid) -> sqlx::Result<Vec<StepRow>
     .await
 }
 
-/// Every log line of a deployment, for the progress view.
-pub async fn all_logs(pool: &PgPool, deployment: Uuid) -> sqlx::Result<Vec<LogLine>> {
-    logs(
-        pool,
-        deployment,
-        None,
-        Page {
-            skip: 0,
-            limit: i64::MAX,
-        },
+/// The last `per_step` log lines of each step of a deployment, in order,
+/// and how many lines each step has: the progress view's memory is bounded
+/// however long a deployment's log is.
+pub async fn step_log_tails(
+    pool: &PgPool,
+    deployment: Uuid,
+    per_step: i64,
+) -> sqlx::Result<(Vec<LogLine>, Vec<(Option<String>, i64)>)> {
+    let tails = sqlx::query_as(
+        "SELECT id, seq, timestamp, level, message, step, data FROM (
+             SELECT *, row_number() OVER (PARTITION BY step ORDER BY seq DESC) AS back
+             FROM deployment_logs WHERE deployment_id = $1) t
+         WHERE back <= $2 ORDER BY seq",
     )
-    .await
+    .bind(deployment)
+    .bind(per_step)
+    .fetch_all(pool)
+    .await?;
+    let counts = sqlx::query_as(
+        "SELECT step, count(*) FROM deployment_logs WHERE deployment_id = $1 GROUP BY step",
+    )
+    .bind(deployment)
+    .fetch_all(pool)
+    .await?;
+    Ok((tails, counts))
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]

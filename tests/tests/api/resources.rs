@@ -567,3 +567,71 @@ async fn deleting_an_organization_or_project_while_one_of_its_deployments_runs_i
     assert_eq!(app.delete(&org, t).await.status, StatusCode::NO_CONTENT);
     assert_eq!(app.get(&org, t).await.status, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn progress_carries_the_last_fifty_lines_of_each_step_with_the_count_and_where_the_rest_are()
+{
+    let app = TestApp::spawn().await;
+    let w = World::build(&app, "acme").await;
+    let t = &app.admin_token;
+    let deployment = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO deployments (id, project_id, environment_id, version, status) VALUES ($1, $2, $3, 1, 'running')",
+    )
+    .bind(deployment)
+    .bind(w.project)
+    .bind(w.environment)
+    .execute(&app.db)
+    .await
+    .expect("insert deployment");
+    sqlx::query(
+        "INSERT INTO deployment_logs (id, deployment_id, seq, timestamp, level, message, step)
+         SELECT gen_random_uuid(), $1, n, now(), 'debug', 'line ' || n,
+                CASE WHEN n <= 120 THEN 'cloning_project_repo' ELSE 'pulling_image' END
+         FROM generate_series(1, 130) n",
+    )
+    .bind(deployment)
+    .execute(&app.db)
+    .await
+    .expect("insert logs");
+    let r = app
+        .get(&format!("/api/v1/deployments/{deployment}/progress"), t)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let step = |id: &str| {
+        r.body["steps"]
+            .as_array()
+            .and_then(|s| s.iter().find(|s| s["id"] == id))
+            .cloned()
+            .unwrap_or_default()
+    };
+    let cloning = step("cloning_project_repo");
+    let lines = cloning["logs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(lines.len(), 50);
+    assert_eq!(lines[0]["message"], "line 71");
+    assert_eq!(lines[49]["message"], "line 120");
+    assert_eq!(cloning["logs_total"], 120);
+    assert_eq!(cloning["logs_truncated"], true);
+    let url = cloning["logs_url"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(
+        url,
+        format!("/api/v1/deployments/{deployment}/logs?step=cloning_project_repo")
+    );
+    let pulling = step("pulling_image");
+    assert_eq!(pulling["logs"].as_array().map(Vec::len), Some(10));
+    assert_eq!(pulling["logs_truncated"], false);
+    // The pointer leads to every line of that step.
+    let all = app.get(&format!("{url}&limit=500"), t).await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.text);
+    assert_eq!(all.body["logs"].as_array().map(Vec::len), Some(120));
+    let bad = app
+        .get(
+            &format!("/api/v1/deployments/{deployment}/logs?step=nope"),
+            t,
+        )
+        .await;
+    assert_eq!(
+        (bad.status, bad.body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("step"))
+    );
+}
