@@ -358,3 +358,108 @@ async fn dependency_files_are_read_from_git_objects_never_through_a_symlink_and_
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn odoos_database_manager_gets_a_generated_master_password_and_lists_no_database() {
+    let w = world(&[]).await;
+    let t = w.stack.admin_token.clone();
+    let tag = Uuid::new_v4().simple().to_string()[..6].to_owned();
+    let sub = format!("dbm-{tag}");
+    let env = w
+        .environment(json!({"name": "staging", "subdomain": sub}))
+        .await;
+    let _purge = Purge(env, sub.clone());
+    let creds = format!("/api/v1/environments/{env}/credentials");
+    let r = w.get(&creds).await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["error"].as_str()),
+        (409, Some("credentials_not_ready")),
+        "{}",
+        r.text
+    );
+    let (id, d) = w.deploy_and_wait(env).await;
+    assert_eq!(
+        d["status"],
+        "success",
+        "{d}\n{}",
+        w.messages(id).await.join("\n")
+    );
+    let conf = std::fs::read_to_string(format!("/opt/paasportal/{env}/odoo.conf")).expect("conf");
+    assert!(conf.contains("\nlist_db = False\n"), "{conf}");
+    let line = conf
+        .lines()
+        .find(|l| l.starts_with("admin_passwd = "))
+        .expect("admin_passwd");
+    let master = line.trim_start_matches("admin_passwd = ").to_owned();
+    assert!(master.len() >= 32 && master != "admin", "{line}");
+
+    // A project member may not read it; a project admin reads it once.
+    let (member, member_token) = w.stack.user("viewer").await;
+    let r = w
+        .stack
+        .post(
+            &format!("/api/v1/projects/{}/members", w.project),
+            &t,
+            json!({"user_id": member, "role": "member"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let r = w.stack.get(&creds, &member_token).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    let r = w.get(&creds).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["master_password"], master.as_str());
+    let r = w.get(&creds).await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["error"].as_str()),
+        (409, Some("credentials_already_read"))
+    );
+    // It is masked everywhere else, and stored encrypted.
+    for path in [
+        format!("/api/v1/deployments/{id}/logs?limit=500"),
+        format!("/api/v1/deployments/{id}/logs/export?format=json"),
+        format!("/api/v1/deployments/{id}/progress"),
+        format!("/api/v1/environments/{env}"),
+    ] {
+        let text = w.get(&path).await.text;
+        assert!(!text.contains(&master), "{path} shows the master password");
+    }
+    let stored: String =
+        sqlx::query_scalar("SELECT admin_passwd_encrypted FROM environments WHERE id = $1")
+            .bind(env)
+            .fetch_one(&w.stack.pool)
+            .await
+            .expect("stored");
+    assert!(!stored.contains(&master));
+    // The override may turn the list on; admin_passwd cannot be overridden.
+    let r = w
+        .stack
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/environments/{env}"),
+            Some(&t),
+            Some(json!({"odoo_conf_overrides": {"security": {"admin_passwd": "admin"}}})),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    let r = w
+        .stack
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/environments/{env}"),
+            Some(&t),
+            Some(json!({"odoo_conf_overrides": {"database": {"list_db": true}}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let (id, d) = w.deploy_and_wait(env).await;
+    assert_eq!(
+        d["status"],
+        "success",
+        "{d}\n{}",
+        w.messages(id).await.join("\n")
+    );
+    let conf = std::fs::read_to_string(format!("/opt/paasportal/{env}/odoo.conf")).expect("conf");
+    assert!(conf.contains("\nlist_db = True\n"), "{conf}");
+    assert!(conf.contains(line), "the master password stays: {conf}");
+}

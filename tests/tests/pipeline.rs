@@ -217,7 +217,8 @@ async fn a_fresh_deployment_then_a_redeploy_run_all_sixteen_stages_for_real() {
         717u64 * 1024 * 1024
     )));
     assert!(
-        conf.ends_with("logfile = False\nlog_level = info\nmax_cron_threads = 1\n"),
+        conf.contains("\nlogfile = False\nadmin_passwd = ")
+            && conf.ends_with("\nlist_db = False\nlog_level = info\nmax_cron_threads = 1\n"),
         "{conf}"
     );
     {

@@ -16,6 +16,8 @@ pub struct ConfInput<'a> {
     /// Repository directories under `addons/`, highest priority first.
     pub addon_dirs: &'a [String],
     pub db_password: &'a str,
+    /// Odoo's master password, for its database manager.
+    pub admin_passwd: &'a str,
     pub workers: u32,
     /// Odoo's share of RAM, in MB.
     pub odoo_ram_mb: u64,
@@ -56,6 +58,10 @@ pub fn generate(c: &ConfInput<'_>) -> (String, usize) {
         ("limit_time_cpu".into(), "900".into()),
         ("proxy_mode".into(), "True".into()),
         ("logfile".into(), "False".into()),
+        // Not in the spec's example: stock Odoo's master password is
+        // `admin` and its database manager lists every database.
+        ("admin_passwd".into(), c.admin_passwd.to_owned()),
+        ("list_db".into(), "False".into()),
     ]);
     let mut applied = 0;
     if let Value::Object(groups) = c.overrides {
@@ -111,7 +117,7 @@ mod tests {
     }
 
     #[test]
-    fn matches_the_specs_example_byte_for_byte() {
+    fn matches_the_specs_example_byte_for_byte_plus_the_database_manager_lines() {
         let spec = "[options]
 addons_path = /mnt/extra-addons/my-project,/mnt/extra-addons/org-modules,/mnt/extra-addons/platform-utils,/usr/lib/python3/dist-packages/odoo/addons
 data_dir = /var/lib/odoo
@@ -127,11 +133,14 @@ limit_memory_soft = 2147483648
 limit_time_cpu = 900
 proxy_mode = True
 logfile = False
+admin_passwd = {generated_master_password}
+list_db = False
 ";
         let (text, n) = generate(&ConfInput {
             environment: ENV,
             addon_dirs: &dirs(),
             db_password: "{generated_secure_password}",
+            admin_passwd: "{generated_master_password}",
             workers: crate::resources::odoo_workers(2.0),
             odoo_ram_mb: 2560,
             replica: false,
@@ -147,6 +156,7 @@ logfile = False
             environment: ENV,
             addon_dirs: &[],
             db_password: "pw",
+            admin_passwd: "master",
             workers: 1,
             odoo_ram_mb: 1024,
             replica: true,
@@ -169,6 +179,7 @@ logfile = False
             environment: ENV,
             addon_dirs: &dirs(),
             db_password: "pw",
+            admin_passwd: "master",
             workers: 4,
             odoo_ram_mb: 2560,
             replica: false,
@@ -177,6 +188,6 @@ logfile = False
         assert_eq!(n, 5);
         assert!(text.contains("\nworkers = 8\nlimit_memory_hard"));
         assert!(!text.contains("workers = 4"));
-        assert!(text.ends_with("logfile = False\nlog_handler = :DEBUG\nlog_level = debug\nmax_cron_threads = 2\nlist_db = False\n"));
+        assert!(text.ends_with("logfile = False\nadmin_passwd = master\nlist_db = False\nlog_handler = :DEBUG\nlog_level = debug\nmax_cron_threads = 2\n"));
     }
 }

@@ -153,3 +153,39 @@ pub async fn list_visible(
     .fetch_all(pool)
     .await
 }
+
+/// What reading an environment's credentials found.
+pub enum Credentials {
+    /// The encrypted master password; the read is now recorded.
+    First(String),
+    /// Read before, at this time.
+    AlreadyRead(DateTime<Utc>),
+    /// No deployment generated them yet.
+    NotYet,
+}
+
+/// Hands out the environment's credentials once: the first call records
+/// who read them and when, in the same statement.
+pub async fn take_credentials(pool: &PgPool, id: Uuid, user: Uuid) -> sqlx::Result<Credentials> {
+    let taken: Option<String> = sqlx::query_scalar(
+        "UPDATE environments SET credentials_read_at = now(), credentials_read_by = $2
+         WHERE id = $1 AND credentials_read_at IS NULL AND admin_passwd_encrypted IS NOT NULL
+         RETURNING admin_passwd_encrypted",
+    )
+    .bind(id)
+    .bind(user)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(t) = taken {
+        return Ok(Credentials::First(t));
+    }
+    let read_at: Option<Option<DateTime<Utc>>> =
+        sqlx::query_scalar("SELECT credentials_read_at FROM environments WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(match read_at.flatten() {
+        Some(at) => Credentials::AlreadyRead(at),
+        None => Credentials::NotYet,
+    })
+}

@@ -19,6 +19,7 @@ pub struct EnvironmentPlan {
     pub migration_source_url: Option<String>,
     pub migration_restore_completed: bool,
     pub db_password_encrypted: Option<String>,
+    pub admin_passwd_encrypted: Option<String>,
     /// The image of the environment's last successful deployment, if any.
     pub previous_image: Option<String>,
 }
@@ -47,6 +48,7 @@ pub async fn environment(pool: &PgPool, deployment: Uuid) -> sqlx::Result<Enviro
         "SELECT p.git_url AS project_git_url, v.image AS odoo_image, v.registry_username,
                 v.registry_password_encrypted, e.odoo_conf_overrides, e.replica_enabled,
                 e.migration_source_url, e.migration_restore_completed, e.db_password_encrypted,
+                e.admin_passwd_encrypted,
                 (SELECT image_tag FROM deployments prev WHERE prev.environment_id = e.id
                    AND prev.status = 'success' ORDER BY prev.version DESC LIMIT 1) AS previous_image
          FROM deployments d JOIN environments e ON e.id = d.environment_id
@@ -89,23 +91,42 @@ pub async fn dns_provider(pool: &PgPool, organization: Uuid) -> sqlx::Result<Opt
     .await
 }
 
-/// Stores the environment's database password unless one is stored already;
-/// returns the one that is stored (so two racing runs agree).
-pub async fn ensure_db_password(
+/// A secret generated once per environment.
+#[derive(Debug, Clone, Copy)]
+pub enum EnvironmentSecret {
+    /// The `odoo` role's password in the environment's PostgreSQL.
+    DbPassword,
+    /// Odoo's master password (`admin_passwd`).
+    AdminPasswd,
+}
+
+/// Stores an environment's secret unless one is stored already; returns the
+/// one that is stored (so two racing runs agree).
+pub async fn ensure_secret(
     pool: &PgPool,
     environment: Uuid,
+    secret: EnvironmentSecret,
     encrypted: &str,
 ) -> sqlx::Result<String> {
-    sqlx::query_scalar(
-        "WITH set AS (UPDATE environments SET db_password_encrypted = $2, updated_at = now()
-                      WHERE id = $1 AND db_password_encrypted IS NULL RETURNING db_password_encrypted)
-         SELECT COALESCE((SELECT db_password_encrypted FROM set),
-                         (SELECT db_password_encrypted FROM environments WHERE id = $1))",
-    )
-    .bind(environment)
-    .bind(encrypted)
-    .fetch_one(pool)
-    .await
+    let sql = match secret {
+        EnvironmentSecret::DbPassword => {
+            "WITH set AS (UPDATE environments SET db_password_encrypted = $2, updated_at = now()
+                          WHERE id = $1 AND db_password_encrypted IS NULL RETURNING db_password_encrypted)
+             SELECT COALESCE((SELECT db_password_encrypted FROM set),
+                             (SELECT db_password_encrypted FROM environments WHERE id = $1))"
+        }
+        EnvironmentSecret::AdminPasswd => {
+            "WITH set AS (UPDATE environments SET admin_passwd_encrypted = $2, updated_at = now()
+                          WHERE id = $1 AND admin_passwd_encrypted IS NULL RETURNING admin_passwd_encrypted)
+             SELECT COALESCE((SELECT admin_passwd_encrypted FROM set),
+                             (SELECT admin_passwd_encrypted FROM environments WHERE id = $1))"
+        }
+    };
+    sqlx::query_scalar(sql)
+        .bind(environment)
+        .bind(encrypted)
+        .fetch_one(pool)
+        .await
 }
 
 /// The project repository's commit, as the spec's "Git Information Captured".

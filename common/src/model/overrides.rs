@@ -35,6 +35,7 @@ pub const RESERVED_KEYS: &[&str] = &[
     "db_replica_port",
     "logfile",
     "proxy_mode",
+    "admin_passwd",
 ];
 
 const MAX_KEYS: usize = 100;

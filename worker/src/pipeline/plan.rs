@@ -60,6 +60,8 @@ pub struct Plan {
     /// `{subdomain}.{apps_domain}`.
     pub hostname: String,
     pub db_password: String,
+    /// Odoo's master password (`admin_passwd`), for its database manager.
+    pub admin_passwd: String,
     pub registry_auth: Option<(String, String)>,
     pub split: Split,
     /// Odoo's major version, e.g. 18 for "18.0".
@@ -193,22 +195,26 @@ pub async fn load(
         .as_ref()
         .map(|(_, domain)| domain.clone())
         .unwrap_or_else(|| settings.pipeline.apps_domain.clone());
-    let db_password = match &env.db_password_encrypted {
-        Some(stored) => key.decrypt(stored).context("the database password")?,
-        None => {
-            // Generated once per environment, from the OS's random source.
-            let fresh = format!(
-                "{}{}",
-                uuid::Uuid::new_v4().simple(),
-                uuid::Uuid::new_v4().simple()
-            );
-            let stored = plan::ensure_db_password(pool, ctx.environment_id, &key.encrypt(&fresh))
-                .await
-                .context("storing the database password")?;
-            key.decrypt(&stored).context("the database password")?
-        }
-    };
+    let db_password = environment_secret(
+        pool,
+        key,
+        ctx.environment_id,
+        plan::EnvironmentSecret::DbPassword,
+        env.db_password_encrypted.as_deref(),
+    )
+    .await
+    .context("the database password")?;
     masker.add(db_password.clone());
+    let admin_passwd = environment_secret(
+        pool,
+        key,
+        ctx.environment_id,
+        plan::EnvironmentSecret::AdminPasswd,
+        env.admin_passwd_encrypted.as_deref(),
+    )
+    .await
+    .context("Odoo's master password")?;
+    masker.add(admin_passwd.clone());
     // A presigned download link's signature is a credential too.
     if let Some((_, query)) = env
         .migration_source_url
@@ -238,6 +244,7 @@ pub async fn load(
         dns: dns.map(|(d, _)| d),
         hostname: format!("{}.{apps_domain}", ctx.subdomain),
         db_password,
+        admin_passwd,
         registry_auth,
         split: resources::split(ctx.cpu_cores, ctx.ram_mb.max(0) as u64),
         odoo_major,
@@ -256,6 +263,29 @@ pub async fn server_ip(host: &str) -> anyhow::Result<IpAddr> {
         .find(|a| a.is_ipv4())
         .map(|a| a.ip())
         .ok_or_else(|| anyhow::anyhow!("{host} has no IPv4 address"))
+}
+
+/// The stored secret, or a new one (64 hex digits from the OS's random
+/// source) stored unless another run stored one first.
+async fn environment_secret(
+    pool: &sqlx::PgPool,
+    key: &oec_common::secrets::SecretKey,
+    environment: uuid::Uuid,
+    which: plan::EnvironmentSecret,
+    stored: Option<&str>,
+) -> anyhow::Result<String> {
+    let encrypted = match stored {
+        Some(s) => s.to_owned(),
+        None => {
+            let fresh = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            plan::ensure_secret(pool, environment, which, &key.encrypt(&fresh)).await?
+        }
+    };
+    Ok(key.decrypt(&encrypted)?)
 }
 
 #[cfg(test)]

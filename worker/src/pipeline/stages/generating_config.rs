@@ -20,6 +20,7 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
         environment: &env,
         addon_dirs: &dirs,
         db_password: &plan.db_password,
+        admin_passwd: &plan.admin_passwd,
         workers: odoo_workers(plan.split.odoo.cpu_cores),
         odoo_ram_mb: plan.split.odoo.ram_mb,
         replica: plan.replica(),
