@@ -36,6 +36,13 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("{0}")]
     NotReady(String),
+    /// 429, with `Retry-After` seconds.
+    #[error("{message}")]
+    TooMany {
+        code: &'static str,
+        message: String,
+        retry_after: u64,
+    },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -82,7 +89,8 @@ impl ApiError {
         match self {
             ApiError::BadRequest { code, .. }
             | ApiError::Unauthorized { code, .. }
-            | ApiError::Conflict { code, .. } => (*code).to_owned(),
+            | ApiError::Conflict { code, .. }
+            | ApiError::TooMany { code, .. } => (*code).to_owned(),
             ApiError::Forbidden(_) | ApiError::PortalAdminOnly => "forbidden".into(),
             ApiError::NotFound(what) => format!("{what}_not_found"),
             ApiError::Invalid(_) => "invalid_field".into(),
@@ -137,6 +145,7 @@ impl ResponseError for ApiError {
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) | ApiError::PortalAdminOnly => StatusCode::FORBIDDEN,
+            ApiError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } | ApiError::DeploymentInProgress(_) => StatusCode::CONFLICT,
             ApiError::QueueUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -160,6 +169,9 @@ impl ResponseError for ApiError {
         if let ApiError::Unauthorized { .. } = self {
             resp.insert_header(("WWW-Authenticate", "Bearer"));
         }
+        if let ApiError::TooMany { retry_after, .. } = self {
+            resp.insert_header(("Retry-After", retry_after.to_string()));
+        }
         let deployment_id = match self {
             ApiError::DeploymentInProgress(id) => Some(*id),
             _ => None,
@@ -173,7 +185,6 @@ impl ResponseError for ApiError {
     }
 }
 
-/// Malformed, oversized or mistyped JSON bodies.
 /// A body that is JSON but not the request's shape is a 422 naming the
 /// field; one that is not JSON at all is a 400.
 pub fn deserialize_error(e: &serde_json::Error) -> ApiError {
@@ -192,6 +203,7 @@ pub fn deserialize_error(e: &serde_json::Error) -> ApiError {
     }
 }
 
+/// Malformed, oversized or mistyped JSON bodies.
 pub fn json_error(err: JsonPayloadError, _req: &HttpRequest) -> actix_web::Error {
     let e = match err {
         JsonPayloadError::Overflow { limit }

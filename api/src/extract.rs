@@ -19,6 +19,8 @@ pub struct AuthUser {
     pub id: Uuid,
     pub email: String,
     pub portal_admin: bool,
+    /// When the access token expires (Unix seconds): an event stream ends then.
+    pub token_exp: i64,
 }
 
 impl AuthUser {
@@ -79,6 +81,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, Api
         id: user.id,
         email: user.email,
         portal_admin: user.is_portal_admin,
+        token_exp: claims.exp,
     })
 }
 

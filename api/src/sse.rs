@@ -6,8 +6,9 @@
 //! memory; a client that falls behind the buffer is disconnected and resumes
 //! with `Last-Event-ID` from the replay stream in Redis.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use actix_web_lab::sse;
 use bytestring::ByteString;
 use futures_util::StreamExt as _;
 use oec_common::db;
-use oec_common::events::{Event, Publisher, is_after, parse_id};
+use oec_common::events::{Event, PERMISSIONS_CHANGED, Publisher, is_after, parse_id};
 use serde_json::json;
 use tokio::sync::broadcast;
 use tokio::time::{Instant, Interval, interval_at};
@@ -172,9 +173,116 @@ async fn pump(client: redis::Client, publisher: Publisher, tx: broadcast::Sender
     }
 }
 
+/// Open event streams per user and per client address on this process,
+/// against `OEC_SSE_MAX_STREAMS_PER_USER` / `_PER_IP`.
+#[derive(Default)]
+pub struct StreamCounts {
+    open: std::sync::Mutex<(HashMap<Uuid, usize>, HashMap<IpAddr, usize>)>,
+}
+
+/// One open stream's place in [`StreamCounts`]; given back when dropped.
+pub struct StreamSlot {
+    counts: Arc<StreamCounts>,
+    user: Uuid,
+    ip: Option<IpAddr>,
+}
+
+impl StreamCounts {
+    fn take(
+        counts: &Arc<StreamCounts>,
+        settings: &oec_common::config::Settings,
+        user: Uuid,
+        ip: Option<IpAddr>,
+    ) -> Result<StreamSlot, ApiError> {
+        let mut open = counts
+            .open
+            .lock()
+            .map_err(|_| ApiError::Internal(anyhow::anyhow!("stream counts poisoned")))?;
+        let (users, ips) = &mut *open;
+        let by_user = users.get(&user).copied().unwrap_or(0);
+        let by_ip = ip.map_or(0, |ip| ips.get(&ip).copied().unwrap_or(0));
+        if by_user >= settings.sse_max_streams_per_user || by_ip >= settings.sse_max_streams_per_ip
+        {
+            return Err(ApiError::TooMany {
+                code: "too_many_streams",
+                message: format!(
+                    "Too many open event streams (at most {} per user and {} per address); close one first.",
+                    settings.sse_max_streams_per_user, settings.sse_max_streams_per_ip
+                ),
+                retry_after: 5,
+            });
+        }
+        *users.entry(user).or_default() += 1;
+        if let Some(ip) = ip {
+            *ips.entry(ip).or_default() += 1;
+        }
+        Ok(StreamSlot {
+            counts: counts.clone(),
+            user,
+            ip,
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let Ok(mut open) = self.counts.open.lock() else {
+            return;
+        };
+        let (users, ips) = &mut *open;
+        fn give_back<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: &K) {
+            if let Some(n) = m.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(k);
+                }
+            }
+        }
+        give_back(users, &self.user);
+        if let Some(ip) = &self.ip {
+            give_back(ips, ip);
+        }
+    }
+}
+
+/// What every stream holds besides its events: its place among the open
+/// streams and the moment its token expires (the stream ends then; the
+/// client reconnects with a fresh token and `Last-Event-ID`).
+struct Lease {
+    _slot: StreamSlot,
+    expiry: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Lease {
+    fn take(state: &AppState, req: &HttpRequest, user: &AuthUser) -> Result<Lease, ApiError> {
+        let slot = StreamCounts::take(
+            &state.streams,
+            &state.settings,
+            user.id,
+            req.peer_addr().map(|a| a.ip()),
+        )?;
+        let left = user.token_exp - chrono::Utc::now().timestamp();
+        let at = Instant::now() + Duration::from_secs(left.max(0) as u64);
+        Ok(Lease {
+            _slot: slot,
+            expiry: Box::pin(tokio::time::sleep_until(at)),
+        })
+    }
+}
+
+/// Whether a `permissions_changed` event may change what `user` sees.
+fn concerns(p: &Prepared, user: Uuid, scope: &Scope) -> bool {
+    p.event.kind == PERMISSIONS_CHANGED
+        && match p.event.user_id() {
+            Some(u) => u == user,
+            None => scope.covers(p.event.org_id, p.project),
+        }
+}
+
 /// Which events a client may receive.
 struct Scope {
     all: bool,
+    user: Option<Uuid>,
     orgs: HashSet<Uuid>,
     projects: HashSet<Uuid>,
 }
@@ -184,6 +292,7 @@ impl Scope {
         if user.portal_admin {
             return Ok(Scope {
                 all: true,
+                user: Some(user.id),
                 orgs: HashSet::new(),
                 projects: HashSet::new(),
             });
@@ -191,16 +300,45 @@ impl Scope {
         let (orgs, projects) = db::access::event_scopes(&state.pool, user.id).await?;
         Ok(Scope {
             all: false,
+            user: Some(user.id),
             orgs: orgs.into_iter().collect(),
             projects: projects.into_iter().collect(),
         })
     }
 
-    fn allows(&self, p: &Prepared) -> bool {
+    fn covers(&self, org: Uuid, project: Option<Uuid>) -> bool {
         self.all
-            || self.orgs.contains(&p.event.org_id)
-            || p.project.is_some_and(|id| self.projects.contains(&id))
+            || self.orgs.contains(&org)
+            || project.is_some_and(|id| self.projects.contains(&id))
     }
+
+    fn allows(&self, p: &Prepared) -> bool {
+        self.allows_routing(p.event.org_id, p.project, &p.event.kind, p.event.user_id())
+    }
+
+    /// `permissions_changed` goes to the user it names only; every other
+    /// event to whoever may see its organization or project.
+    fn allows_routing(
+        &self,
+        org: Uuid,
+        project: Option<Uuid>,
+        kind: &str,
+        user: Option<Uuid>,
+    ) -> bool {
+        if kind == PERMISSIONS_CHANGED {
+            return user.is_some() && user == self.user;
+        }
+        self.covers(org, project)
+    }
+}
+
+/// The user's current scope, or `None` when the user is gone.
+async fn rescope(state: &AppState, user: &mut AuthUser) -> Result<Option<Scope>, ApiError> {
+    let Some(row) = db::users::by_id(&state.pool, user.id).await? else {
+        return Ok(None);
+    };
+    user.portal_admin = row.is_portal_admin;
+    Scope::load(state, user).await.map(Some)
 }
 
 /// The token of an SSE request: `Authorization: Bearer` or `?token=`
@@ -254,13 +392,21 @@ where
 }
 
 struct StreamState {
+    state: web::Data<AppState>,
+    user: AuthUser,
+    lease: Lease,
     rx: broadcast::Receiver<Relayed>,
     scope: Scope,
     replay: VecDeque<Prepared>,
     replayed_up_to: Option<String>,
+    /// A `permissions_changed` about this stream, met while batching frames.
+    control: Option<Arc<Prepared>>,
     connected: bool,
     done: bool,
 }
+
+/// Entries of the replay stream read per Redis round trip on a resume.
+const REPLAY_BATCH: usize = 1_000;
 
 /// `GET /api/v1/events/stream`: every event the caller may see.
 pub async fn events_stream(
@@ -269,29 +415,39 @@ pub async fn events_stream(
     req: HttpRequest,
 ) -> Result<actix_web::HttpResponse, ApiError> {
     let user = sse_user(&state, &req).await?;
+    let lease = Lease::take(&state, &req, &user)?;
     let scope = Scope::load(&state, &user).await?;
     // Subscribe before reading the replay, so nothing falls in between.
     let rx = local.subscribe();
     let mut replay = VecDeque::new();
     let mut replayed_up_to = None;
     if let Some(last) = last_event_id(&req).filter(|id| parse_id(id).is_some()) {
-        let missed = state
+        // Few resumes read at once, each in batches, keeping only what the
+        // caller may see: a resume costs what it delivers, not the stream.
+        let _permit = state
+            .replays
+            .acquire()
+            .await
+            .map_err(|e| ApiError::Internal(e.into()))?;
+        let (missed, up_to) = state
             .publisher
-            .replay(&last, state.settings.event_replay_max)
+            .replay_filtered(&last, state.settings.event_replay_max, REPLAY_BATCH, |r| {
+                scope.allows_routing(r.org_id, r.data.project_id, &r.kind, r.data.user_id)
+            })
             .await
             .map_err(ApiError::Internal)?;
-        replayed_up_to = Some(missed.last().map_or(last, |e| e.id.clone()));
-        replay = missed
-            .into_iter()
-            .map(Prepared::new)
-            .filter(|p| scope.allows(p))
-            .collect();
+        replayed_up_to = Some(up_to.unwrap_or(last));
+        replay = missed.into_iter().map(Prepared::new).collect();
     }
     let st = StreamState {
+        state: state.clone(),
+        user,
+        lease,
         rx,
         scope,
         replay,
         replayed_up_to,
+        control: None,
         connected: false,
         done: false,
     };
@@ -309,11 +465,29 @@ pub async fn events_stream(
             return Some((Ok(p.frame.clone()), st));
         }
         loop {
-            match st.rx.recv().await {
+            if let Some(p) = st.control.take() {
+                match st.apply_permissions(&p).await {
+                    Some(frame) => return Some((Ok(frame), st)),
+                    None if st.done => return Some((Ok(web::Bytes::from_static(REVOKED)), st)),
+                    None => continue,
+                }
+            }
+            let received = tokio::select! {
+                r = st.rx.recv() => r,
+                () = &mut st.lease.expiry => {
+                    st.done = true;
+                    return Some((Ok(web::Bytes::from_static(EXPIRED)), st));
+                }
+            };
+            match received {
                 Ok(Relayed::Keepalive) => {
                     return Some((Ok(web::Bytes::from_static(KEEPALIVE)), st));
                 }
                 Ok(Relayed::Event(p)) => {
+                    if concerns(&p, st.user.id, &st.scope) {
+                        st.control = Some(p);
+                        continue;
+                    }
                     if !st.wants(&p) {
                         continue;
                     }
@@ -322,6 +496,11 @@ pub async fn events_stream(
                     let mut out: Option<web::BytesMut> = None;
                     for _ in 0..63 {
                         let more: &[u8] = match st.rx.try_recv() {
+                            Ok(Relayed::Event(q)) if concerns(&q, st.user.id, &st.scope) => {
+                                // Handled before anything later is sent.
+                                st.control = Some(q);
+                                break;
+                            }
                             Ok(Relayed::Event(q)) if st.wants(&q) => {
                                 out.get_or_insert_with(|| web::BytesMut::from(&p.frame[..]))
                                     .extend_from_slice(&q.frame);
@@ -363,10 +542,31 @@ pub async fn events_stream(
 const CONNECTED: &[u8] = b"event: connected\ndata: {\"status\":\"connected\"}\n\n";
 const KEEPALIVE: &[u8] = b": keepalive\n\n";
 const LAGGED: &[u8] = b": lagged; reconnect with Last-Event-ID\n\n";
+const EXPIRED: &[u8] = b": token expired; reconnect with a fresh token and Last-Event-ID\n\n";
+const REVOKED: &[u8] = b": access revoked\n\n";
 
 impl StreamState {
     fn wants(&self, p: &Prepared) -> bool {
         self.scope.allows(p) && is_after(&p.event.id, self.replayed_up_to.as_deref())
+    }
+
+    /// Re-reads the user's scope after a `permissions_changed`: the event's
+    /// frame when it is about this user; `done` when the user is gone.
+    async fn apply_permissions(&mut self, p: &Prepared) -> Option<web::Bytes> {
+        match rescope(&self.state, &mut self.user).await {
+            Ok(Some(scope)) => self.scope = scope,
+            Ok(None) => {
+                self.done = true;
+                return None;
+            }
+            Err(e) => {
+                // Fail closed: the client reconnects and is checked anew.
+                tracing::warn!(error = %e, user = %self.user.id, "re-checking a stream's permissions failed");
+                self.done = true;
+                return None;
+            }
+        }
+        self.wants(p).then(|| p.frame.clone())
     }
 }
 
@@ -378,12 +578,32 @@ enum Phase {
 
 struct DeploymentStream {
     state: web::Data<AppState>,
+    user: AuthUser,
+    lease: Lease,
     deployment: Uuid,
     rx: broadcast::Receiver<Arc<Prepared>>,
     last_seq: i64,
     queue: VecDeque<sse::Event>,
     phase: Phase,
     tick: Interval,
+}
+
+impl DeploymentStream {
+    /// Whether the user (re-read) may still view the deployment.
+    async fn still_allowed(&mut self) -> bool {
+        match db::users::by_id(&self.state.pool, self.user.id).await {
+            Ok(Some(row)) => self.user.portal_admin = row.is_portal_admin,
+            _ => return false,
+        }
+        crate::routes::deployments::load(
+            &self.state,
+            &self.user,
+            self.deployment,
+            oec_common::auth::Permission::ProjectDeploymentsView,
+        )
+        .await
+        .is_ok()
+    }
 }
 
 fn log_event(deployment: Uuid, l: &db::deployments::LogLine) -> sse::Event {
@@ -405,6 +625,7 @@ pub async fn deployment_events(
     id: web::Path<Uuid>,
 ) -> Result<impl Responder, ApiError> {
     let user = sse_user(&state, &req).await?;
+    let lease = Lease::take(&state, &req, &user)?;
     crate::routes::deployments::load(
         &state,
         &user,
@@ -422,6 +643,8 @@ pub async fn deployment_events(
     let st = DeploymentStream {
         tick: keepalive(state.settings.sse_keepalive),
         state,
+        user,
+        lease,
         deployment: *id,
         rx,
         last_seq,
@@ -470,7 +693,21 @@ pub async fn deployment_events(
                 }
                 Phase::Live => {
                     tokio::select! {
+                        () = &mut st.lease.expiry => {
+                            st.queue.push_back(sse::Event::Comment(
+                                "token expired; reconnect with a fresh token and Last-Event-ID".into(),
+                            ));
+                            st.phase = Phase::Finished;
+                        }
                         r = st.rx.recv() => match r {
+                            Ok(p) if p.event.kind == PERMISSIONS_CHANGED
+                                && p.event.user_id().is_none_or(|u| u == st.user.id) =>
+                            {
+                                if !st.still_allowed().await {
+                                    st.queue.push_back(sse::Event::Comment("access revoked".into()));
+                                    st.phase = Phase::Finished;
+                                }
+                            }
                             Ok(p) if p.event.deployment_id() == Some(st.deployment) => {
                                 let seq = p.event.data.get("seq").and_then(|s| s.as_i64());
                                 match seq {

@@ -57,6 +57,8 @@ impl Application {
             settings,
             publisher,
             hub,
+            streams: Default::default(),
+            replays: tokio::sync::Semaphore::new(2),
             queue: tokio::sync::OnceCell::new(),
         });
         let server = HttpServer::new(move || {

@@ -16,6 +16,10 @@ pub struct AppState {
     pub settings: Settings,
     pub publisher: Publisher,
     pub hub: Arc<Hub>,
+    /// Open event streams per user and address (their caps).
+    pub streams: Arc<crate::sse::StreamCounts>,
+    /// Event-stream resumes reading the replay stream at once.
+    pub replays: tokio::sync::Semaphore,
     /// Connected on first use, so the api starts (and reports not ready)
     /// while Redis is down.
     pub queue: tokio::sync::OnceCell<queue::Storage>,

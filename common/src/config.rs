@@ -70,6 +70,10 @@ pub struct Settings {
     pub event_replay_max: usize,
     /// Interval of the `: keepalive` comment on SSE streams.
     pub sse_keepalive: Duration,
+    /// Event streams one user may hold open on one api process.
+    pub sse_max_streams_per_user: usize,
+    /// Event streams one client address may hold open on one api process.
+    pub sse_max_streams_per_ip: usize,
     /// Cron schedule (seconds first) of the log-retention job.
     pub retention_schedule: String,
     /// Cron schedule of the stuck-deployment reaper.
@@ -275,6 +279,12 @@ impl Settings {
         let sse_keepalive = r.optional("OEC_SSE_KEEPALIVE_SECS", Duration::from_secs(30), |v| {
             parse_range(v, 1, 3600).map(|n| Duration::from_secs(n.into()))
         });
+        let sse_max_streams_per_user = r.optional("OEC_SSE_MAX_STREAMS_PER_USER", 32, |v| {
+            parse_range(v, 1, 100_000)
+        }) as usize;
+        let sse_max_streams_per_ip = r.optional("OEC_SSE_MAX_STREAMS_PER_IP", 20_000, |v| {
+            parse_range(v, 1, 1_000_000)
+        }) as usize;
 
         let schedule = |v: &str| -> Result<String, String> {
             cron::Schedule::from_str(v)
@@ -411,6 +421,8 @@ impl Settings {
             deploy_root,
             event_replay_max,
             sse_keepalive,
+            sse_max_streams_per_user,
+            sse_max_streams_per_ip,
             retention_schedule,
             reaper_schedule,
             scheduler_timezone,

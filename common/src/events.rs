@@ -25,7 +25,35 @@ pub struct Event {
     pub data: serde_json::Value,
 }
 
+/// The type of the event published when a user's memberships or roles
+/// change; open streams re-check what they may deliver.
+pub const PERMISSIONS_CHANGED: &str = "permissions_changed";
+
+/// What decides who may receive an event, read without decoding the rest of
+/// it (serde skips the other fields).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Routing {
+    pub org_id: Uuid,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub data: RoutingData,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RoutingData {
+    pub project_id: Option<Uuid>,
+    /// The user a `permissions_changed` event is about (none: everyone in
+    /// its organization or project).
+    pub user_id: Option<Uuid>,
+}
+
 impl Event {
+    /// The user a `permissions_changed` event is about.
+    pub fn user_id(&self) -> Option<Uuid> {
+        self.data.get("user_id")?.as_str()?.parse().ok()
+    }
+
     /// The project the event belongs to, when it names one.
     pub fn project_id(&self) -> Option<Uuid> {
         self.data.get("project_id")?.as_str()?.parse().ok()
@@ -157,6 +185,53 @@ impl Publisher {
     }
 
     /// Events after `last_id` (exclusive), oldest first, at most `count`.
+    /// The events after `last_id` that `keep` accepts, scanning at most
+    /// `max` entries in batches of `batch`: only a batch and the kept events
+    /// are in memory at once, and an event is decoded in full only when kept.
+    pub async fn replay_filtered(
+        &self,
+        last_id: &str,
+        max: usize,
+        batch: usize,
+        mut keep: impl FnMut(&Routing) -> bool,
+    ) -> anyhow::Result<(Vec<Event>, Option<String>)> {
+        let mut conn = self.pool.get().await?;
+        let mut kept = Vec::new();
+        let mut from = last_id.to_owned();
+        let mut scanned_up_to = None;
+        let mut scanned = 0;
+        while scanned < max {
+            let n = batch.min(max - scanned);
+            let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+                .arg(&self.stream)
+                .arg(format!("({from}"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(n)
+                .query_async(&mut conn)
+                .await?;
+            let got = entries.len();
+            for (id, fields) in entries {
+                if let Some((_, body)) = fields.into_iter().find(|(k, _)| k == "e")
+                    && serde_json::from_str::<Routing>(&body).is_ok_and(|r| keep(&r))
+                    && let Ok(mut e) = serde_json::from_str::<Event>(&body)
+                {
+                    e.id = id.clone();
+                    kept.push(e);
+                }
+                from = id;
+            }
+            scanned += got;
+            if got > 0 {
+                scanned_up_to = Some(from.clone());
+            }
+            if got < n {
+                break;
+            }
+        }
+        Ok((kept, scanned_up_to))
+    }
+
     pub async fn replay(&self, last_id: &str, count: usize) -> anyhow::Result<Vec<Event>> {
         let mut conn = self.pool.get().await?;
         let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")

@@ -661,3 +661,132 @@ async fn ssh_host_keys_are_trusted_on_first_use_then_pinned_and_reset_by_an_org_
         expected
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_stream_follows_its_users_permissions_within_a_second() {
+    // No worker: the deployments stay pending, so their streams stay live.
+    let stack = Stack::start(0, &[]).await;
+    let (_, project, server) = stack.world("acme", ServerLogin::Key).await;
+    let env = stack.environment(project, server, "staging").await;
+    let other_env = stack.environment(project, server, "prod").await;
+    let t = stack.admin_token.clone();
+    let (member, token) = stack.user("viewer").await;
+    let r = stack
+        .post(
+            &format!("/api/v1/projects/{project}/members"),
+            &t,
+            json!({"user_id": member, "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let mut all = SseClient::connect(
+        &stack.url(&format!("/api/v1/events/stream?token={token}")),
+        None,
+    )
+    .await;
+    assert_eq!(
+        all.next(Duration::from_secs(5))
+            .await
+            .and_then(|m| m.event)
+            .as_deref(),
+        Some("connected")
+    );
+    let id = stack.deploy(env).await;
+    let seen = all
+        .until(Duration::from_secs(5), |m| m.data.contains(&id.to_string()))
+        .await;
+    assert!(
+        seen.iter().any(|m| m.data.contains(&id.to_string())),
+        "the viewer sees the project's deployment: {seen:?}"
+    );
+    let mut one = SseClient::connect(
+        &stack.url(&format!("/api/v1/deployments/{id}/events?token={token}")),
+        None,
+    )
+    .await;
+    let backlog = one
+        .until(Duration::from_secs(5), |m| {
+            m.data.contains("Deployment created")
+        })
+        .await;
+    assert!(
+        backlog
+            .iter()
+            .any(|m| m.data.contains("Deployment created"))
+    );
+
+    // Removed from the project: both streams follow within a second.
+    let removed_at = std::time::Instant::now();
+    let r = stack
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/projects/{project}/members/{member}"),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let notice = all
+        .until(Duration::from_secs(3), |m| {
+            m.event.as_deref() == Some("permissions_changed")
+        })
+        .await;
+    assert!(
+        notice
+            .iter()
+            .any(|m| m.event.as_deref() == Some("permissions_changed")),
+        "{notice:?}"
+    );
+    let ended = one.until(Duration::from_secs(3), |_| false).await;
+    assert!(
+        ended
+            .iter()
+            .any(|m| m.comment.as_deref() == Some("access revoked")),
+        "{ended:?}"
+    );
+    // until() returned when the stream closed.
+    assert!(
+        removed_at.elapsed() < Duration::from_millis(1_500),
+        "the deployment stream ended {:?} after the removal",
+        removed_at.elapsed()
+    );
+    // Nothing of the project reaches the open stream any more.
+    let r = stack
+        .post(
+            "/api/v1/deployments",
+            &t,
+            json!({"environment_id": other_env}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let later = all.until(Duration::from_secs(2), |_| false).await;
+    assert!(
+        later.iter().all(|m| !m.data.contains(&project.to_string())),
+        "{later:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_open_stream_ends_when_its_token_expires() {
+    let stack = Stack::start(0, &[("OEC_ACCESS_TOKEN_TTL_SECS", "10")]).await;
+    let (_, token) = stack.user("short").await;
+    let opened = std::time::Instant::now();
+    let mut sse = SseClient::connect(
+        &stack.url(&format!("/api/v1/events/stream?token={token}")),
+        None,
+    )
+    .await;
+    let frames = sse.until(Duration::from_secs(15), |_| false).await;
+    let lived = opened.elapsed();
+    assert!(
+        frames.iter().any(|m| m
+            .comment
+            .as_deref()
+            .is_some_and(|c| c.starts_with("token expired"))),
+        "{frames:?}"
+    );
+    assert!(
+        lived >= Duration::from_secs(8) && lived < Duration::from_secs(13),
+        "the stream lived {lived:?} with a 10 s token"
+    );
+}

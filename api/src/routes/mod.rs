@@ -15,6 +15,27 @@ pub mod users;
 use actix_web::{Resource, web};
 
 use crate::errors::method_not_allowed;
+use crate::state::AppState;
+
+/// Tells every api process that `user`'s permissions (or, without a user,
+/// those of everyone in the organization or project) changed, so open
+/// streams re-check what they may deliver. A failed publish is logged: the
+/// change itself is made, and streams still end at their token's expiry.
+pub(crate) async fn permissions_changed(
+    state: &AppState,
+    org: uuid::Uuid,
+    project: Option<uuid::Uuid>,
+    user: Option<uuid::Uuid>,
+) {
+    let data = serde_json::json!({"organization_id": org, "project_id": project, "user_id": user});
+    if let Err(e) = state
+        .publisher
+        .publish(org, oec_common::events::PERMISSIONS_CHANGED, data)
+        .await
+    {
+        tracing::warn!(error = %e, %org, "publishing permissions_changed failed");
+    }
+}
 
 /// A resource that answers 405 with a JSON body for methods it does not route.
 pub(crate) fn resource(path: &str) -> Resource {

@@ -25,7 +25,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::patch().to(update))
             .route(web::delete().to(delete)),
     )
-    .service(resource("/organizations/{id}/members").route(web::post().to(add_member)));
+    .service(resource("/organizations/{id}/members").route(web::post().to(add_member)))
+    .service(
+        resource("/organizations/{id}/members/{user_id}").route(web::delete().to(remove_member)),
+    );
 }
 
 #[derive(Deserialize)]
@@ -128,7 +131,10 @@ async fn delete(
 ) -> Result<HttpResponse, ApiError> {
     access::org(&state, &user, *id, Permission::OrgDelete).await?;
     match db::delete_unless_deploying(&state.pool, db::DeleteScope::Organization, *id).await? {
-        db::Deleted::Deleted => Ok(HttpResponse::NoContent().finish()),
+        db::Deleted::Deleted => {
+            super::permissions_changed(&state, *id, None, None).await;
+            Ok(HttpResponse::NoContent().finish())
+        }
         db::Deleted::NotFound => Err(ApiError::NotFound("organization")),
         db::Deleted::Busy(d) => Err(ApiError::DeploymentInProgress(d)),
     }
@@ -150,18 +156,45 @@ async fn add_member(
     if touches_owner {
         access::org(&state, &user, *id, Permission::OrgDelete).await?;
     }
-    if current.as_deref() == Some("owner")
-        && role != OrgRole::Owner
-        && db::organizations::owner_count(&state.pool, *id).await? <= 1
-    {
-        return Err(ApiError::conflict(
-            "last_owner",
-            "An organization keeps at least one owner; add another owner first.",
-        ));
-    }
     if !db::users::exists(&state.pool, body.user_id).await? {
         return Err(ApiError::invalid("user_id", "no user with this id"));
     }
-    let m = db::organizations::upsert_member(&state.pool, *id, body.user_id, role).await?;
+    let m = db::organizations::set_role_keeping_an_owner(&state.pool, *id, body.user_id, role)
+        .await?
+        .ok_or_else(|| {
+            ApiError::conflict(
+                "last_owner",
+                "An organization keeps at least one owner; add another owner first.",
+            )
+        })?;
+    super::permissions_changed(&state, *id, None, Some(body.user_id)).await;
     Ok(HttpResponse::Created().json(m))
+}
+
+async fn remove_member(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, ApiError> {
+    let (org, member) = path.into_inner();
+    access::org(&state, &user, org, Permission::OrgMembersManage).await?;
+    // Only owners (and portal admins) take away ownership.
+    if db::organizations::member_role(&state.pool, org, member)
+        .await?
+        .as_deref()
+        == Some("owner")
+    {
+        access::org(&state, &user, org, Permission::OrgDelete).await?;
+    }
+    match db::organizations::remove_member(&state.pool, org, member).await? {
+        db::organizations::Removed::Removed => {
+            super::permissions_changed(&state, org, None, Some(member)).await;
+            Ok(HttpResponse::NoContent().finish())
+        }
+        db::organizations::Removed::NotAMember => Err(ApiError::NotFound("member")),
+        db::organizations::Removed::LastOwner => Err(ApiError::conflict(
+            "last_owner",
+            "An organization keeps at least one owner; add another owner first.",
+        )),
+    }
 }

@@ -26,7 +26,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::patch().to(update))
             .route(web::delete().to(delete)),
     )
-    .service(resource("/projects/{id}/members").route(web::post().to(add_member)));
+    .service(resource("/projects/{id}/members").route(web::post().to(add_member)))
+    .service(resource("/projects/{id}/members/{user_id}").route(web::delete().to(remove_member)));
 }
 
 #[derive(Deserialize)]
@@ -178,9 +179,12 @@ async fn delete(
     user: AuthUser,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    access::project(&state, &user, *id, Permission::ProjectDelete).await?;
+    let org = access::project(&state, &user, *id, Permission::ProjectDelete).await?;
     match db::delete_unless_deploying(&state.pool, db::DeleteScope::Project, *id).await? {
-        db::Deleted::Deleted => Ok(HttpResponse::NoContent().finish()),
+        db::Deleted::Deleted => {
+            super::permissions_changed(&state, org, Some(*id), None).await;
+            Ok(HttpResponse::NoContent().finish())
+        }
         db::Deleted::NotFound => Err(ApiError::NotFound("project")),
         db::Deleted::Busy(d) => Err(ApiError::DeploymentInProgress(d)),
     }
@@ -192,7 +196,7 @@ async fn add_member(
     id: web::Path<Uuid>,
     body: Json<AddMember>,
 ) -> Result<HttpResponse, ApiError> {
-    access::project(&state, &user, *id, Permission::ProjectMembersManage).await?;
+    let org = access::project(&state, &user, *id, Permission::ProjectMembersManage).await?;
     let role = ProjectRole::parse(&body.role).ok_or_else(|| {
         ApiError::invalid("role", format!("must be one of {}", ProjectRole::choices()))
     })?;
@@ -200,5 +204,20 @@ async fn add_member(
         return Err(ApiError::invalid("user_id", "no user with this id"));
     }
     let m = db::projects::upsert_member(&state.pool, *id, body.user_id, role).await?;
+    super::permissions_changed(&state, org, Some(*id), Some(body.user_id)).await;
     Ok(HttpResponse::Created().json(m))
+}
+
+async fn remove_member(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(Uuid, Uuid)>,
+) -> Result<HttpResponse, ApiError> {
+    let (project, member) = path.into_inner();
+    let org = access::project(&state, &user, project, Permission::ProjectMembersManage).await?;
+    if !db::projects::remove_member(&state.pool, project, member).await? {
+        return Err(ApiError::NotFound("member"));
+    }
+    super::permissions_changed(&state, org, Some(project), Some(member)).await;
+    Ok(HttpResponse::NoContent().finish())
 }

@@ -99,25 +99,6 @@ pub struct Member {
     pub created_at: DateTime<Utc>,
 }
 
-/// Adds a member or changes their role.
-pub async fn upsert_member(
-    pool: &PgPool,
-    org: Uuid,
-    user: Uuid,
-    role: OrgRole,
-) -> sqlx::Result<Member> {
-    sqlx::query_as(
-        "INSERT INTO organization_members (organization_id, user_id, role) VALUES ($1, $2, $3)
-         ON CONFLICT (organization_id, user_id) DO UPDATE SET role = EXCLUDED.role
-         RETURNING organization_id, user_id, role, created_at",
-    )
-    .bind(org)
-    .bind(user)
-    .bind(role.as_str())
-    .fetch_one(pool)
-    .await
-}
-
 pub async fn member_role(pool: &PgPool, org: Uuid, user: Uuid) -> sqlx::Result<Option<String>> {
     sqlx::query_scalar(
         "SELECT role FROM organization_members WHERE organization_id = $1 AND user_id = $2",
@@ -128,11 +109,72 @@ pub async fn member_role(pool: &PgPool, org: Uuid, user: Uuid) -> sqlx::Result<O
     .await
 }
 
-pub async fn owner_count(pool: &PgPool, org: Uuid) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM organization_members WHERE organization_id = $1 AND role = 'owner'",
+/// Sets a member's role unless that would leave the organization without
+/// an owner (`None` then). One transaction that locks the owner rows, so
+/// two owners demoting themselves at once cannot both succeed.
+pub async fn set_role_keeping_an_owner(
+    pool: &PgPool,
+    org: Uuid,
+    user: Uuid,
+    role: OrgRole,
+) -> sqlx::Result<Option<Member>> {
+    let mut tx = pool.begin().await?;
+    let owners: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT user_id FROM organization_members
+         WHERE organization_id = $1 AND role = 'owner' FOR UPDATE",
     )
     .bind(org)
-    .fetch_one(pool)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    if role != OrgRole::Owner && owners == [user] {
+        return Ok(None);
+    }
+    let m = sqlx::query_as(
+        "INSERT INTO organization_members (organization_id, user_id, role) VALUES ($1, $2, $3)
+         ON CONFLICT (organization_id, user_id) DO UPDATE SET role = EXCLUDED.role
+         RETURNING organization_id, user_id, role, created_at",
+    )
+    .bind(org)
+    .bind(user)
+    .bind(role.as_str())
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(m))
+}
+
+/// What removing an organization member did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removed {
+    Removed,
+    NotAMember,
+    LastOwner,
+}
+
+/// Removes a member unless they are its last owner, locking the owner rows
+/// like [`set_role_keeping_an_owner`].
+pub async fn remove_member(pool: &PgPool, org: Uuid, user: Uuid) -> sqlx::Result<Removed> {
+    let mut tx = pool.begin().await?;
+    let owners: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT user_id FROM organization_members
+         WHERE organization_id = $1 AND role = 'owner' FOR UPDATE",
+    )
+    .bind(org)
+    .fetch_all(&mut *tx)
+    .await?;
+    if owners == [user] {
+        return Ok(Removed::LastOwner);
+    }
+    let r =
+        sqlx::query("DELETE FROM organization_members WHERE organization_id = $1 AND user_id = $2")
+            .bind(org)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+    tx.commit().await?;
+    Ok(if r.rows_affected() == 1 {
+        Removed::Removed
+    } else {
+        Removed::NotAMember
+    })
 }

@@ -128,3 +128,13 @@ pub async fn upsert_member(
     .fetch_one(pool)
     .await
 }
+
+/// Removes a member; false when they were not one.
+pub async fn remove_member(pool: &PgPool, project: Uuid, user: Uuid) -> sqlx::Result<bool> {
+    let r = sqlx::query("DELETE FROM project_members WHERE project_id = $1 AND user_id = $2")
+        .bind(project)
+        .bind(user)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}

@@ -5,3 +5,4 @@ mod bad_input;
 mod permissions;
 mod resources;
 mod secrets;
+mod streams;
