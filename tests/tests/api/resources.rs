@@ -635,3 +635,77 @@ async fn progress_carries_the_last_fifty_lines_of_each_step_with_the_count_and_w
         (StatusCode::UNPROCESSABLE_ENTITY, Some("step"))
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_owners_demoting_themselves_at_once_never_leave_an_organization_without_an_owner() {
+    let app = TestApp::spawn().await;
+    for trial in 0..15 {
+        let r = app
+            .post(
+                "/api/v1/organizations",
+                &app.admin_token,
+                json!({"name": format!("Race {trial}"), "slug": format!("race-{trial}")}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let org = r.id();
+        let mut owners = Vec::new();
+        for who in ["a", "b"] {
+            let (id, token) = app.user(&format!("{who}{trial}")).await;
+            let r = app
+                .post(
+                    &format!("/api/v1/organizations/{org}/members"),
+                    &app.admin_token,
+                    json!({"user_id": id, "role": "owner"}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+            owners.push((id, token));
+        }
+        // The creator steps back, leaving exactly the two.
+        let admin = sqlx::query_scalar::<_, uuid::Uuid>(
+            "SELECT user_id FROM organization_members WHERE organization_id = $1 AND user_id NOT IN ($2, $3)",
+        )
+        .bind(org)
+        .bind(owners[0].0)
+        .bind(owners[1].0)
+        .fetch_all(&app.db)
+        .await
+        .expect("others");
+        for a in admin {
+            sqlx::query(
+                "DELETE FROM organization_members WHERE organization_id = $1 AND user_id = $2",
+            )
+            .bind(org)
+            .bind(a)
+            .execute(&app.db)
+            .await
+            .expect("remove creator");
+        }
+        let demote = |(id, token): (uuid::Uuid, String)| {
+            let path = format!("/api/v1/organizations/{org}/members");
+            let app = &app;
+            async move {
+                app.post(&path, &token, json!({"user_id": id, "role": "admin"}))
+                    .await
+                    .status
+            }
+        };
+        let (x, y) = tokio::join!(demote(owners[0].clone()), demote(owners[1].clone()));
+        let mut statuses = [x, y];
+        statuses.sort();
+        assert_eq!(
+            statuses,
+            [StatusCode::CREATED, StatusCode::CONFLICT],
+            "trial {trial}"
+        );
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM organization_members WHERE organization_id = $1 AND role = 'owner'",
+        )
+        .bind(org)
+        .fetch_one(&app.db)
+        .await
+        .expect("owners");
+        assert_eq!(left, 1, "trial {trial}");
+    }
+}
