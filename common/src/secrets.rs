@@ -91,16 +91,52 @@ impl fmt::Debug for Masker {
     }
 }
 
-impl Masker {
-    /// Adds a secret; values shorter than 4 characters are ignored, since
-    /// masking them would mangle ordinary text and reveal nothing useful.
-    pub fn add(&mut self, secret: impl Into<String>) {
-        let s = secret.into();
-        if s.len() >= 4 && !self.secrets.contains(&s) {
-            self.secrets.push(s);
-            // Longest first, so a secret containing another is masked whole.
-            self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+/// `text` with every byte but the URL-unreserved ones (`A-Z a-z 0-9 - . _
+/// ~`) as `%XX`.
+pub fn percent_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
         }
+    }
+    out
+}
+
+impl Masker {
+    /// Adds a secret in every encoding it may show up in: as is,
+    /// percent-encoded (a URL, a credential file), and base64 (standard and
+    /// URL-safe, e.g. inside an `Authorization: Basic` value). Values shorter
+    /// than 4 characters are ignored, since masking them would mangle
+    /// ordinary text and reveal nothing useful.
+    pub fn add(&mut self, secret: impl Into<String>) {
+        use base64::Engine as _;
+        let s = secret.into();
+        if s.len() < 4 {
+            return;
+        }
+        let b = s.as_bytes();
+        let forms = [
+            percent_encode(&s),
+            base64::engine::general_purpose::STANDARD.encode(b),
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b),
+            s.clone(),
+        ];
+        for f in forms {
+            if !self.secrets.contains(&f) {
+                self.secrets.push(f);
+            }
+        }
+        // Longest first, so a secret containing another is masked whole.
+        self.secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+    }
+
+    /// Adds the value of `Authorization: Basic` for this user and password.
+    pub fn add_basic_auth(&mut self, user: &str, password: &str) {
+        use base64::Engine as _;
+        self.add(base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")));
     }
 
     pub fn mask(&self, text: &str) -> String {
@@ -172,6 +208,26 @@ mod tests {
             "https://github.com/o/r.git"
         );
         assert_eq!(mask_url("https://h/x?a=b@c"), "https://h/x?a=b@c");
+    }
+
+    #[test]
+    fn masker_hides_a_secret_in_every_encoding() {
+        let mut m = Masker::default();
+        m.add("t@k/en#9");
+        m.add_basic_auth("t@k/en#9", "x-oauth-basic");
+        for shown in [
+            "t@k/en#9",
+            "t%40k%2Fen%239",
+            "dEBrL2VuIzk=",
+            "dEBrL2VuIzk",
+            "dEBrL2VuIzk6eC1vYXV0aC1iYXNpYw==",
+        ] {
+            assert_eq!(
+                m.mask(&format!("a {shown} b")),
+                format!("a {MASK} b"),
+                "{shown}"
+            );
+        }
     }
 
     #[test]

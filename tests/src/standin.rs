@@ -120,8 +120,15 @@ async fn serve(
         if let Ok(mut s) = seen.lock() {
             s.push(request);
         }
+        // A 401 challenges for Basic credentials, as HTTP servers (git
+        // hosts among them) do; git only sends credentials when challenged.
+        let challenge = if status == 401 {
+            "WWW-Authenticate: Basic realm=\"stand-in\"\r\n"
+        } else {
+            ""
+        };
         let head = format!(
-            "HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            "HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\n{challenge}Content-Length: {}\r\nConnection: close\r\n\r\n",
             out.len()
         );
         let stream = reader.get_mut();

@@ -463,3 +463,98 @@ async fn odoos_database_manager_gets_a_generated_master_password_and_lists_no_da
     assert!(conf.contains("\nlist_db = True\n"), "{conf}");
     assert!(conf.contains(line), "the master password stays: {conf}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn git_tokens_never_reach_a_command_line_and_are_masked_in_every_encoding() {
+    use base64::Engine as _;
+    let w = world(&[]).await;
+    let t = w.stack.admin_token.clone();
+    // A git host that takes its time and refuses every token.
+    let git_host = oec_tests::standin::StandIn::start(
+        "127.0.0.1:0",
+        std::sync::Arc::new(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(700));
+            (401, "text/plain", b"Unauthorized".to_vec())
+        }),
+    )
+    .await;
+    let token = "ghp_t@k/en#9c7e5f1a";
+    let r = w
+        .stack
+        .post(
+            "/api/v1/repositories",
+            &t,
+            json!({"scope": "project", "project_id": w.project, "name": "private-addons",
+                   "git_url": format!("http://{}/acme/private.git", git_host.addr), "branch": "main", "token": token}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let sub = format!("tok-{}", &Uuid::new_v4().simple().to_string()[..6]);
+    let env = w
+        .environment(json!({"name": "staging", "subdomain": sub}))
+        .await;
+    let _purge = Purge(env, sub.clone());
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{token}:x-oauth-basic"));
+    let encodings = [
+        token.to_owned(),
+        oec_common::secrets::percent_encode(token),
+        base64::engine::general_purpose::STANDARD.encode(token),
+        basic.clone(),
+    ];
+    // Every process's command line, sampled while the deployment runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut seen = String::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok(out) = Command::new("ps").args(["-eo", "args"]).output() {
+                    seen.push_str(&String::from_utf8_lossy(&out.stdout));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            seen
+        })
+    };
+    let (id, d) = w.deploy_and_wait(env).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let ps = sampler.join().expect("sampler");
+    assert_eq!(d["status"], "failed", "{d}");
+    assert!(ps.contains("git"), "the sampler saw the clone");
+    // git sent the token, decoded, as Basic credentials.
+    let sent: Vec<String> = git_host
+        .requests
+        .lock()
+        .map(|r| {
+            r.iter()
+                .filter_map(|r| r.header("authorization").map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        sent.contains(&format!("Basic {basic}")),
+        "the git host got {sent:?}"
+    );
+    let mut texts = vec![("ps", ps)];
+    for path in [
+        format!("/api/v1/deployments/{id}"),
+        format!("/api/v1/deployments/{id}/logs?limit=500"),
+        format!("/api/v1/deployments/{id}/progress"),
+        format!("/api/v1/deployments/{id}/logs/export?format=json"),
+        format!("/api/v1/deployments/{id}/logs/export?format=txt"),
+    ] {
+        texts.push(("api", w.get(&path).await.text));
+    }
+    for (what, text) in &texts {
+        for e in &encodings {
+            assert!(!text.contains(e.as_str()), "{what} shows the token as {e}");
+        }
+    }
+    // No credentials file stays on the server.
+    let left = find_named(
+        Path::new(&format!("/opt/paasportal/{env}")),
+        "credentials",
+        &[],
+    );
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -35,15 +35,26 @@ pub struct Repo {
 }
 
 impl Repo {
-    /// The URL git fetches from: the token injected as the spec shows
-    /// (`https://{token}@host/...`). Never logged: the masker hides it.
-    pub fn fetch_url(&self) -> String {
-        match (&self.token, self.url.split_once("://")) {
-            (Some(token), Some((scheme, rest))) if scheme == "https" || scheme == "http" => {
-                format!("{scheme}://{token}@{rest}")
-            }
-            _ => self.url.clone(),
+    /// The repository's token as a line of git's credential store
+    /// (`https://user:password@host`, percent-encoded), for http(s) URLs
+    /// only. A token `user:password` is used as is; a bare token is the
+    /// user name, as in the spec's `https://{token}@host`, with the password
+    /// `x-oauth-basic` (what GitHub expects; GitLab takes `oauth2:TOKEN`).
+    /// It reaches the server in a 0600 file, never on a command line.
+    pub fn credentials_line(&self) -> Option<String> {
+        let token = self.token.as_deref()?;
+        let (scheme, rest) = self.url.split_once("://")?;
+        if scheme != "https" && scheme != "http" {
+            return None;
         }
+        let host = rest.split('/').next()?;
+        let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+        let (user, password) = token.split_once(':').unwrap_or((token, "x-oauth-basic"));
+        Some(format!(
+            "{scheme}://{}:{}@{host}\n",
+            oec_common::secrets::percent_encode(user),
+            oec_common::secrets::percent_encode(password)
+        ))
     }
 }
 
@@ -138,6 +149,9 @@ pub async fn load(
                     .decrypt(t)
                     .with_context(|| format!("the token of repository {}", r.name))?;
                 masker.add(t.clone());
+                // As git sends it: `Authorization: Basic base64(user:password)`.
+                let (user, password) = t.split_once(':').unwrap_or((&t, "x-oauth-basic"));
+                masker.add_basic_auth(user, password);
                 Some(t)
             }
             None => None,
@@ -301,17 +315,28 @@ mod tests {
     }
 
     #[test]
-    fn token_goes_into_https_urls_only() {
+    fn tokens_become_percent_encoded_credential_lines_for_http_urls_only() {
         let mut r = Repo {
             scope: Scope::Platform,
             name: "x".into(),
             dir: "x".into(),
-            url: "https://git.example.com/a/b.git".into(),
+            url: "https://git.example.com:8443/a/b.git".into(),
             branch: "main".into(),
-            token: Some("tok123".into()),
+            token: Some("t@k/1#2".into()),
         };
-        assert_eq!(r.fetch_url(), "https://tok123@git.example.com/a/b.git");
+        assert_eq!(
+            r.credentials_line().as_deref(),
+            Some("https://t%40k%2F1%232:x-oauth-basic@git.example.com:8443\n")
+        );
+        r.token = Some("oauth2:glpat-x y".into());
+        assert_eq!(
+            r.credentials_line().as_deref(),
+            Some("https://oauth2:glpat-x%20y@git.example.com:8443\n")
+        );
         r.url = "git@git.example.com:a/b.git".into();
-        assert_eq!(r.fetch_url(), "git@git.example.com:a/b.git");
+        assert_eq!(r.credentials_line(), None);
+        r.url = "https://git.example.com/a.git".into();
+        r.token = None;
+        assert_eq!(r.credentials_line(), None);
     }
 }

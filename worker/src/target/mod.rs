@@ -141,7 +141,7 @@ fn write_file_command(path: &str, mode: u32) -> anyhow::Result<String> {
         .unwrap_or_else(|| "/".into());
     let tmp = format!("{path}.oec-tmp");
     Ok(format!(
-        "mkdir -p {d} && cat > {t} && chmod {mode:o} {t} && mv -f {t} {p}",
+        "mkdir -p {d} && (umask 077 && cat > {t}) && chmod {mode:o} {t} && mv -f {t} {p}",
         d = shell::quote(&dir),
         t = shell::quote(&tmp),
         p = shell::quote(path),

@@ -1,10 +1,11 @@
 //! cloning_platform_repos, cloning_org_repos, cloning_project_repo: each
 //! repository into `{root}/{uuid}/addons/{dir}` on the server, the
 //! repositories of a stage in parallel. A redeploy fetches and resets instead
-//! of cloning anew. Tokens travel only inside the fetch URL on the server's
-//! command line; the stored remote is the URL without it, and the log's
-//! masker hides it everywhere. Platform and organization failures are
-//! warnings; a project failure is fatal.
+//! of cloning anew. Tokens reach the server only in a 0600 credentials file
+//! outside `addons/`, read by git's credential store and removed when git
+//! ends; never on a command line, and the log's masker hides them in every
+//! encoding. Platform and organization failures are warnings; a project
+//! failure is fatal.
 
 use std::time::Instant;
 
@@ -164,6 +165,8 @@ async fn clone_all(
         .enumerate()
         .map(|(i, repo)| {
             let dir = format!("{addons}/{}", repo.dir);
+            // Outside addons/, which containers see.
+            let cred = format!("{addons}/../.git-credentials-{}", repo.dir);
             clone_one(
                 &run.log,
                 target,
@@ -171,6 +174,7 @@ async fn clone_all(
                 format!("[{}/{n}]", i + 1),
                 repo,
                 dir,
+                cred,
             )
         })
         .collect();
@@ -188,13 +192,29 @@ async fn clone_one(
     tag: String,
     repo: &Repo,
     dir: String,
+    cred_path: String,
 ) -> Result<(), CloneFailure> {
     let t = Instant::now();
     log.info(
         step,
         &format!("{tag} Cloning {} ({})...", repo.name, repo.branch),
     );
-    let cmd = sync_command(&dir, &repo.fetch_url(), &repo.url, &repo.branch);
+    // A token reaches the server in a 0600 file that git's credential store
+    // reads (removed when the command ends), never on a command line.
+    let cred_file = match repo.credentials_line() {
+        Some(line) => {
+            let path = cred_path;
+            if let Err(e) = target.write_file(&path, line.as_bytes(), 0o600).await {
+                return Err(CloneFailure {
+                    exit_code: None,
+                    detail: format!("writing the credentials file: {e:#}"),
+                });
+            }
+            Some(path)
+        }
+        None => None,
+    };
+    let cmd = sync_command(&dir, &repo.url, &repo.branch, cred_file.as_deref());
     let out = target.run(&cmd, &mut |line| log.debug(step, line)).await;
     let result = match out {
         Ok(o) if o.success() => Ok(()),
@@ -232,28 +252,35 @@ pub const GIT_PRELUDE: &str = "export GIT_TERMINAL_PROMPT=0 GIT_PAGER=cat PAGER=
      g() { git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.untrackedCache=false \
        -c protocol.ext.allow=never -c submodule.recurse=false \"$@\" </dev/null; }; ";
 
-/// Clone, or fetch and reset an existing checkout, of one branch. The
-/// checkout's remote never keeps the token. Before a fetch the checkout's
+/// Clone, or fetch and reset an existing checkout, of one branch, with the
+/// credentials of `cred_file` (git's store format; removed when the command
+/// ends, however it ends). Before a fetch the checkout's
 /// own git state is reset to what oec wrote (config, no hooks, no
 /// attributes, no alternates), so nothing planted there is ever read; a
 /// checkout whose `.git` is not a plain directory is cloned anew.
-pub fn sync_command(dir: &str, fetch_url: &str, clean_url: &str, branch: &str) -> String {
-    let (d, f, c, b) = (
-        quote(dir),
-        quote(fetch_url),
-        quote(clean_url),
-        quote(branch),
-    );
+pub fn sync_command(dir: &str, url: &str, branch: &str, cred_file: Option<&str>) -> String {
+    let (d, f, c, b) = (quote(dir), quote(url), quote(url), quote(branch));
+    let creds = match cred_file {
+        Some(path) => {
+            let p = quote(path);
+            format!(
+                "trap 'rm -f {p}' EXIT HUP INT TERM; \
+                 gc() {{ g -c credential.helper= -c credential.helper={helper} \"$@\"; }}; ",
+                helper = quote(&format!("store --file={path}")),
+            )
+        }
+        None => "gc() { g -c credential.helper= \"$@\"; }; ".to_owned(),
+    };
     format!(
-        "{GIT_PRELUDE}\
+        "{GIT_PRELUDE}{creds}\
          if [ -d {d}/.git ] && [ ! -L {d} ] && [ ! -L {d}/.git ]; then \
            rm -rf {d}/.git/hooks {d}/.git/info {d}/.git/objects/info/alternates {d}/.git/commondir {d}/.git/config.worktree && \
            printf '[core]\\n\\trepositoryformatversion = 0\\n\\tfilemode = true\\n\\tbare = false\\n' > {d}/.git/config && \
-           g -C {d} fetch --depth 1 --no-tags {f} {b} && g -C {d} reset -q --hard FETCH_HEAD && \
+           gc -C {d} fetch --depth 1 --no-tags {f} {b} && g -C {d} reset -q --hard FETCH_HEAD && \
            g -C {d} clean -ffdx -q && g -C {d} config remote.origin.url {c}; \
          else \
            rm -rf {d} && mkdir -p \"$(dirname {d})\" && \
-           g clone --template= --depth 1 --single-branch --branch {b} {f} {d} && g -C {d} config remote.origin.url {c}; \
+           gc clone --template= --depth 1 --single-branch --branch {b} {f} {d} && g -C {d} config remote.origin.url {c}; \
          fi"
     )
 }
@@ -307,13 +334,15 @@ mod tests {
     fn sync_command_quotes_everything() {
         let cmd = sync_command(
             "/opt/p/e/addons/x",
-            "https://t0k@h/r.git",
             "https://h/r.git",
             "main; rm -rf /",
+            Some("/opt/p/e/addons/x.oec-credentials"),
         );
+        assert!(cmd.contains("credential.helper='store --file=/opt/p/e/addons/x.oec-credentials'"));
+        assert!(cmd.contains("trap 'rm -f /opt/p/e/addons/x.oec-credentials' EXIT"));
         assert!(cmd.contains("--branch 'main; rm -rf /'"));
         assert!(cmd.contains("config remote.origin.url https://h/r.git"));
-        assert!(cmd.contains("g clone --template= --depth 1 --single-branch"));
+        assert!(cmd.contains("gc clone --template= --depth 1 --single-branch"));
         assert!(cmd.contains("-c core.hooksPath=/dev/null"));
     }
 }
