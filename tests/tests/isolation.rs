@@ -558,3 +558,166 @@ async fn git_tokens_never_reach_a_command_line_and_are_masked_in_every_encoding(
     );
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostnames_are_unique_across_the_platform_and_dns_changes_only_its_own_records() {
+    let w = world(&[]).await;
+    let t = w.stack.admin_token.clone();
+    let tag = Uuid::new_v4().simple().to_string()[..6].to_owned();
+    let sub = format!("shared-{tag}");
+    let env = w
+        .environment(json!({"name": "staging", "subdomain": sub}))
+        .await;
+    let _purge = Purge(env, sub.clone());
+    let got = w.get(&format!("/api/v1/environments/{env}")).await;
+    assert_eq!(got.body["hostname"], format!("{sub}.apps.oec.test"));
+
+    // Another project of the organization, on a second server: the same
+    // subdomain (hence hostname) is refused.
+    let target = TargetEnv::load();
+    let server_body = |org: Uuid, name: &str| {
+        json!({"organization_id": org, "name": name, "host": target.host, "ssh_port": target.port,
+               "ssh_user": target.user, "auth_method": "key", "private_key": target.private_key()})
+    };
+    let r = w
+        .stack
+        .post("/api/v1/servers", &t, server_body(w.org, "second"))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let second = r.id();
+    let r = w
+        .stack
+        .post(
+            "/api/v1/projects",
+            &t,
+            json!({"organization_id": w.org, "name": "Other", "slug": "other",
+                   "git_url": "https://git.example.com/o/r.git", "git_branch": "main"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let other_project = r.id();
+    let env_body = |project: Uuid, server: Uuid, subdomain: &str| {
+        json!({"project_id": project, "server_id": server, "name": "prod", "kind": "production",
+               "subdomain": subdomain, "odoo_version": "17.0"})
+    };
+    let r = w
+        .stack
+        .post(
+            "/api/v1/environments",
+            &t,
+            env_body(other_project, second, &sub),
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["error"].as_str()),
+        (409, Some("subdomain_taken")),
+        "{}",
+        r.text
+    );
+    // Another organization claiming the same apps domain cannot either.
+    let r = w
+        .stack
+        .post(
+            "/api/v1/organizations",
+            &t,
+            json!({"name": "Rival", "slug": "rival"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let rival = r.id();
+    let r = w
+        .stack
+        .post(
+            "/api/v1/dns-providers",
+            &t,
+            json!({"organization_id": rival, "kind": "cloudflare", "api_token": "rival-token-123",
+                   "zone_id": "zone-rival", "apps_domain": "apps.oec.test"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let rival_server = w
+        .stack
+        .post("/api/v1/servers", &t, server_body(rival, "theirs"))
+        .await
+        .id();
+    let rival_project = w
+        .stack
+        .post(
+            "/api/v1/projects",
+            &t,
+            json!({"organization_id": rival, "name": "Theirs", "slug": "theirs",
+                   "git_url": "https://git.example.com/o/r.git", "git_branch": "main"}),
+        )
+        .await
+        .id();
+    let r = w
+        .stack
+        .post(
+            "/api/v1/environments",
+            &t,
+            env_body(rival_project, rival_server, &sub),
+        )
+        .await;
+    assert_eq!(
+        (r.status.as_u16(), r.body["error"].as_str()),
+        (409, Some("subdomain_taken")),
+        "{}",
+        r.text
+    );
+
+    // A record that exists at the provider and is not this environment's
+    // is left alone (a takeover would repoint it).
+    let foreign = format!("foreign-{tag}");
+    let foreign_host = format!("{foreign}.apps.oec.test");
+    let planted = reqwest::Client::new()
+        .post(format!(
+            "http://{}/client/v4/zones/{ZONE}/dns_records",
+            w.cloudflare.addr
+        ))
+        .bearer_auth(CF_TOKEN)
+        .json(&json!({"type": "A", "name": foreign_host, "content": "10.9.9.9", "ttl": 300}))
+        .send()
+        .await
+        .expect("plant a record");
+    assert!(planted.status().is_success());
+    let victim = w
+        .environment(json!({"name": "victim", "subdomain": foreign}))
+        .await;
+    let _purge_victim = Purge(victim, foreign.clone());
+    let (id, d) = w.deploy_and_wait(victim).await;
+    let messages = w.messages(id).await;
+    assert_eq!(d["status"], "success", "{d}\n{}", messages.join("\n"));
+    assert!(
+        messages.iter().any(|m| m.contains(&format!(
+            "the record {foreign_host} exists and was not created by this environment"
+        ))),
+        "{}",
+        messages.join("\n")
+    );
+    assert!(
+        w.cloudflare.requests().iter().all(|r| r.method != "PUT"),
+        "a record was changed"
+    );
+    // The environment's own record is created, remembered and updated.
+    let (id, d) = w.deploy_and_wait(env).await;
+    assert_eq!(
+        d["status"],
+        "success",
+        "{d}\n{}",
+        w.messages(id).await.join("\n")
+    );
+    let (id, d) = w.deploy_and_wait(env).await;
+    assert_eq!(
+        d["status"],
+        "success",
+        "{d}\n{}",
+        w.messages(id).await.join("\n")
+    );
+    let puts = w
+        .cloudflare
+        .requests()
+        .iter()
+        .filter(|r| r.method == "PUT")
+        .count();
+    assert_eq!(puts, 1, "the redeploy updates its own record");
+}

@@ -169,11 +169,26 @@ async fn check_references(
     Ok(())
 }
 
+/// `{subdomain}.{apps_domain}`: the organization's DNS provider's domain
+/// (the oldest, as the pipeline picks it), else the platform's.
+async fn hostname(state: &AppState, org: Uuid, subdomain: &str) -> Result<String, ApiError> {
+    let domain = match db::plan::dns_provider(&state.pool, org).await? {
+        Some(d) => d.apps_domain,
+        None => state.settings.pipeline.apps_domain.clone(),
+    };
+    Ok(format!("{subdomain}.{domain}").to_lowercase())
+}
+
 fn write_error(e: sqlx::Error) -> ApiError {
     if db::is_unique_violation(&e, "environments_project_id_name_key") {
         ApiError::conflict(
             "name_taken",
             "The project already has an environment with this name.",
+        )
+    } else if db::is_unique_violation(&e, "environments_hostname") {
+        ApiError::conflict(
+            "subdomain_taken",
+            "Another environment of the platform already has this hostname; choose another subdomain.",
         )
     } else if db::is_unique_violation(&e, "environments_server_subdomain") {
         ApiError::conflict(
@@ -217,6 +232,7 @@ async fn create(
         .odoo_version
         .ok_or_else(|| ApiError::invalid("odoo_version", "required"))?;
     check_references(&state, org, Some(server_id), Some(&odoo_version)).await?;
+    let hostname = hostname(&state, org, &subdomain).await?;
     // The branch defaults to the project's.
     let branch = match p.branch {
         Some(b) => b,
@@ -232,6 +248,7 @@ async fn create(
         name: Some(&name),
         kind: Some(kind.as_str()),
         subdomain: Some(&subdomain),
+        hostname: Some(&hostname),
         odoo_version: Some(&odoo_version),
         branch: Some(&branch),
         cpu_cores: Some(p.cpu_cores.unwrap_or(1.0)),
@@ -296,7 +313,7 @@ async fn update(
     id: web::Path<Uuid>,
     body: Json<EnvironmentBody>,
 ) -> Result<HttpResponse, ApiError> {
-    let (_, org) = load(&state, &user, *id, Permission::ProjectEnvironmentsManage).await?;
+    let (env, org) = load(&state, &user, *id, Permission::ProjectEnvironmentsManage).await?;
     if body.project_id.is_some() {
         return Err(ApiError::invalid(
             "project_id",
@@ -305,11 +322,19 @@ async fn update(
     }
     let p = parse(&body)?;
     check_references(&state, org, body.server_id, p.odoo_version.as_deref()).await?;
+    // A new subdomain is a new hostname; one made before hostnames were
+    // stored gets its hostname now.
+    let hostname = match (&p.subdomain, &env.hostname) {
+        (Some(s), _) => Some(hostname(&state, org, s).await?),
+        (None, None) => Some(hostname(&state, org, &env.subdomain).await?),
+        (None, Some(_)) => None,
+    };
     let f = EnvironmentFields {
         server_id: body.server_id,
         name: p.name.as_deref(),
         kind: p.kind.map(EnvironmentKind::as_str),
         subdomain: p.subdomain.as_deref(),
+        hostname: hostname.as_deref(),
         odoo_version: p.odoo_version.as_deref(),
         branch: p.branch.as_deref(),
         cpu_cores: p.cpu_cores,

@@ -13,6 +13,8 @@ pub struct Environment {
     pub name: String,
     pub kind: String,
     pub subdomain: String,
+    /// `{subdomain}.{apps_domain}`, unique across the platform.
+    pub hostname: Option<String>,
     pub odoo_version: String,
     pub branch: String,
     pub cpu_cores: f64,
@@ -30,7 +32,7 @@ pub struct Environment {
 }
 
 const COLUMNS: &str =
-    "id, project_id, server_id, name, kind, subdomain, odoo_version, branch, cpu_cores,
+    "id, project_id, server_id, name, kind, subdomain, hostname, odoo_version, branch, cpu_cores,
     ram_mb, disk_gb, odoo_conf_overrides, replica_enabled,
     split_part(migration_source_url, '?', 1) AS migration_source_url, migration_restore_completed,
     migration_restore_completed_at, db_password_encrypted IS NOT NULL AS has_db_password, status,
@@ -44,6 +46,8 @@ pub struct EnvironmentFields<'a> {
     pub name: Option<&'a str>,
     pub kind: Option<&'a str>,
     pub subdomain: Option<&'a str>,
+    /// Set with the subdomain, lowercase.
+    pub hostname: Option<&'a str>,
     pub odoo_version: Option<&'a str>,
     pub branch: Option<&'a str>,
     pub cpu_cores: Option<f64>,
@@ -65,8 +69,8 @@ pub async fn insert(
 ) -> sqlx::Result<Environment> {
     sqlx::query_as(&format!(
         "INSERT INTO environments (id, project_id, server_id, name, kind, subdomain, odoo_version, branch,
-                                   cpu_cores, ram_mb, disk_gb, odoo_conf_overrides, replica_enabled, migration_source_url)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, COALESCE($12, '{{}}'::jsonb), COALESCE($13, FALSE), $14)
+                                   cpu_cores, ram_mb, disk_gb, odoo_conf_overrides, replica_enabled, migration_source_url, hostname)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, COALESCE($12, '{{}}'::jsonb), COALESCE($13, FALSE), $14, $15)
          RETURNING {COLUMNS}"
     ))
     .bind(Uuid::new_v4())
@@ -83,6 +87,7 @@ pub async fn insert(
     .bind(f.odoo_conf_overrides)
     .bind(f.replica_enabled)
     .bind(f.migration_source_url)
+    .bind(f.hostname)
     .fetch_one(pool)
     .await
 }
@@ -100,6 +105,8 @@ pub async fn update(
             disk_gb = COALESCE($10, disk_gb), odoo_conf_overrides = COALESCE($11, odoo_conf_overrides),
             replica_enabled = COALESCE($12, replica_enabled),
             migration_source_url = CASE WHEN $14 THEN NULL ELSE COALESCE($13, migration_source_url) END,
+            hostname = COALESCE($15, hostname),
+            dns_record_id = CASE WHEN $15 IS NULL OR lower($15) = lower(hostname) THEN dns_record_id END,
             updated_at = now()
          WHERE id = $1 RETURNING {COLUMNS}"
     ))
@@ -117,6 +124,7 @@ pub async fn update(
     .bind(f.replica_enabled)
     .bind(f.migration_source_url)
     .bind(f.clear_migration_source_url)
+    .bind(f.hostname)
     .fetch_optional(pool)
     .await
 }

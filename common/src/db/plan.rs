@@ -20,6 +20,10 @@ pub struct EnvironmentPlan {
     pub migration_restore_completed: bool,
     pub db_password_encrypted: Option<String>,
     pub admin_passwd_encrypted: Option<String>,
+    /// The hostname the api fixed (older environments may have none yet).
+    pub hostname: Option<String>,
+    /// The DNS record this environment created, by the provider's id.
+    pub dns_record_id: Option<String>,
     /// The image of the environment's last successful deployment, if any.
     pub previous_image: Option<String>,
 }
@@ -48,7 +52,7 @@ pub async fn environment(pool: &PgPool, deployment: Uuid) -> sqlx::Result<Enviro
         "SELECT p.git_url AS project_git_url, v.image AS odoo_image, v.registry_username,
                 v.registry_password_encrypted, e.odoo_conf_overrides, e.replica_enabled,
                 e.migration_source_url, e.migration_restore_completed, e.db_password_encrypted,
-                e.admin_passwd_encrypted,
+                e.admin_passwd_encrypted, e.hostname, e.dns_record_id,
                 (SELECT image_tag FROM deployments prev WHERE prev.environment_id = e.id
                    AND prev.status = 'success' ORDER BY prev.version DESC LIMIT 1) AS previous_image
          FROM deployments d JOIN environments e ON e.id = d.environment_id
@@ -184,5 +188,15 @@ pub async fn mark_migration_restored(pool: &PgPool, environment: Uuid) -> sqlx::
     .bind(environment)
     .execute(pool)
     .await?;
+    Ok(())
+}
+
+/// Remembers the DNS record the environment created (or adopted).
+pub async fn record_dns_record(pool: &PgPool, environment: Uuid, id: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE environments SET dns_record_id = $2 WHERE id = $1")
+        .bind(environment)
+        .bind(id)
+        .execute(pool)
+        .await?;
     Ok(())
 }

@@ -251,12 +251,16 @@ pub async fn load(
         .next()
         .and_then(|m| m.parse().ok())
         .unwrap_or(0);
+    let hostname = env
+        .hostname
+        .clone()
+        .unwrap_or_else(|| format!("{}.{apps_domain}", ctx.subdomain));
     Ok(Plan {
         redeploy: env.previous_image.is_some(),
         env,
         repos,
         dns: dns.map(|(d, _)| d),
-        hostname: format!("{}.{apps_domain}", ctx.subdomain),
+        hostname,
         db_password,
         admin_passwd,
         registry_auth,

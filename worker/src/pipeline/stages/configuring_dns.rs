@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use oec_common::db::plan;
 use oec_common::model::steps::Step;
 use serde_json::{Value, json};
 
@@ -47,19 +48,42 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
     check(&existing).map_err(|e| fail("Cloudflare refused the lookup", e))?;
     let body =
         json!({"type": "A", "name": name, "content": ip.to_string(), "ttl": 300, "proxied": false});
-    let record_id = existing["result"]
-        .as_array()
-        .and_then(|r| r.first())
-        .and_then(|r| r["id"].as_str())
-        .map(str::to_owned);
-    let request = match &record_id {
-        Some(id) => client.put(format!("{records}/{id}")),
-        None => client.post(&records),
+    let found = existing["result"].as_array().and_then(|r| r.first());
+    let found_id = found.and_then(|r| r["id"].as_str()).map(str::to_owned);
+    let ours = plan.env.dns_record_id.clone();
+    // Only a record this environment created is changed. One that already
+    // points here is adopted; any other is somebody else's and stays.
+    let request = match (&found_id, &ours) {
+        (Some(id), Some(mine)) if id == mine => Some(client.put(format!("{records}/{id}"))),
+        (Some(id), _) if found.and_then(|r| r["content"].as_str()) == Some(&ip.to_string()) => {
+            plan::record_dns_record(&run.pool, run.ctx.environment_id, id)
+                .await
+                .map_err(|e| StageError::new(format!("Recording the DNS record failed: {e}")))?;
+            None
+        }
+        (Some(_), _) => {
+            let message = format!(
+                "DNS setup skipped ({}): the record {name} exists and was not created by this environment; it was left alone",
+                secs(t0)
+            );
+            run.log.warning(step, &message);
+            return Ok(Outcome::Warning(message));
+        }
+        (None, _) => Some(client.post(&records)),
     };
-    let answer = call(request.json(&body), &dns.token)
-        .await
-        .map_err(|(what, e)| fail(what, e))?;
-    check(&answer).map_err(|e| fail("Cloudflare refused the record", e))?;
+    if let Some(request) = request {
+        let answer = call(request.json(&body), &dns.token)
+            .await
+            .map_err(|(what, e)| fail(what, e))?;
+        check(&answer).map_err(|e| fail("Cloudflare refused the record", e))?;
+        if let Some(id) = answer["result"]["id"].as_str()
+            && ours.as_deref() != Some(id)
+        {
+            plan::record_dns_record(&run.pool, run.ctx.environment_id, id)
+                .await
+                .map_err(|e| StageError::new(format!("Recording the DNS record failed: {e}")))?;
+        }
+    }
     let message = format!("DNS configured: {name} -> {ip} ({})", secs(t0));
     run.log.info(step, &message);
     Ok(Outcome::Completed(message))
