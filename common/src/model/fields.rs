@@ -27,13 +27,20 @@ fn has_control(s: &str) -> bool {
 /// A display name: 1–100 characters after trimming, no control characters.
 pub fn parse_name(field: &str, v: &str) -> FieldResult<String> {
     let v = v.trim();
-    if v.is_empty() || v.chars().count() > 100 || has_control(v) {
+    if v.is_empty() || v.chars().count() > 100 || has_control(v) || v.chars().any(is_invisible) {
         return invalid(
             field,
-            "must be 1 to 100 characters without control characters",
+            "must be 1 to 100 characters without control, bidirectional-override or zero-width characters",
         );
     }
     Ok(v.to_owned())
+}
+
+/// Characters that change how a name reads without showing: bidirectional
+/// embeddings, overrides and isolates, zero-width spaces and joiners, the
+/// byte-order mark (a name must look like what it is).
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 pub fn parse_email(field: &str, v: &str) -> FieldResult<String> {
@@ -341,6 +348,19 @@ mod tests {
 
     fn ok<T>(r: FieldResult<T>) -> bool {
         r.is_ok()
+    }
+
+    #[test]
+    fn names_refuse_bidi_overrides_and_zero_width_characters() {
+        assert!(ok(parse_name("name", "Acme GmbH — Zürich")));
+        for bad in [
+            "admin\u{202E}gnp.exe",
+            "Ac\u{200B}me",
+            "\u{2066}Acme\u{2069}",
+            "\u{FEFF}Acme",
+        ] {
+            assert!(!ok(parse_name("name", bad)), "{bad:?}");
+        }
     }
 
     #[test]
