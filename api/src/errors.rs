@@ -30,6 +30,9 @@ pub enum ApiError {
     QueueUnavailable(String),
     #[error(transparent)]
     Invalid(#[from] FieldError),
+    /// 422 with its own code (not a field's).
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String },
     #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
@@ -90,7 +93,8 @@ impl ApiError {
             ApiError::BadRequest { code, .. }
             | ApiError::Unauthorized { code, .. }
             | ApiError::Conflict { code, .. }
-            | ApiError::TooMany { code, .. } => (*code).to_owned(),
+            | ApiError::TooMany { code, .. }
+            | ApiError::Unprocessable { code, .. } => (*code).to_owned(),
             ApiError::Forbidden(_) | ApiError::PortalAdminOnly => "forbidden".into(),
             ApiError::NotFound(what) => format!("{what}_not_found"),
             ApiError::Invalid(_) => "invalid_field".into(),
@@ -149,7 +153,9 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } | ApiError::DeploymentInProgress(_) => StatusCode::CONFLICT,
             ApiError::QueueUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Invalid(_) | ApiError::Unprocessable { .. } => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,

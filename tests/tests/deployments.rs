@@ -790,3 +790,78 @@ async fn an_open_stream_ends_when_its_token_expires() {
         "the stream lived {lived:?} with a 10 s token"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idempotency_key_answers_only_its_own_request_and_never_another_organizations() {
+    let stack = Stack::start(0, &[]).await;
+    let t = stack.admin_token.clone();
+    let (x, px, sx) = stack.world("xorg", ServerLogin::Key).await;
+    let (y, py, sy) = stack.world("yorg", ServerLogin::Key).await;
+    let ex = stack.environment(px, sx, "staging").await;
+    let ey = stack.environment(py, sy, "staging").await;
+    let (u, token) = stack.user("dev").await;
+    for org in [x, y] {
+        let r = stack
+            .post(
+                &format!("/api/v1/organizations/{org}/members"),
+                &t,
+                json!({"user_id": u, "role": "admin"}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let deploy = |env: uuid::Uuid, trigger: &'static str| {
+        let stack = &stack;
+        let token = token.clone();
+        async move {
+            let r = stack
+                .client
+                .post(stack.url("/api/v1/deployments"))
+                .bearer_auth(&token)
+                .header("Idempotency-Key", "same-key-1")
+                .json(&json!({"environment_id": env, "trigger": trigger}))
+                .send()
+                .await
+                .expect("deploy");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or_default())
+        }
+    };
+    let (status, first) = deploy(ex, "manual").await;
+    assert_eq!(status, 202, "{first}");
+    // The same request replays.
+    let (status, again) = deploy(ex, "manual").await;
+    assert_eq!((status, &again["id"]), (202, &first["id"]));
+    // Another trigger, or another environment, with the key: refused.
+    let (status, body) = deploy(ex, "api").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (422, Some("idempotency_key_reused")),
+        "{body}"
+    );
+    // Removed from the first organization, the user reuses the key in the
+    // second: nothing of the first comes back.
+    let r = stack
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/organizations/{x}/members/{u}"),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let (status, body) = deploy(ey, "manual").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (422, Some("idempotency_key_reused")),
+        "{body}"
+    );
+    assert!(
+        !body
+            .to_string()
+            .contains(first["id"].as_str().unwrap_or("-"))
+    );
+    // And the first organization's environment is now invisible to them.
+    let (status, _) = deploy(ex, "manual").await;
+    assert_eq!(status, 404);
+}

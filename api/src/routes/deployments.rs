@@ -111,6 +111,12 @@ async fn create(
     let d = match db::deployments::create(&state.pool, &new).await? {
         None => return Err(ApiError::NotFound("environment")),
         Some(Created::Replayed(d)) => return Ok(HttpResponse::Accepted().json(d)),
+        Some(Created::KeyReused) => {
+            return Err(ApiError::Unprocessable {
+                code: "idempotency_key_reused",
+                message: "This Idempotency-Key was used for another request (another environment or trigger); use a new key.".into(),
+            });
+        }
         Some(Created::InProgress(d)) => return Err(ApiError::DeploymentInProgress(d.id)),
         Some(Created::New(d)) => d,
     };

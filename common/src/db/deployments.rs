@@ -45,8 +45,11 @@ const COLUMNS: &str =
 
 pub enum Created {
     New(Deployment),
-    /// The same `Idempotency-Key` was used before by the same user.
+    /// The same `Idempotency-Key` was used before by the same user for the
+    /// same request (environment and trigger).
     Replayed(Deployment),
+    /// The user used this key before for another request.
+    KeyReused,
     /// Another deployment of the environment is pending or running.
     InProgress(Deployment),
 }
@@ -81,7 +84,16 @@ pub async fn create(pool: &PgPool, n: &NewDeployment<'_>) -> sqlx::Result<Option
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(d) = prior {
-            return Ok(Some(Created::Replayed(d)));
+            // A key answers only the request it was made for: the caller
+            // may deploy this environment (checked before), and nothing of
+            // another environment is ever returned.
+            return Ok(Some(
+                if d.environment_id == n.environment_id && d.trigger == n.trigger {
+                    Created::Replayed(d)
+                } else {
+                    Created::KeyReused
+                },
+            ));
         }
     }
     let active: Option<Deployment> = sqlx::query_as(&format!(
