@@ -222,11 +222,9 @@ impl Settings {
             Ok(Some(v.to_owned()))
         });
         let password = r.optional("OEC_BOOTSTRAP_ADMIN_PASSWORD", None, |v| {
-            if v.len() >= 8 {
-                Ok(Some(v.to_owned()))
-            } else {
-                Err("must be at least 8 characters".into())
-            }
+            crate::model::fields::parse_password("OEC_BOOTSTRAP_ADMIN_PASSWORD", v)
+                .map(Some)
+                .map_err(|e| e.message)
         });
         let bootstrap_admin = match (email, password) {
             (Some(email), Some(password)) => Some(BootstrapAdmin { email, password }),

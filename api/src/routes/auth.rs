@@ -49,9 +49,12 @@ fn tokens(state: &AppState, user: uuid::Uuid) -> Result<Tokens, ApiError> {
 #[tracing::instrument(skip_all)]
 async fn login(
     state: web::Data<AppState>,
+    req: actix_web::HttpRequest,
     body: Json<LoginRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let email = body.email.trim().to_lowercase();
+    let ip = req.peer_addr().map(|a| a.ip());
+    crate::login_limit::check(&state, &email, ip).await?;
     let found = db::users::credentials(&state.pool, &email).await?;
     let password = body.password.clone();
     // Verify even for an unknown email, so timing does not reveal which emails exist.
@@ -63,11 +66,17 @@ async fn login(
         .await
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("password check: {e}")))?;
     match (user, ok) {
-        (Some(id), true) => Ok(no_store(tokens(&state, id)?)),
-        _ => Err(ApiError::unauthorized(
-            "invalid_credentials",
-            "Wrong email or password.",
-        )),
+        (Some(id), true) => {
+            crate::login_limit::succeeded(&state, &email).await;
+            Ok(no_store(tokens(&state, id)?))
+        }
+        _ => {
+            crate::login_limit::failed(&state, &email, ip).await;
+            Err(ApiError::unauthorized(
+                "invalid_credentials",
+                "Wrong email or password.",
+            ))
+        }
     }
 }
 

@@ -56,11 +56,67 @@ pub fn parse_email(field: &str, v: &str) -> FieldResult<String> {
     Ok(v)
 }
 
+/// A user's password: 12 to 1024 characters, and not one that is guessed
+/// first (a common password, one character repeated, digits only).
 pub fn parse_password(field: &str, v: &str) -> FieldResult<String> {
-    if v.chars().count() < 8 || v.len() > 1024 {
-        return invalid(field, "must be 8 to 1024 characters");
+    if v.chars().count() < 12 || v.len() > 1024 {
+        return invalid(field, "must be 12 to 1024 characters");
+    }
+    if is_common_password(v) {
+        return invalid(
+            field,
+            "is too easy to guess (a common password); choose another, e.g. several unrelated words",
+        );
     }
     Ok(v.to_owned())
+}
+
+/// Passwords of 12 or more characters found at the top of breach lists.
+const COMMON_PASSWORDS: &[&str] = &[
+    "123456789012",
+    "1234567890123",
+    "12345678910",
+    "password1234",
+    "password12345",
+    "passwordpassword",
+    "qwertyuiop12",
+    "qwertyuiopasdfgh",
+    "qwerty123456",
+    "1q2w3e4r5t6y",
+    "1qaz2wsx3edc",
+    "iloveyou1234",
+    "administrator",
+    "adminadmin123",
+    "letmein12345",
+    "welcome12345",
+    "changeme1234",
+    "trustno1trustno1",
+    "abcdefghijkl",
+    "abc123456789",
+    "asdfghjkl123",
+    "zaq12wsxcde3",
+    "football1234",
+    "baseball1234",
+    "princess1234",
+    "sunshine1234",
+    "superman1234",
+    "starwars1234",
+    "monkey123456",
+    "dragon123456",
+    "master123456",
+    "p@ssw0rd1234",
+    "passw0rd1234",
+    "q1w2e3r4t5y6",
+    "aaaaaaaaaaaa",
+];
+
+fn is_common_password(v: &str) -> bool {
+    let lower = v.to_lowercase();
+    let mut chars = lower.chars();
+    let first = chars.next();
+    COMMON_PASSWORDS.contains(&lower.as_str())
+        || chars.all(|c| Some(c) == first)
+        || lower.chars().all(|c| c.is_ascii_digit())
 }
 
 /// One DNS label: lowercase letters, digits and inner hyphens, 1–63 characters.
@@ -348,6 +404,20 @@ mod tests {
 
     fn ok<T>(r: FieldResult<T>) -> bool {
         r.is_ok()
+    }
+
+    #[test]
+    fn passwords_are_long_and_not_common() {
+        assert!(ok(parse_password("password", "correct horse battery")));
+        for bad in [
+            "short-pw-1",
+            "PasswordPassword",
+            "999999999999",
+            "zzzzzzzzzzzzzz",
+            "012345678901234",
+        ] {
+            assert!(!ok(parse_password("password", bad)), "{bad}");
+        }
     }
 
     #[test]

@@ -215,3 +215,94 @@ async fn token_responses_are_never_cached_and_every_response_says_nosniff() {
         );
     }
 }
+
+async fn login_status(app: &TestApp, email: &str, password: &str) -> (StatusCode, Option<String>) {
+    let r = app
+        .client
+        .post(app.url("/api/v1/auth/login"))
+        .json(&json!({"email": email, "password": password}))
+        .send()
+        .await
+        .expect("login");
+    let retry = r
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    (r.status(), retry)
+}
+
+#[tokio::test]
+async fn failed_logins_are_limited_per_account_and_per_address_with_a_429() {
+    // Per account: ten failures, then even the right password waits.
+    let app = TestApp::spawn().await;
+    for _ in 0..10 {
+        assert_eq!(
+            login_status(&app, ADMIN_EMAIL, "wrong-password-1").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let (status, retry) = login_status(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    let retry: u64 = retry.and_then(|r| r.parse().ok()).unwrap_or(0);
+    assert!((1..=300).contains(&retry), "Retry-After {retry}");
+    let r = app
+        .post(
+            "/api/v1/auth/login",
+            "",
+            json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}),
+        )
+        .await;
+    assert_eq!(r.body["error"], "too_many_attempts");
+
+    // Per address: failures spread over many accounts count too.
+    let app = TestApp::spawn().await;
+    for i in 0..10 {
+        let (status, _) =
+            login_status(&app, &format!("nobody{i}@oec.test"), "wrong-password-1").await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(
+        login_status(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await.0,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    // A success clears the account's count.
+    let app = TestApp::spawn().await;
+    for _ in 0..9 {
+        login_status(&app, ADMIN_EMAIL, "wrong-password-1").await;
+    }
+    assert_eq!(
+        login_status(&app, ADMIN_EMAIL, ADMIN_PASSWORD).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn passwords_shorter_than_twelve_characters_or_common_are_refused() {
+    let app = TestApp::spawn().await;
+    for (password, ok) in [
+        ("short-pw-1", false),
+        ("password1234", false),
+        ("111111111111", false),
+        ("a long passphrase", true),
+    ] {
+        let r = app
+            .post(
+                "/api/v1/users",
+                &app.admin_token,
+                json!({"email": format!("u{}@oec.test", password.len()), "name": "U", "password": password}),
+            )
+            .await;
+        if ok {
+            assert_eq!(r.status, StatusCode::CREATED, "{password}: {}", r.text);
+        } else {
+            assert_eq!(
+                (r.status, r.body["field"].as_str()),
+                (StatusCode::UNPROCESSABLE_ENTITY, Some("password")),
+                "{password}: {}",
+                r.text
+            );
+        }
+    }
+}
