@@ -113,7 +113,8 @@ async fn initialized(docker: &bollard::Docker, env: uuid::Uuid) -> Result<bool, 
 /// the primary, unpack the filestore, sanitize ir_config_parameter.
 const RESTORE: &str = r#"
 import json, os, shutil, subprocess, sys, tarfile, tempfile, urllib.request, uuid, zipfile
-url, db, host, base_url = sys.argv[1:5]
+db, host, base_url = sys.argv[1:4]
+url = os.environ.pop("OEC_MIGRATION_URL")
 work = tempfile.mkdtemp(prefix="oec-restore-")
 try:
     print("Downloading migration backup...", flush=True)
@@ -180,13 +181,16 @@ async fn restore(run: &Run, url: &str) -> Result<(), StageError> {
             "python3".into(),
             "-c".into(),
             RESTORE.into(),
-            url.into(),
             env.to_string(),
             db_container(env),
             base_url,
         ],
         Some("root"),
-        vec![format!("PGPASSWORD={}", plan.db_password)],
+        // Secrets in the environment, never on the command line.
+        vec![
+            format!("PGPASSWORD={}", plan.db_password),
+            format!("OEC_MIGRATION_URL={url}"),
+        ],
         &mut |l| log.info(Step::InitializingDatabase, l),
     )
     .await?;
