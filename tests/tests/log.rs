@@ -7,8 +7,14 @@ use oec_common::model::steps::Step;
 use oec_tests::TestDatabase;
 use oec_worker::log::{EventContext, Log, MAX_PENDING, Progress};
 
-#[tokio::test(flavor = "multi_thread")]
-async fn a_flood_of_command_output_is_bounded_and_says_what_it_left_out() {
+/// A fresh database with one deployment, and its log writer.
+async fn start() -> (
+    TestDatabase,
+    sqlx::PgPool,
+    uuid::Uuid,
+    Log,
+    tokio::task::JoinHandle<()>,
+) {
     let db = TestDatabase::create().await;
     let pool = oec_common::db::connect_and_migrate(&db.url, 5)
         .await
@@ -18,10 +24,9 @@ async fn a_flood_of_command_output_is_bounded_and_says_what_it_left_out() {
         .create_pool(Some(deadpool_redis::Runtime::Tokio1))
         .expect("redis");
     let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
-    let publisher = Publisher::new(redis, &prefix, 10_000);
     let (log, writer) = Log::start(
         pool.clone(),
-        publisher,
+        Publisher::new(redis, &prefix, 10_000),
         deployment,
         0,
         EventContext {
@@ -33,6 +38,12 @@ async fn a_flood_of_command_output_is_bounded_and_says_what_it_left_out() {
         }),
         Default::default(),
     );
+    (db, pool, deployment, log, writer)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flood_of_command_output_is_bounded_and_says_what_it_left_out() {
+    let (_db, pool, deployment, log, writer) = start().await;
     // Far more output than the writer can take at once, sent in one go,
     // with important lines in between.
     let flood = MAX_PENDING * 3;
@@ -105,29 +116,7 @@ async fn a_flood_of_command_output_is_bounded_and_says_what_it_left_out() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_nul_or_other_control_character_in_command_output_loses_no_line() {
-    let db = TestDatabase::create().await;
-    let pool = oec_common::db::connect_and_migrate(&db.url, 5)
-        .await
-        .expect("pool");
-    let (deployment, org) = oec_tests::bare_deployment(&pool).await.expect("deployment");
-    let redis = deadpool_redis::Config::from_url(oec_tests::redis_url())
-        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-        .expect("redis");
-    let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
-    let (log, writer) = Log::start(
-        pool.clone(),
-        Publisher::new(redis, &prefix, 10_000),
-        deployment,
-        0,
-        EventContext {
-            org_id: org,
-            base: Default::default(),
-        },
-        Arc::new(Progress {
-            percent: Default::default(),
-        }),
-        Default::default(),
-    );
+    let (_db, pool, deployment, log, writer) = start().await;
     // One batch: good lines around a NUL, an escape sequence and a NUL in
     // the data (PostgreSQL refuses \0 in text and in jsonb).
     let step = Step::InstallingDependencies;

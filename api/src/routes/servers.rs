@@ -138,23 +138,32 @@ async fn list(
     Ok(HttpResponse::Ok().json(rows))
 }
 
-async fn get(
-    state: web::Data<AppState>,
-    user: AuthUser,
-    id: web::Path<Uuid>,
-) -> Result<HttpResponse, ApiError> {
-    let server = db::servers::get(&state.pool, *id)
+/// The server, if the user may view it (else it is not found).
+async fn visible(
+    state: &AppState,
+    user: &AuthUser,
+    id: Uuid,
+) -> Result<db::servers::Server, ApiError> {
+    let server = db::servers::get(&state.pool, id)
         .await?
         .ok_or(ApiError::NotFound("server"))?;
     access::org(
-        &state,
-        &user,
+        state,
+        user,
         server.organization_id,
         Permission::OrgServersView,
     )
     .await
     .map_err(|e| e.not_found_as("server"))?;
-    Ok(HttpResponse::Ok().json(server))
+    Ok(server)
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(visible(&state, &user, *id).await?))
 }
 
 /// Forgets the server's recorded host key (after a legitimate key change):
@@ -164,17 +173,7 @@ async fn reset_host_key(
     user: AuthUser,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let server = db::servers::get(&state.pool, *id)
-        .await?
-        .ok_or(ApiError::NotFound("server"))?;
-    access::org(
-        &state,
-        &user,
-        server.organization_id,
-        Permission::OrgServersView,
-    )
-    .await
-    .map_err(|e| e.not_found_as("server"))?;
+    let server = visible(&state, &user, *id).await?;
     access::org(
         &state,
         &user,

@@ -119,13 +119,7 @@ pub async fn set_role_keeping_an_owner(
     role: OrgRole,
 ) -> sqlx::Result<Option<Member>> {
     let mut tx = pool.begin().await?;
-    let owners: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT user_id FROM organization_members
-         WHERE organization_id = $1 AND role = 'owner' FOR UPDATE",
-    )
-    .bind(org)
-    .fetch_all(&mut *tx)
-    .await?;
+    let owners = lock_owners(&mut tx, org).await?;
     if role != OrgRole::Owner && owners == [user] {
         return Ok(None);
     }
@@ -155,13 +149,7 @@ pub enum Removed {
 /// like [`set_role_keeping_an_owner`].
 pub async fn remove_member(pool: &PgPool, org: Uuid, user: Uuid) -> sqlx::Result<Removed> {
     let mut tx = pool.begin().await?;
-    let owners: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT user_id FROM organization_members
-         WHERE organization_id = $1 AND role = 'owner' FOR UPDATE",
-    )
-    .bind(org)
-    .fetch_all(&mut *tx)
-    .await?;
+    let owners = lock_owners(&mut tx, org).await?;
     if owners == [user] {
         return Ok(Removed::LastOwner);
     }
@@ -177,4 +165,19 @@ pub async fn remove_member(pool: &PgPool, org: Uuid, user: Uuid) -> sqlx::Result
     } else {
         Removed::NotAMember
     })
+}
+
+/// The organization's owners, their rows locked until the transaction ends
+/// (a concurrent change of an owner waits, then sees the new owners).
+async fn lock_owners(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    org: Uuid,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT user_id FROM organization_members
+         WHERE organization_id = $1 AND role = 'owner' FOR UPDATE",
+    )
+    .bind(org)
+    .fetch_all(&mut **tx)
+    .await
 }
