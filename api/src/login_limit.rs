@@ -24,14 +24,19 @@ fn keys(state: &AppState, email: &str, ip: Option<IpAddr>) -> Vec<String> {
     k
 }
 
+async fn conn(state: &AppState) -> redis::RedisResult<deadpool_redis::Connection> {
+    state
+        .redis
+        .get()
+        .await
+        .map_err(|e| redis::RedisError::from((redis::ErrorKind::Io, "pool", e.to_string())))
+}
+
 /// Refuses the attempt while the account or the address is over the limit.
 pub async fn check(state: &AppState, email: &str, ip: Option<IpAddr>) -> Result<(), ApiError> {
     let keys = keys(state, email, ip);
     let counted: redis::RedisResult<Option<i64>> = async {
-        let mut conn =
-            state.redis.get().await.map_err(|e| {
-                redis::RedisError::from((redis::ErrorKind::Io, "pool", e.to_string()))
-            })?;
+        let mut conn = conn(state).await?;
         for k in &keys {
             let n: Option<i64> = conn.get(k).await?;
             if n.unwrap_or(0) >= MAX_FAILURES {
@@ -62,10 +67,7 @@ pub async fn check(state: &AppState, email: &str, ip: Option<IpAddr>) -> Result<
 pub async fn failed(state: &AppState, email: &str, ip: Option<IpAddr>) {
     let keys = keys(state, email, ip);
     let done: redis::RedisResult<()> = async {
-        let mut conn =
-            state.redis.get().await.map_err(|e| {
-                redis::RedisError::from((redis::ErrorKind::Io, "pool", e.to_string()))
-            })?;
+        let mut conn = conn(state).await?;
         let mut pipe = redis::pipe();
         for k in &keys {
             pipe.incr(k, 1).ignore();
@@ -86,7 +88,7 @@ pub async fn failed(state: &AppState, email: &str, ip: Option<IpAddr>) {
 /// Clears the account's count after a successful login.
 pub async fn succeeded(state: &AppState, email: &str) {
     let key = keys(state, email, None).remove(0);
-    if let Ok(mut conn) = state.redis.get().await {
+    if let Ok(mut conn) = conn(state).await {
         let _: redis::RedisResult<()> = conn.del(key).await;
     }
 }

@@ -141,7 +141,9 @@ async fn pump(client: redis::Client, publisher: Publisher, tx: broadcast::Sender
                 Ok(()) => {
                     // Events published while we were not subscribed.
                     if let Some(id) = &last
-                        && let Ok(missed) = publisher.replay(id, 100_000).await
+                        && let Ok((missed, _)) = publisher
+                            .replay_filtered(id, 100_000, REPLAY_BATCH, |_| true)
+                            .await
                     {
                         for e in missed {
                             last = Some(e.id.clone());

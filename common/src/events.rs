@@ -231,25 +231,4 @@ impl Publisher {
         }
         Ok((kept, scanned_up_to))
     }
-
-    pub async fn replay(&self, last_id: &str, count: usize) -> anyhow::Result<Vec<Event>> {
-        let mut conn = self.pool.get().await?;
-        let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-            .arg(&self.stream)
-            .arg(format!("({last_id}"))
-            .arg("+")
-            .arg("COUNT")
-            .arg(count)
-            .query_async(&mut conn)
-            .await?;
-        Ok(entries
-            .into_iter()
-            .filter_map(|(id, fields)| {
-                let body = fields.into_iter().find(|(k, _)| k == "e")?.1;
-                let mut e: Event = serde_json::from_str(&body).ok()?;
-                e.id = id;
-                Some(e)
-            })
-            .collect())
-    }
 }

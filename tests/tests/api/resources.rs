@@ -533,16 +533,7 @@ async fn deleting_an_organization_or_project_while_one_of_its_deployments_runs_i
     let app = TestApp::spawn().await;
     let w = World::build(&app, "acme").await;
     let t = &app.admin_token;
-    let deployment = uuid::Uuid::new_v4();
-    sqlx::query(
-        "INSERT INTO deployments (id, project_id, environment_id, version, status) VALUES ($1, $2, $3, 1, 'running')",
-    )
-    .bind(deployment)
-    .bind(w.project)
-    .bind(w.environment)
-    .execute(&app.db)
-    .await
-    .expect("insert deployment");
+    let deployment = running_deployment(&app, &w).await;
     for path in [
         format!("/api/v1/projects/{}", w.project),
         format!("/api/v1/organizations/{}", w.org),
@@ -574,16 +565,7 @@ async fn progress_carries_the_last_fifty_lines_of_each_step_with_the_count_and_w
     let app = TestApp::spawn().await;
     let w = World::build(&app, "acme").await;
     let t = &app.admin_token;
-    let deployment = uuid::Uuid::new_v4();
-    sqlx::query(
-        "INSERT INTO deployments (id, project_id, environment_id, version, status) VALUES ($1, $2, $3, 1, 'running')",
-    )
-    .bind(deployment)
-    .bind(w.project)
-    .bind(w.environment)
-    .execute(&app.db)
-    .await
-    .expect("insert deployment");
+    let deployment = running_deployment(&app, &w).await;
     sqlx::query(
         "INSERT INTO deployment_logs (id, deployment_id, seq, timestamp, level, message, step)
          SELECT gen_random_uuid(), $1, n, now(), 'debug', 'line ' || n,
@@ -708,4 +690,19 @@ async fn two_owners_demoting_themselves_at_once_never_leave_an_organization_with
         .expect("owners");
         assert_eq!(left, 1, "trial {trial}");
     }
+}
+
+/// A running deployment (version 1) of the world's environment.
+async fn running_deployment(app: &TestApp, w: &World) -> uuid::Uuid {
+    let id = uuid::Uuid::new_v4();
+    sqlx::query(
+        "INSERT INTO deployments (id, project_id, environment_id, version, status) VALUES ($1, $2, $3, 1, 'running')",
+    )
+    .bind(id)
+    .bind(w.project)
+    .bind(w.environment)
+    .execute(&app.db)
+    .await
+    .expect("insert deployment");
+    id
 }

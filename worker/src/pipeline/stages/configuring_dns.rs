@@ -56,9 +56,7 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
     let request = match (&found_id, &ours) {
         (Some(id), Some(mine)) if id == mine => Some(client.put(format!("{records}/{id}"))),
         (Some(id), _) if found.and_then(|r| r["content"].as_str()) == Some(&ip.to_string()) => {
-            plan::record_dns_record(&run.pool, run.ctx.environment_id, id)
-                .await
-                .map_err(|e| StageError::new(format!("Recording the DNS record failed: {e}")))?;
+            remember(run, id).await?;
             None
         }
         (Some(_), _) => {
@@ -79,14 +77,19 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
         if let Some(id) = answer["result"]["id"].as_str()
             && ours.as_deref() != Some(id)
         {
-            plan::record_dns_record(&run.pool, run.ctx.environment_id, id)
-                .await
-                .map_err(|e| StageError::new(format!("Recording the DNS record failed: {e}")))?;
+            remember(run, id).await?;
         }
     }
     let message = format!("DNS configured: {name} -> {ip} ({})", secs(t0));
     run.log.info(step, &message);
     Ok(Outcome::Completed(message))
+}
+
+/// Stores the record as this environment's: the only one it may change.
+async fn remember(run: &Run, record_id: &str) -> Result<(), StageError> {
+    plan::record_dns_record(&run.pool, run.ctx.environment_id, record_id)
+        .await
+        .map_err(|e| StageError::new(format!("Recording the DNS record failed: {e}")))
 }
 
 /// Sends one API request; its JSON answer, or what went wrong (URLs left
