@@ -19,6 +19,8 @@ pub struct AuthUser {
     pub id: Uuid,
     pub email: String,
     pub portal_admin: bool,
+    /// The login session the token belongs to: revoking it ends the token.
+    pub session: Uuid,
     /// When the access token expires (Unix seconds): an event stream ends then.
     pub token_exp: i64,
 }
@@ -72,15 +74,19 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, Api
                 "The access token is invalid; log in again.",
             ),
         })?;
-    let user = db::users::by_id(&state.pool, claims.sub)
+    let user = db::sessions::user(&state.pool, claims.sub, claims.sid)
         .await?
         .ok_or_else(|| {
-            ApiError::unauthorized("invalid_token", "The token's user no longer exists.")
+            ApiError::unauthorized(
+                "session_ended",
+                "The token's session has ended (logout, a password change or the user's deletion); log in again.",
+            )
         })?;
     Ok(AuthUser {
         id: user.id,
         email: user.email,
         portal_admin: user.is_portal_admin,
+        session: claims.sid,
         token_exp: claims.exp,
     })
 }

@@ -334,9 +334,10 @@ impl Scope {
     }
 }
 
-/// The user's current scope, or `None` when the user is gone.
+/// The user's current scope, or `None` when the user or the token's session
+/// is gone.
 async fn rescope(state: &AppState, user: &mut AuthUser) -> Result<Option<Scope>, ApiError> {
-    let Some(row) = db::users::by_id(&state.pool, user.id).await? else {
+    let Some(row) = db::sessions::user(&state.pool, user.id, user.session).await? else {
         return Ok(None);
     };
     user.portal_admin = row.is_portal_admin;
@@ -591,9 +592,10 @@ struct DeploymentStream {
 }
 
 impl DeploymentStream {
-    /// Whether the user (re-read) may still view the deployment.
+    /// Whether the user (re-read, their session still live) may still view
+    /// the deployment.
     async fn still_allowed(&mut self) -> bool {
-        match db::users::by_id(&self.state.pool, self.user.id).await {
+        match db::sessions::user(&self.state.pool, self.user.id, self.user.session).await {
             Ok(Some(row)) => self.user.portal_admin = row.is_portal_admin,
             _ => return false,
         }

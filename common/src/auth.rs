@@ -51,10 +51,16 @@ pub enum TokenKind {
     Refresh,
 }
 
+/// A token's claims. Both kinds name the login session (`sid`) they belong
+/// to: revoking the session (logout, a password change, a reused refresh
+/// token, the user's deletion) ends its access tokens too. `jti` tells one
+/// refresh token of a session from the next.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: Uuid,
     pub typ: TokenKind,
+    pub sid: Uuid,
+    pub jti: Uuid,
     pub iat: i64,
     pub exp: i64,
 }
@@ -87,7 +93,14 @@ impl TokenIssuer {
         }
     }
 
-    pub fn issue(&self, user: Uuid, kind: TokenKind) -> anyhow::Result<String> {
+    /// A signed token of `kind` for `user` in `session`, with id `jti`.
+    pub fn issue(
+        &self,
+        user: Uuid,
+        session: Uuid,
+        jti: Uuid,
+        kind: TokenKind,
+    ) -> anyhow::Result<String> {
         let now = chrono::Utc::now().timestamp();
         let ttl = match kind {
             TokenKind::Access => self.access_ttl,
@@ -96,6 +109,8 @@ impl TokenIssuer {
         let claims = Claims {
             sub: user,
             typ: kind,
+            sid: session,
+            jti,
             iat: now,
             exp: now + ttl.as_secs() as i64,
         };
@@ -107,8 +122,23 @@ impl TokenIssuer {
     }
 
     pub fn verify(&self, token: &str, kind: TokenKind) -> Result<Claims, TokenError> {
+        self.decode(token, kind, true)
+    }
+
+    /// Like [`verify`](Self::verify) but accepting an expired token: logging
+    /// out with one still ends its session.
+    pub fn verify_ignoring_expiry(
+        &self,
+        token: &str,
+        kind: TokenKind,
+    ) -> Result<Claims, TokenError> {
+        self.decode(token, kind, false)
+    }
+
+    fn decode(&self, token: &str, kind: TokenKind, check_exp: bool) -> Result<Claims, TokenError> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
+        validation.validate_exp = check_exp;
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(
             |e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
@@ -291,7 +321,9 @@ mod tests {
             Duration::from_secs(120),
         );
         let user = Uuid::new_v4();
-        let access = t.issue(user, TokenKind::Access).expect("issue");
+        let access = t
+            .issue(user, Uuid::new_v4(), Uuid::new_v4(), TokenKind::Access)
+            .expect("issue");
         assert_eq!(
             t.verify(&access, TokenKind::Access).expect("valid").sub,
             user

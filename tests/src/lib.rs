@@ -249,6 +249,11 @@ impl TestApp {
     }
 
     pub async fn login(&self, email: &str, password: &str) -> String {
+        self.login_tokens(email, password).await.0
+    }
+
+    /// Logs in: a new session's (access token, refresh token).
+    pub async fn login_tokens(&self, email: &str, password: &str) -> (String, String) {
         let r = self
             .send(
                 reqwest::Method::POST,
@@ -258,10 +263,8 @@ impl TestApp {
             )
             .await;
         assert_eq!(r.status, StatusCode::OK, "login {email}: {}", r.text);
-        r.body["access_token"]
-            .as_str()
-            .expect("access_token")
-            .to_owned()
+        let token = |k: &str| r.body[k].as_str().expect("token").to_owned();
+        (token("access_token"), token("refresh_token"))
     }
 
     /// Creates a user (as the portal admin) and logs them in.

@@ -488,6 +488,11 @@ impl SseClient {
         }
     }
 
+    /// Whether the server closed the stream (messages may still be queued).
+    pub fn closed(&self) -> bool {
+        self.task.is_finished()
+    }
+
     /// The next message, or `None` after `within`.
     pub async fn next(&mut self, within: Duration) -> Option<SseMessage> {
         tokio::time::timeout(within, self.rx.recv())

@@ -180,6 +180,44 @@ async fn batches_delete_everything_due_and_optionally_the_orphaned_steps() {
     assert_eq!(count(&d.pool).await, 0);
 }
 
+#[tokio::test]
+async fn retention_deletes_sessions_that_ended_more_than_a_day_ago_only() {
+    let db = TestDatabase::create().await;
+    let d = deps(&db, &[("LOG_RETENTION_DAYS", "30")]).await;
+    let user: Uuid = sqlx::query_scalar(
+        "INSERT INTO users (id, email, name, password_hash)
+         VALUES (gen_random_uuid(), 's@oec.test', 'S', 'x') RETURNING id",
+    )
+    .fetch_one(&d.pool)
+    .await
+    .expect("a user");
+    // (revoked, expires): live; revoked an hour ago; revoked two days ago;
+    // expired two days ago.
+    let rows = [
+        ("NULL", "now() + interval '1 day'"),
+        ("now() - interval '1 hour'", "now() + interval '1 day'"),
+        ("now() - interval '2 days'", "now() + interval '1 day'"),
+        ("NULL", "now() - interval '2 days'"),
+    ];
+    for (revoked, expires) in rows {
+        sqlx::query(&format!(
+            "INSERT INTO sessions (id, user_id, current_refresh, revoked_at, expires_at)
+             VALUES (gen_random_uuid(), $1, gen_random_uuid(), {revoked}, {expires})"
+        ))
+        .bind(user)
+        .execute(&d.pool)
+        .await
+        .expect("session");
+    }
+    let summary = Job::Retention.run(&d).await.expect("run");
+    assert!(summary.contains("removed 2 ended sessions"), "{summary}");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+        .fetch_one(&d.pool)
+        .await
+        .expect("count");
+    assert_eq!(left, 2);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn two_scheduler_replicas_run_each_tick_once() {
     let stack = Stack::start(0, &[]).await;

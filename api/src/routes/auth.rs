@@ -1,9 +1,13 @@
-//! Login, token refresh and the current user.
+//! Login, token refresh (rotating), logout, password change and the current user.
 
+use actix_web::FromRequest;
 use actix_web::{HttpResponse, web};
 use oec_common::auth::{self, TokenKind};
 use oec_common::db;
+use oec_common::db::sessions::Rotation;
+use oec_common::model::fields;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::resource;
 use crate::errors::ApiError;
@@ -13,6 +17,8 @@ use crate::state::AppState;
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/auth/login").route(web::post().to(login)))
         .service(resource("/auth/refresh").route(web::post().to(refresh)))
+        .service(resource("/auth/logout").route(web::post().to(logout)))
+        .service(resource("/auth/password").route(web::put().to(change_password)))
         .service(resource("/auth/me").route(web::get().to(me)));
 }
 
@@ -29,6 +35,23 @@ pub struct RefreshRequest {
     refresh_token: String,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogoutRequest {
+    /// The session to end; without it, the access token's session.
+    refresh_token: Option<String>,
+    /// End every session of the user, not only this one.
+    #[serde(default)]
+    all_sessions: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    current_password: String,
+    new_password: String,
+}
+
 #[derive(Serialize)]
 struct Tokens {
     access_token: String,
@@ -37,13 +60,33 @@ struct Tokens {
     expires_in: u64,
 }
 
-fn tokens(state: &AppState, user: uuid::Uuid) -> Result<Tokens, ApiError> {
+/// The tokens of `session`, whose current refresh token is `refresh`.
+fn tokens(state: &AppState, user: Uuid, session: Uuid, refresh: Uuid) -> Result<Tokens, ApiError> {
     Ok(Tokens {
-        access_token: state.tokens.issue(user, TokenKind::Access)?,
-        refresh_token: state.tokens.issue(user, TokenKind::Refresh)?,
+        access_token: state
+            .tokens
+            .issue(user, session, Uuid::new_v4(), TokenKind::Access)?,
+        refresh_token: state
+            .tokens
+            .issue(user, session, refresh, TokenKind::Refresh)?,
         token_type: "bearer",
         expires_in: state.tokens.access_ttl.as_secs(),
     })
+}
+
+/// A new session for `user` and its first tokens.
+async fn open_session(state: &AppState, user: Uuid) -> Result<Tokens, ApiError> {
+    let refresh = Uuid::new_v4();
+    let session = db::sessions::open(&state.pool, user, refresh, state.tokens.refresh_ttl).await?;
+    tokens(state, user, session, refresh)
+}
+
+/// Checks `password` against the user's hash off the async threads (argon2
+/// takes tens of milliseconds).
+async fn password_matches(password: String, hash: String) -> Result<bool, ApiError> {
+    web::block(move || auth::verify_password(&password, &hash))
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("password check: {e}")))
 }
 
 #[tracing::instrument(skip_all)]
@@ -56,19 +99,16 @@ async fn login(
     let ip = req.peer_addr().map(|a| a.ip());
     crate::login_limit::check(&state, &email, ip).await?;
     let found = db::users::credentials(&state.pool, &email).await?;
-    let password = body.password.clone();
     // Verify even for an unknown email, so timing does not reveal which emails exist.
     let (user, hash) = match found {
         Some((id, hash)) => (Some(id), hash),
         None => (None, auth::dummy_hash().to_owned()),
     };
-    let ok = web::block(move || auth::verify_password(&password, &hash))
-        .await
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("password check: {e}")))?;
+    let ok = password_matches(body.password.clone(), hash).await?;
     match (user, ok) {
         (Some(id), true) => {
             crate::login_limit::succeeded(&state, &email).await;
-            Ok(no_store(tokens(&state, id)?))
+            Ok(no_store(open_session(&state, id).await?))
         }
         _ => {
             crate::login_limit::failed(&state, &email, ip).await;
@@ -80,6 +120,29 @@ async fn login(
     }
 }
 
+fn invalid_refresh_token(e: auth::TokenError) -> ApiError {
+    match e {
+        auth::TokenError::Expired => ApiError::unauthorized(
+            "token_expired",
+            "The refresh token has expired; log in again.",
+        ),
+        _ => ApiError::unauthorized(
+            "invalid_token",
+            "The refresh token is invalid; log in again.",
+        ),
+    }
+}
+
+fn session_ended() -> ApiError {
+    ApiError::unauthorized(
+        "session_ended",
+        "This session has ended (logout, a password change, the user's deletion or expiry); log in again.",
+    )
+}
+
+/// Exchanges a refresh token for new tokens. Each refresh token is good for
+/// one exchange: presenting one that was already exchanged revokes its
+/// session (a stolen copy and the owner cannot both go on).
 async fn refresh(
     state: web::Data<AppState>,
     body: Json<RefreshRequest>,
@@ -87,23 +150,94 @@ async fn refresh(
     let claims = state
         .tokens
         .verify(&body.refresh_token, TokenKind::Refresh)
-        .map_err(|e| match e {
-            auth::TokenError::Expired => ApiError::unauthorized(
-                "token_expired",
-                "The refresh token has expired; log in again.",
-            ),
-            _ => ApiError::unauthorized(
-                "invalid_token",
-                "The refresh token is invalid; log in again.",
-            ),
-        })?;
-    if !db::users::exists(&state.pool, claims.sub).await? {
-        return Err(ApiError::unauthorized(
-            "invalid_token",
-            "The token's user no longer exists.",
+        .map_err(invalid_refresh_token)?;
+    let next = Uuid::new_v4();
+    let ttl = state.tokens.refresh_ttl;
+    match db::sessions::rotate(&state.pool, claims.sub, claims.sid, claims.jti, next, ttl).await? {
+        Rotation::Rotated => Ok(no_store(tokens(&state, claims.sub, claims.sid, next)?)),
+        Rotation::Reused => {
+            tracing::warn!(user = %claims.sub, session = %claims.sid, "refresh token reused: session revoked");
+            super::sessions_ended(&state, claims.sub).await;
+            Err(ApiError::unauthorized(
+                "refresh_token_reused",
+                "This refresh token was already used; its session is revoked as a precaution. Log in again.",
+            ))
+        }
+        Rotation::Ended => Err(session_ended()),
+    }
+}
+
+/// Ends the session of the refresh token in the body, or else of the access
+/// token; with `all_sessions`, every session of the user. Its access tokens
+/// stop working at once and its open event streams end.
+async fn logout(
+    state: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+    body: Json<LogoutRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let (user, session) = match &body.refresh_token {
+        // An expired refresh token still names the session it ends.
+        Some(t) => {
+            let c = state
+                .tokens
+                .verify_ignoring_expiry(t, TokenKind::Refresh)
+                .map_err(invalid_refresh_token)?;
+            (c.sub, c.sid)
+        }
+        None => {
+            let u = AuthUser::extract(&req).await?;
+            (u.id, u.session)
+        }
+    };
+    let why = db::sessions::Revoked::Logout;
+    if body.all_sessions {
+        db::sessions::revoke_all(&state.pool, user, None, why).await?;
+    } else {
+        db::sessions::revoke(&state.pool, user, session, why).await?;
+    }
+    super::sessions_ended(&state, user).await;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Changes the caller's password. Every other session of theirs is revoked;
+/// the caller's own goes on with fresh tokens, returned like a login's.
+async fn change_password(
+    state: web::Data<AppState>,
+    req: actix_web::HttpRequest,
+    user: AuthUser,
+    body: Json<PasswordChange>,
+) -> Result<HttpResponse, ApiError> {
+    let ip = req.peer_addr().map(|a| a.ip());
+    crate::login_limit::check(&state, &user.email, ip).await?;
+    let hash = db::users::password_hash(&state.pool, user.id)
+        .await?
+        .ok_or_else(session_ended)?;
+    if !password_matches(body.current_password.clone(), hash).await? {
+        crate::login_limit::failed(&state, &user.email, ip).await;
+        return Err(ApiError::invalid(
+            "current_password",
+            "is not the account's password",
         ));
     }
-    Ok(no_store(tokens(&state, claims.sub)?))
+    let password = fields::parse_password("new_password", &body.new_password)?;
+    if password == body.current_password {
+        return Err(ApiError::invalid(
+            "new_password",
+            "must differ from the current password",
+        ));
+    }
+    let hash = web::block(move || auth::hash_password(&password))
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing: {e}")))??;
+    // The caller's session gets a fresh refresh token: one copied before the
+    // change is worth nothing after it.
+    let next = Uuid::new_v4();
+    let ttl = state.tokens.refresh_ttl;
+    if !db::users::change_password(&state.pool, user.id, &hash, user.session, next, ttl).await? {
+        return Err(session_ended());
+    }
+    super::sessions_ended(&state, user.id).await;
+    Ok(no_store(tokens(&state, user.id, user.session, next)?))
 }
 
 /// A response carrying credentials: no cache may keep it.

@@ -28,6 +28,20 @@ pub(crate) async fn permissions_changed(
     user: Option<uuid::Uuid>,
 ) {
     let data = serde_json::json!({"organization_id": org, "project_id": project, "user_id": user});
+    publish_permissions_changed(state, org, data).await;
+}
+
+/// A `permissions_changed` for `user` alone, after sessions of theirs ended
+/// (logout, a password change, a reused refresh token, their deletion): each
+/// of their open streams re-checks its session and ends if it is gone.
+pub(crate) async fn sessions_ended(state: &AppState, user: uuid::Uuid) {
+    let data = serde_json::json!({
+        "organization_id": null, "project_id": null, "user_id": user, "reason": "sessions_ended"
+    });
+    publish_permissions_changed(state, uuid::Uuid::nil(), data).await;
+}
+
+async fn publish_permissions_changed(state: &AppState, org: uuid::Uuid, data: serde_json::Value) {
     if let Err(e) = state
         .publisher
         .publish(org, oec_common::events::PERMISSIONS_CHANGED, data)

@@ -1,9 +1,10 @@
-//! Users: portal admins create and list them.
+//! Users: portal admins create, list and delete them.
 
 use actix_web::{HttpResponse, web};
 use oec_common::model::fields;
 use oec_common::{auth, db};
 use serde::Deserialize;
+use uuid::Uuid;
 
 use super::resource;
 use crate::errors::ApiError;
@@ -15,7 +16,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         resource("/users")
             .route(web::post().to(create))
             .route(web::get().to(list)),
-    );
+    )
+    .service(resource("/users/{id}").route(web::delete().to(delete)));
 }
 
 #[derive(Deserialize)]
@@ -58,4 +60,32 @@ async fn list(
     user.require_portal_admin()?;
     let page = q.page(50)?;
     Ok(HttpResponse::Ok().json(db::users::list(&state.pool, page).await?))
+}
+
+/// Deletes a user: their memberships and sessions go with them, their open
+/// event streams end at once, and what they created stays (its `created_by`
+/// or `triggered_by` becomes null).
+async fn delete(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    user.require_portal_admin()?;
+    match db::users::delete(&state.pool, *id).await? {
+        db::users::Deleted::Deleted => {
+            super::sessions_ended(&state, *id).await;
+            Ok(HttpResponse::NoContent().finish())
+        }
+        db::users::Deleted::NotFound => Err(ApiError::NotFound("user")),
+        db::users::Deleted::LastOwner(org) => Err(ApiError::conflict(
+            "last_owner",
+            format!(
+                "The user is the only owner of organization {org}; make someone else its owner first."
+            ),
+        )),
+        db::users::Deleted::LastPortalAdmin => Err(ApiError::conflict(
+            "last_portal_admin",
+            "The user is the only portal admin; make someone else a portal admin first.",
+        )),
+    }
 }

@@ -12,6 +12,7 @@ pub mod plan;
 pub mod projects;
 pub mod repositories;
 pub mod servers;
+pub mod sessions;
 pub mod users;
 
 use std::time::Duration;

@@ -86,3 +86,97 @@ pub async fn exists(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
         .fetch_one(pool)
         .await
 }
+
+/// The user's password hash.
+pub async fn password_hash(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT password_hash FROM users WHERE id = $1")
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// Replaces the user's password hash, revokes every other session of theirs
+/// and gives `session` (the caller's) the fresh refresh token `next`, in one
+/// transaction: no token issued before the change survives it. False (and
+/// nothing changed) when `session` has ended meanwhile.
+pub async fn change_password(
+    pool: &PgPool,
+    id: Uuid,
+    hash: &str,
+    session: Uuid,
+    next: Uuid,
+    ttl: std::time::Duration,
+) -> sqlx::Result<bool> {
+    use super::sessions;
+    let mut tx = pool.begin().await?;
+    if !sessions::replace_refresh(&mut *tx, id, session, next, ttl).await? {
+        return Ok(false);
+    }
+    sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(hash)
+        .execute(&mut *tx)
+        .await?;
+    sessions::revoke_all(
+        &mut *tx,
+        id,
+        Some(session),
+        sessions::Revoked::PasswordChanged,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// What deleting a user did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deleted {
+    Deleted,
+    NotFound,
+    /// The user is the only owner of this organization.
+    LastOwner(Uuid),
+    /// The user is the only portal admin.
+    LastPortalAdmin,
+}
+
+/// Deletes a user (memberships and sessions go with them) unless they are
+/// the last owner of an organization or the last portal admin. The portal
+/// admins' rows and the owner rows of every organization
+/// they own are locked first, like the membership changes do, so two
+/// concurrent deletions cannot leave an organization without an owner.
+pub async fn delete(pool: &PgPool, id: Uuid) -> sqlx::Result<Deleted> {
+    let mut tx = pool.begin().await?;
+    let admins: Vec<Uuid> =
+        sqlx::query_scalar("SELECT id FROM users WHERE is_portal_admin ORDER BY id FOR UPDATE")
+            .fetch_all(&mut *tx)
+            .await?;
+    if admins == [id] {
+        return Ok(Deleted::LastPortalAdmin);
+    }
+    let owners: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT organization_id, user_id FROM organization_members
+         WHERE role = 'owner' AND organization_id IN (
+             SELECT organization_id FROM organization_members WHERE user_id = $1 AND role = 'owner')
+         ORDER BY organization_id, user_id FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let sole = owners
+        .iter()
+        .map(|(org, _)| *org)
+        .find(|org| owners.iter().filter(|(o, u)| o == org && *u != id).count() == 0);
+    if let Some(org) = sole {
+        return Ok(Deleted::LastOwner(org));
+    }
+    let r = sqlx::query("DELETE FROM users WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(if r.rows_affected() == 1 {
+        Deleted::Deleted
+    } else {
+        Deleted::NotFound
+    })
+}

@@ -2,7 +2,8 @@
 //! than `LOG_RETENTION_DAYS` in short batches, so the table is never locked
 //! for long and reads go on. `0` keeps logs forever. Deployments are kept.
 //! The same run removes the queue's records of jobs that finished more than
-//! `OEC_QUEUE_KEEP_FINISHED_SECS` ago (the deployments stay in PostgreSQL).
+//! `OEC_QUEUE_KEEP_FINISHED_SECS` ago (the deployments stay in PostgreSQL)
+//! and login sessions that ended more than a day ago.
 
 use chrono::Utc;
 use oec_common::db::maintenance;
@@ -12,6 +13,8 @@ use crate::Deps;
 
 pub async fn run(deps: &Deps) -> anyhow::Result<String> {
     let logs = logs(deps).await?;
+    let sessions = oec_common::db::sessions::prune(&deps.pool).await?;
+    let logs = format!("{logs}; removed {sessions} ended sessions");
     // The logs are done whatever happens to Redis: a failure here is reported
     // in the summary, and the next run prunes what this one could not.
     let jobs = async {

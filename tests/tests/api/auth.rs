@@ -110,7 +110,12 @@ async fn missing_malformed_and_expired_tokens_get_401_with_their_code() {
         std::time::Duration::from_secs(0),
         std::time::Duration::from_secs(60),
     )
-    .issue(uuid::Uuid::new_v4(), oec_common::auth::TokenKind::Access)
+    .issue(
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+        uuid::Uuid::new_v4(),
+        oec_common::auth::TokenKind::Access,
+    )
     .expect("issue");
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let r = app.get("/api/v1/auth/me", &expired).await;

@@ -5,4 +5,5 @@ mod bad_input;
 mod permissions;
 mod resources;
 mod secrets;
+mod sessions;
 mod streams;
