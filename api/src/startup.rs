@@ -24,6 +24,10 @@ impl Application {
         let pool =
             db::connect_and_migrate(&settings.database_url, settings.database_max_connections)
                 .await?;
+        let sealed = db::environments::seal_migration_sources(&pool, &settings.secret_key).await?;
+        if sealed > 0 {
+            tracing::info!(sealed, "encrypted migration URLs stored in plaintext");
+        }
         if let Some(admin) = &settings.bootstrap_admin {
             let email =
                 oec_common::model::fields::parse_email("OEC_BOOTSTRAP_ADMIN_EMAIL", &admin.email)

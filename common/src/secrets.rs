@@ -79,6 +79,12 @@ pub fn mask_url(url: &str) -> String {
     format!("{}{}{}", &url[..scheme_end + 3], masked, &rest[at..])
 }
 
+/// What may be shown of a download URL: everything before its query string
+/// or fragment (a presigned link's signature lives there).
+pub fn shown_url(url: &str) -> &str {
+    url.split(['?', '#']).next().unwrap_or_default()
+}
+
 /// Masks a known set of secret values wherever they appear in a text.
 #[derive(Clone, Default)]
 pub struct Masker {

@@ -6,6 +6,7 @@ use oec_common::auth::Permission;
 use oec_common::db;
 use oec_common::db::environments::EnvironmentFields;
 use oec_common::model::{EnvironmentKind, fields, overrides};
+use oec_common::secrets;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -243,6 +244,7 @@ async fn create(
                 .git_branch
         }
     };
+    let sealed_url = seal(&state, p.migration_source_url.as_deref());
     let f = EnvironmentFields {
         server_id: Some(server_id),
         name: Some(&name),
@@ -256,7 +258,8 @@ async fn create(
         disk_gb: Some(p.disk_gb.unwrap_or(10)),
         odoo_conf_overrides: p.overrides.as_ref(),
         replica_enabled: body.replica_enabled,
-        migration_source_url: p.migration_source_url.as_deref(),
+        migration_source_url: p.migration_source_url.as_deref().map(secrets::shown_url),
+        migration_source_encrypted: sealed_url.as_deref(),
         clear_migration_source_url: p.clear_migration_source_url,
     };
     let env = db::environments::insert(&state.pool, project_id, &f)
@@ -329,6 +332,7 @@ async fn update(
         (None, None) => Some(hostname(&state, org, &env.subdomain).await?),
         (None, Some(_)) => None,
     };
+    let sealed_url = seal(&state, p.migration_source_url.as_deref());
     let f = EnvironmentFields {
         server_id: body.server_id,
         name: p.name.as_deref(),
@@ -342,7 +346,8 @@ async fn update(
         disk_gb: p.disk_gb,
         odoo_conf_overrides: p.overrides.as_ref(),
         replica_enabled: body.replica_enabled,
-        migration_source_url: p.migration_source_url.as_deref(),
+        migration_source_url: p.migration_source_url.as_deref().map(secrets::shown_url),
+        migration_source_encrypted: sealed_url.as_deref(),
         clear_migration_source_url: p.clear_migration_source_url,
     };
     let env = db::environments::update(&state.pool, *id, &f)
@@ -350,6 +355,12 @@ async fn update(
         .map_err(write_error)?
         .ok_or(ApiError::NotFound("environment"))?;
     Ok(HttpResponse::Ok().json(env))
+}
+
+/// The migration URL, encrypted for storage (its query string may be a
+/// presigned link's signature).
+fn seal(state: &AppState, url: Option<&str>) -> Option<String> {
+    url.map(|u| state.settings.secret_key.encrypt(u))
 }
 
 async fn delete(

@@ -55,9 +55,11 @@ pub struct EnvironmentFields<'a> {
     pub disk_gb: Option<i32>,
     pub odoo_conf_overrides: Option<&'a serde_json::Value>,
     pub replica_enabled: Option<bool>,
-    /// A backup to restore once (its query string, e.g. a presigned
-    /// signature, is never returned by the API).
+    /// A backup to restore once: what the API shows of its URL (up to the
+    /// query string, which may hold a presigned signature) ...
     pub migration_source_url: Option<&'a str>,
+    /// ... and the whole URL, encrypted. Set both or neither.
+    pub migration_source_encrypted: Option<&'a str>,
     /// On update: remove the migration source (`migration_source_url: null`).
     pub clear_migration_source_url: bool,
 }
@@ -69,8 +71,9 @@ pub async fn insert(
 ) -> sqlx::Result<Environment> {
     sqlx::query_as(&format!(
         "INSERT INTO environments (id, project_id, server_id, name, kind, subdomain, odoo_version, branch,
-                                   cpu_cores, ram_mb, disk_gb, odoo_conf_overrides, replica_enabled, migration_source_url, hostname)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, COALESCE($12, '{{}}'::jsonb), COALESCE($13, FALSE), $14, $15)
+                                   cpu_cores, ram_mb, disk_gb, odoo_conf_overrides, replica_enabled, migration_source_url, hostname,
+                                   migration_source_encrypted)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, COALESCE($12, '{{}}'::jsonb), COALESCE($13, FALSE), $14, $15, $16)
          RETURNING {COLUMNS}"
     ))
     .bind(Uuid::new_v4())
@@ -88,6 +91,7 @@ pub async fn insert(
     .bind(f.replica_enabled)
     .bind(f.migration_source_url)
     .bind(f.hostname)
+    .bind(f.migration_source_encrypted)
     .fetch_one(pool)
     .await
 }
@@ -105,6 +109,8 @@ pub async fn update(
             disk_gb = COALESCE($10, disk_gb), odoo_conf_overrides = COALESCE($11, odoo_conf_overrides),
             replica_enabled = COALESCE($12, replica_enabled),
             migration_source_url = CASE WHEN $14 THEN NULL ELSE COALESCE($13, migration_source_url) END,
+            migration_source_encrypted =
+                CASE WHEN $14 THEN NULL ELSE COALESCE($16, migration_source_encrypted) END,
             hostname = COALESCE($15, hostname),
             dns_record_id = CASE WHEN $15 IS NULL OR lower($15) = lower(hostname) THEN dns_record_id END,
             updated_at = now()
@@ -125,6 +131,7 @@ pub async fn update(
     .bind(f.migration_source_url)
     .bind(f.clear_migration_source_url)
     .bind(f.hostname)
+    .bind(f.migration_source_encrypted)
     .fetch_optional(pool)
     .await
 }
@@ -196,4 +203,35 @@ pub async fn take_credentials(pool: &PgPool, id: Uuid, user: Uuid) -> sqlx::Resu
         Some(at) => Credentials::AlreadyRead(at),
         None => Credentials::NotYet,
     })
+}
+
+/// Encrypts migration URLs stored in plaintext before migration 0007 and
+/// keeps only their shown part in the clear; how many it sealed. Each row is
+/// sealed with a conditional update, so api processes starting at once do
+/// not encrypt one twice.
+pub async fn seal_migration_sources(
+    pool: &PgPool,
+    key: &crate::secrets::SecretKey,
+) -> sqlx::Result<u64> {
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(
+        "SELECT id, migration_source_url FROM environments
+         WHERE migration_source_url IS NOT NULL AND migration_source_encrypted IS NULL",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut sealed = 0;
+    for (id, url) in rows {
+        let r = sqlx::query(
+            "UPDATE environments SET migration_source_url = $3, migration_source_encrypted = $4
+             WHERE id = $1 AND migration_source_url = $2 AND migration_source_encrypted IS NULL",
+        )
+        .bind(id)
+        .bind(&url)
+        .bind(crate::secrets::shown_url(&url))
+        .bind(key.encrypt(&url))
+        .execute(pool)
+        .await?;
+        sealed += r.rows_affected();
+    }
+    Ok(sealed)
 }

@@ -16,7 +16,9 @@ pub struct EnvironmentPlan {
     pub registry_password_encrypted: Option<String>,
     pub odoo_conf_overrides: serde_json::Value,
     pub replica_enabled: bool,
+    /// Shown part only; the worker replaces it with the decrypted URL.
     pub migration_source_url: Option<String>,
+    pub migration_source_encrypted: Option<String>,
     pub migration_restore_completed: bool,
     pub db_password_encrypted: Option<String>,
     pub admin_passwd_encrypted: Option<String>,
@@ -51,7 +53,7 @@ pub async fn environment(pool: &PgPool, deployment: Uuid) -> sqlx::Result<Enviro
     sqlx::query_as(
         "SELECT p.git_url AS project_git_url, v.image AS odoo_image, v.registry_username,
                 v.registry_password_encrypted, e.odoo_conf_overrides, e.replica_enabled,
-                e.migration_source_url, e.migration_restore_completed, e.db_password_encrypted,
+                e.migration_source_url, e.migration_source_encrypted, e.migration_restore_completed, e.db_password_encrypted,
                 e.admin_passwd_encrypted, e.hostname, e.dns_record_id,
                 (SELECT image_tag FROM deployments prev WHERE prev.environment_id = e.id
                    AND prev.status = 'success' ORDER BY prev.version DESC LIMIT 1) AS previous_image

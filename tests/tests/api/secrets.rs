@@ -92,3 +92,64 @@ async fn no_response_ever_contains_a_stored_secret() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_presigned_migration_url_is_encrypted_at_rest_and_sealed_when_stored_before() {
+    let app = TestApp::spawn().await;
+    let w = World::build(&app, "acme").await;
+    let signed =
+        "https://backups.example.com/db.zip?X-Amz-Signature=presigned-sig-secret&X-Amz-Expires=600";
+    let r = app
+        .patch(
+            &format!("/api/v1/environments/{}", w.environment),
+            &app.admin_token,
+            json!({"migration_source_url": signed}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.body["migration_source_url"],
+        "https://backups.example.com/db.zip"
+    );
+    let row = |id: uuid::Uuid| {
+        sqlx::query_as::<_, (String, Option<String>, Option<String>)>(
+            "SELECT row_to_json(e)::text, migration_source_url, migration_source_encrypted
+             FROM environments e WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_one(&app.db)
+    };
+    let (all, shown, sealed) = row(w.environment).await.expect("row");
+    assert!(!all.contains("presigned-sig-secret"), "{all}");
+    assert_eq!(shown.as_deref(), Some("https://backups.example.com/db.zip"));
+    let sealed = sealed.expect("encrypted URL");
+    assert_eq!(
+        app.settings.secret_key.decrypt(&sealed).expect("decrypts"),
+        signed
+    );
+
+    // A URL stored in plaintext by an older oec is sealed when an api starts.
+    sqlx::query(
+        "UPDATE environments SET migration_source_url = $2, migration_source_encrypted = NULL
+         WHERE id = $1",
+    )
+    .bind(w.environment)
+    .bind(signed)
+    .execute(&app.db)
+    .await
+    .expect("legacy row");
+    let restarted = oec_api::startup::Application::build(app.settings.clone())
+        .await
+        .expect("second api");
+    drop(restarted);
+    let (all, shown, sealed) = row(w.environment).await.expect("row");
+    assert!(!all.contains("presigned-sig-secret"), "{all}");
+    assert_eq!(shown.as_deref(), Some("https://backups.example.com/db.zip"));
+    assert_eq!(
+        app.settings
+            .secret_key
+            .decrypt(&sealed.expect("sealed"))
+            .expect("decrypts"),
+        signed
+    );
+}

@@ -135,7 +135,7 @@ pub async fn load(
     masker: &mut Masker,
 ) -> anyhow::Result<Plan> {
     let key = &settings.secret_key;
-    let env = plan::environment(pool, ctx.deployment_id)
+    let mut env = plan::environment(pool, ctx.deployment_id)
         .await
         .context("loading the environment")?;
     let mut repos = Vec::new();
@@ -229,7 +229,12 @@ pub async fn load(
     .await
     .context("Odoo's master password")?;
     masker.add(admin_passwd.clone());
-    // A presigned download link's signature is a credential too.
+    // The migration backup's URL is stored encrypted (a row the api has not
+    // sealed yet holds it in the clear); a presigned link's signature is a
+    // credential too.
+    if let Some(sealed) = env.migration_source_encrypted.take() {
+        env.migration_source_url = Some(key.decrypt(&sealed).context("the migration URL")?);
+    }
     if let Some((_, query)) = env
         .migration_source_url
         .as_deref()
