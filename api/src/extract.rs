@@ -179,6 +179,47 @@ impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Json<T> {
     }
 }
 
+/// A query string (the `QueryConfig`'s errors apply) whose every decoded
+/// name and value is free of control characters other than tab and line
+/// breaks: a `%00` is a 422 naming the parameter, before any handler or
+/// query sees it.
+pub struct Query<T>(pub T);
+
+impl<T> std::ops::Deref for Query<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Query<T> {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let pairs = web::Query::<Vec<(String, String)>>::from_query(req.query_string())
+            .map(web::Query::into_inner)
+            .unwrap_or_default();
+        if let Some((name, _)) = pairs
+            .iter()
+            .find(|(k, v)| has_control_character(k) || has_control_character(v))
+        {
+            let field = if has_control_character(name) {
+                "query"
+            } else {
+                name
+            };
+            return std::future::ready(Err(ApiError::invalid(
+                field,
+                "contains a control character (only tab and line breaks are allowed)",
+            )
+            .into()));
+        }
+        let inner = web::Query::<T>::from_request(req, payload).into_inner();
+        std::future::ready(inner.map(|q| Query(q.into_inner())))
+    }
+}
+
 /// Whether `s` holds a character no text field accepts.
 pub fn has_control_character(s: &str) -> bool {
     s.chars()

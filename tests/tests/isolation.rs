@@ -359,8 +359,38 @@ async fn dependency_files_are_read_from_git_objects_never_through_a_symlink_and_
     }
 }
 
+/// Signs in to the environment's Odoo as `admin` through its JSON-RPC
+/// route, on the container's address; the user id, or `None` when refused.
+async fn odoo_login(env: Uuid, password: &str) -> Option<i64> {
+    let odoo = inspect(&format!("{env}_odoo"))
+        .await
+        .expect("odoo container");
+    let ip = odoo
+        .network_settings
+        .and_then(|n| n.networks)
+        .and_then(|n| n.get(&format!("paasportal_net_{env}")).cloned())
+        .and_then(|n| n.ip_address)
+        .expect("address");
+    let body = json!({"jsonrpc": "2.0", "method": "call",
+        "params": {"db": env.to_string(), "login": "admin", "password": password}});
+    let r: serde_json::Value = reqwest::Client::new()
+        .post(format!("http://{ip}:8069/web/session/authenticate"))
+        .json(&body)
+        .send()
+        .await
+        .expect("authenticate")
+        .json()
+        .await
+        .expect("json-rpc");
+    if let Some(e) = r.get("error") {
+        assert_eq!(e["data"]["name"], "odoo.exceptions.AccessDenied", "{r}");
+        return None;
+    }
+    r["result"]["uid"].as_i64()
+}
+
 #[tokio::test(flavor = "multi_thread")]
-async fn odoos_database_manager_gets_a_generated_master_password_and_lists_no_database() {
+async fn odoos_database_manager_and_admin_user_get_generated_passwords_read_once() {
     let w = world(&[]).await;
     let t = w.stack.admin_token.clone();
     let tag = Uuid::new_v4().simple().to_string()[..6].to_owned();
@@ -409,6 +439,17 @@ async fn odoos_database_manager_gets_a_generated_master_password_and_lists_no_da
     let r = w.get(&creds).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["master_password"], master.as_str());
+    // Odoo's admin user signs in with the generated password, no longer
+    // with stock Odoo's `admin`.
+    assert_eq!(r.body["admin_login"], "admin", "{}", r.text);
+    let admin_password = r.body["admin_password"]
+        .as_str()
+        .expect("admin_password")
+        .to_owned();
+    assert!(admin_password.len() >= 32, "{admin_password}");
+    assert_ne!(admin_password, master);
+    assert_eq!(odoo_login(env, &admin_password).await, Some(2));
+    assert_eq!(odoo_login(env, "admin").await, None);
     let r = w.get(&creds).await;
     assert_eq!(
         (r.status.as_u16(), r.body["error"].as_str()),
@@ -423,7 +464,18 @@ async fn odoos_database_manager_gets_a_generated_master_password_and_lists_no_da
     ] {
         let text = w.get(&path).await.text;
         assert!(!text.contains(&master), "{path} shows the master password");
+        assert!(
+            !text.contains(&admin_password),
+            "{path} shows the admin password"
+        );
     }
+    let stored: String =
+        sqlx::query_scalar("SELECT odoo_admin_password_encrypted FROM environments WHERE id = $1")
+            .bind(env)
+            .fetch_one(&w.stack.pool)
+            .await
+            .expect("stored");
+    assert!(!stored.contains(&admin_password));
     let stored: String =
         sqlx::query_scalar("SELECT admin_passwd_encrypted FROM environments WHERE id = $1")
             .bind(env)

@@ -715,6 +715,14 @@ async fn a_migration_backup_is_restored_once_and_never_again() {
     assert_eq!(e.body["migration_restore_completed"], true);
     assert!(e.body["migration_restore_completed_at"].is_string());
     assert_no_secret("logs", &log_text(&w, id).await, &["5ec12e7abc"]);
+    // The restored database keeps its own users: oec hands out the master
+    // password only.
+    let creds = w
+        .get(&format!("/api/v1/environments/{env}/credentials"))
+        .await;
+    assert_eq!(creds.status, 200, "{}", creds.text);
+    assert!(creds.body["master_password"].is_string(), "{}", creds.text);
+    assert!(creds.body["admin_password"].is_null(), "{}", creds.text);
 
     // A redeploy never restores again: the data written since survives.
     let _ = q("INSERT INTO res_partner (name) VALUES ('Created after migration')").await;

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::resource;
 use crate::access;
 use crate::errors::ApiError;
-use crate::extract::{AuthUser, Json, Pagination};
+use crate::extract::{AuthUser, Json, Pagination, Query};
 use crate::sse;
 use crate::state::AppState;
 
@@ -161,7 +161,7 @@ pub struct ListQuery {
 async fn list(
     state: web::Data<AppState>,
     user: AuthUser,
-    q: web::Query<ListQuery>,
+    q: Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let page = Pagination {
         skip: q.skip,
@@ -218,7 +218,7 @@ async fn logs(
     state: web::Data<AppState>,
     user: AuthUser,
     id: web::Path<Uuid>,
-    q: web::Query<LogsQuery>,
+    q: Query<LogsQuery>,
 ) -> Result<HttpResponse, ApiError> {
     load(&state, &user, *id, Permission::ProjectDeploymentsView).await?;
     let page = Pagination {
@@ -419,7 +419,7 @@ async fn export(
     state: web::Data<AppState>,
     user: AuthUser,
     id: web::Path<Uuid>,
-    q: web::Query<ExportQuery>,
+    q: Query<ExportQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let d = load(&state, &user, *id, Permission::ProjectDeploymentsView).await?;
     let json_format = match q.format.as_deref().unwrap_or("json") {

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::resource;
 use crate::access;
 use crate::errors::ApiError;
-use crate::extract::{AuthUser, Json, Pagination};
+use crate::extract::{AuthUser, Json, Pagination, Query};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -271,7 +271,7 @@ async fn create(
 async fn list(
     state: web::Data<AppState>,
     user: AuthUser,
-    q: web::Query<ListQuery>,
+    q: Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let page = Pagination {
         skip: q.skip,
@@ -385,19 +385,32 @@ async fn credentials(
 ) -> Result<HttpResponse, ApiError> {
     let (env, _) = load(&state, &user, *id, Permission::ProjectEnvironmentsManage).await?;
     match db::environments::take_credentials(&state.pool, env.id, user.id).await? {
-        db::environments::Credentials::First(encrypted) => {
-            let master = state
-                .settings
-                .secret_key
-                .decrypt(&encrypted)
-                .map_err(|e| ApiError::Internal(anyhow::anyhow!("the master password: {e}")))?;
+        db::environments::Credentials::First(master, admin) => {
+            let decrypt = |what: &str, v: &str| {
+                state
+                    .settings
+                    .secret_key
+                    .decrypt(v)
+                    .map_err(|e| ApiError::Internal(anyhow::anyhow!("{what}: {e}")))
+            };
+            let master = decrypt("the master password", &master)?;
+            let admin = admin
+                .map(|a| decrypt("the admin password", &a))
+                .transpose()?;
             tracing::info!(environment = %env.id, user = %user.id, email = %user.email,
                 "environment credentials read (once)");
+            let note = if admin.is_some() {
+                "Shown once. admin_login/admin_password sign in to Odoo; the master password guards Odoo's database manager (/web/database/*), which is off unless list_db is turned on in odoo_conf_overrides."
+            } else {
+                "Shown once. The database was not initialized by oec (restored from a backup, or older), so it keeps its own users; the master password guards Odoo's database manager (/web/database/*), which is off unless list_db is turned on in odoo_conf_overrides."
+            };
             Ok(crate::routes::auth::no_store(serde_json::json!({
                 "environment_id": env.id,
+                "admin_login": admin.as_ref().map(|_| "admin"),
+                "admin_password": admin,
                 "master_password": master,
                 "list_db": false,
-                "note": "Shown once. It guards Odoo's database manager (/web/database/*), which is off unless list_db is turned on in odoo_conf_overrides.",
+                "note": note,
             })))
         }
         db::environments::Credentials::AlreadyRead(at) => Err(ApiError::conflict(

@@ -7,7 +7,7 @@ use serde::Deserialize;
 
 use super::resource;
 use crate::errors::ApiError;
-use crate::extract::{AuthUser, Json, Pagination};
+use crate::extract::{AuthUser, Json, Pagination, Query};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -83,7 +83,7 @@ async fn create(
 async fn list(
     state: web::Data<AppState>,
     _user: AuthUser,
-    q: web::Query<Pagination>,
+    q: Query<Pagination>,
 ) -> Result<HttpResponse, ApiError> {
     let page = q.page(50)?;
     Ok(HttpResponse::Ok().json(db::odoo_versions::list(&state.pool, page).await?))

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use super::resource;
 use crate::access;
 use crate::errors::ApiError;
-use crate::extract::{AuthUser, Json, Pagination};
+use crate::extract::{AuthUser, Json, Pagination, Query};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -78,7 +78,7 @@ async fn create(
 async fn list(
     state: web::Data<AppState>,
     user: AuthUser,
-    q: web::Query<Pagination>,
+    q: Query<Pagination>,
 ) -> Result<HttpResponse, ApiError> {
     let page = q.page(50)?;
     Ok(HttpResponse::Ok().json(

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::resource;
 use crate::access;
 use crate::errors::ApiError;
-use crate::extract::{AuthUser, Json, Pagination};
+use crate::extract::{AuthUser, Json, Pagination, Query};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -120,7 +120,7 @@ async fn create(
 async fn list(
     state: web::Data<AppState>,
     user: AuthUser,
-    q: web::Query<ListQuery>,
+    q: Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let page = Pagination {
         skip: q.skip,

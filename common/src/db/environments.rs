@@ -171,8 +171,9 @@ pub async fn list_visible(
 
 /// What reading an environment's credentials found.
 pub enum Credentials {
-    /// The encrypted master password; the read is now recorded.
-    First(String),
+    /// The encrypted master password and, when oec set it, the encrypted
+    /// password of Odoo's `admin` user; the read is now recorded.
+    First(String, Option<String>),
     /// Read before, at this time.
     AlreadyRead(DateTime<Utc>),
     /// No deployment generated them yet.
@@ -180,19 +181,26 @@ pub enum Credentials {
 }
 
 /// Hands out the environment's credentials once: the first call records
-/// who read them and when, in the same statement.
+/// who read them and when, in the same statement. They are ready once the
+/// master password exists and the admin user's password is set, unless
+/// oec never initialized the database (restored from a backup, or
+/// initialized before migration 0008 by a deployment that succeeded).
 pub async fn take_credentials(pool: &PgPool, id: Uuid, user: Uuid) -> sqlx::Result<Credentials> {
-    let taken: Option<String> = sqlx::query_scalar(
-        "UPDATE environments SET credentials_read_at = now(), credentials_read_by = $2
+    let taken: Option<(String, Option<String>)> = sqlx::query_as(
+        "UPDATE environments e SET credentials_read_at = now(), credentials_read_by = $2
          WHERE id = $1 AND credentials_read_at IS NULL AND admin_passwd_encrypted IS NOT NULL
-         RETURNING admin_passwd_encrypted",
+           AND (odoo_admin_password_set_at IS NOT NULL OR migration_restore_completed
+                OR (database_initialized_at IS NULL AND EXISTS (
+                      SELECT 1 FROM deployments d WHERE d.environment_id = e.id AND d.status = 'success')))
+         RETURNING admin_passwd_encrypted,
+                   CASE WHEN odoo_admin_password_set_at IS NOT NULL THEN odoo_admin_password_encrypted END",
     )
     .bind(id)
     .bind(user)
     .fetch_optional(pool)
     .await?;
-    if let Some(t) = taken {
-        return Ok(Credentials::First(t));
+    if let Some((master, admin)) = taken {
+        return Ok(Credentials::First(master, admin));
     }
     let read_at: Option<Option<DateTime<Utc>>> =
         sqlx::query_scalar("SELECT credentials_read_at FROM environments WHERE id = $1")

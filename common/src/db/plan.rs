@@ -22,6 +22,10 @@ pub struct EnvironmentPlan {
     pub migration_restore_completed: bool,
     pub db_password_encrypted: Option<String>,
     pub admin_passwd_encrypted: Option<String>,
+    /// The password of Odoo's `admin` user (migration 0008).
+    pub odoo_admin_password_encrypted: Option<String>,
+    /// oec initialized the database and has not set the admin's password yet.
+    pub odoo_admin_password_pending: bool,
     /// The hostname the api fixed (older environments may have none yet).
     pub hostname: Option<String>,
     /// The DNS record this environment created, by the provider's id.
@@ -54,7 +58,10 @@ pub async fn environment(pool: &PgPool, deployment: Uuid) -> sqlx::Result<Enviro
         "SELECT p.git_url AS project_git_url, v.image AS odoo_image, v.registry_username,
                 v.registry_password_encrypted, e.odoo_conf_overrides, e.replica_enabled,
                 e.migration_source_url, e.migration_source_encrypted, e.migration_restore_completed, e.db_password_encrypted,
-                e.admin_passwd_encrypted, e.hostname, e.dns_record_id,
+                e.admin_passwd_encrypted, e.odoo_admin_password_encrypted,
+                (e.database_initialized_at IS NOT NULL AND e.odoo_admin_password_set_at IS NULL)
+                    AS odoo_admin_password_pending,
+                e.hostname, e.dns_record_id,
                 (SELECT image_tag FROM deployments prev WHERE prev.environment_id = e.id
                    AND prev.status = 'success' ORDER BY prev.version DESC LIMIT 1) AS previous_image
          FROM deployments d JOIN environments e ON e.id = d.environment_id
@@ -104,6 +111,18 @@ pub enum EnvironmentSecret {
     DbPassword,
     /// Odoo's master password (`admin_passwd`).
     AdminPasswd,
+    /// The password of Odoo's `admin` user.
+    OdooAdminPassword,
+}
+
+impl EnvironmentSecret {
+    fn column(self) -> &'static str {
+        match self {
+            EnvironmentSecret::DbPassword => "db_password_encrypted",
+            EnvironmentSecret::AdminPasswd => "admin_passwd_encrypted",
+            EnvironmentSecret::OdooAdminPassword => "odoo_admin_password_encrypted",
+        }
+    }
 }
 
 /// Stores an environment's secret unless one is stored already; returns the
@@ -114,25 +133,39 @@ pub async fn ensure_secret(
     secret: EnvironmentSecret,
     encrypted: &str,
 ) -> sqlx::Result<String> {
-    let sql = match secret {
-        EnvironmentSecret::DbPassword => {
-            "WITH set AS (UPDATE environments SET db_password_encrypted = $2, updated_at = now()
-                          WHERE id = $1 AND db_password_encrypted IS NULL RETURNING db_password_encrypted)
-             SELECT COALESCE((SELECT db_password_encrypted FROM set),
-                             (SELECT db_password_encrypted FROM environments WHERE id = $1))"
-        }
-        EnvironmentSecret::AdminPasswd => {
-            "WITH set AS (UPDATE environments SET admin_passwd_encrypted = $2, updated_at = now()
-                          WHERE id = $1 AND admin_passwd_encrypted IS NULL RETURNING admin_passwd_encrypted)
-             SELECT COALESCE((SELECT admin_passwd_encrypted FROM set),
-                             (SELECT admin_passwd_encrypted FROM environments WHERE id = $1))"
-        }
-    };
-    sqlx::query_scalar(sql)
+    // The column is one of three constants, never input.
+    let c = secret.column();
+    sqlx::query_scalar(&format!(
+        "WITH set AS (UPDATE environments SET {c} = $2, updated_at = now()
+                      WHERE id = $1 AND {c} IS NULL RETURNING {c})
+         SELECT COALESCE((SELECT {c} FROM set), (SELECT {c} FROM environments WHERE id = $1))"
+    ))
+    .bind(environment)
+    .bind(encrypted)
+    .fetch_one(pool)
+    .await
+}
+
+/// Records that oec ran `-i base` on the environment's database: its admin
+/// password is to be set (again) now.
+pub async fn mark_database_initialized(pool: &PgPool, environment: Uuid) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE environments SET database_initialized_at = now(), odoo_admin_password_set_at = NULL
+         WHERE id = $1",
+    )
+    .bind(environment)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Records that the admin user of Odoo has the stored password.
+pub async fn mark_odoo_admin_password_set(pool: &PgPool, environment: Uuid) -> sqlx::Result<()> {
+    sqlx::query("UPDATE environments SET odoo_admin_password_set_at = now() WHERE id = $1")
         .bind(environment)
-        .bind(encrypted)
-        .fetch_one(pool)
-        .await
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 /// The project repository's commit, as the spec's "Git Information Captured".

@@ -713,4 +713,17 @@ async fn a_nul_or_other_control_character_in_any_text_input_is_a_422_before_any_
         )
         .await;
     check(r, "x\u{0}");
+    // So is one in a query string, named by its parameter.
+    let some = uuid::Uuid::new_v4();
+    for (path, field) in [
+        (format!("/api/v1/deployments/{some}/logs?step=%00"), "step"),
+        (
+            format!("/api/v1/deployments/{some}/logs?level=info%1b"),
+            "level",
+        ),
+        ("/api/v1/deployments?status=%07".to_owned(), "status"),
+        ("/api/v1/users?x%00=1".to_owned(), "query"),
+    ] {
+        check(app.get(&path, t).await, field);
+    }
 }

@@ -73,6 +73,8 @@ pub struct Plan {
     pub db_password: String,
     /// Odoo's master password (`admin_passwd`), for its database manager.
     pub admin_passwd: String,
+    /// The password `initializing_database` gives Odoo's `admin` user.
+    pub odoo_admin_password: String,
     pub registry_auth: Option<(String, String)>,
     pub split: Split,
     /// Odoo's major version, e.g. 18 for "18.0".
@@ -229,6 +231,16 @@ pub async fn load(
     .await
     .context("Odoo's master password")?;
     masker.add(admin_passwd.clone());
+    let odoo_admin_password = environment_secret(
+        pool,
+        key,
+        ctx.environment_id,
+        plan::EnvironmentSecret::OdooAdminPassword,
+        env.odoo_admin_password_encrypted.as_deref(),
+    )
+    .await
+    .context("the password of Odoo's admin user")?;
+    masker.add(odoo_admin_password.clone());
     // The migration backup's URL is stored encrypted (a row the api has not
     // sealed yet holds it in the clear); a presigned link's signature is a
     // credential too.
@@ -268,6 +280,7 @@ pub async fn load(
         hostname,
         db_password,
         admin_passwd,
+        odoo_admin_password,
         registry_auth,
         split: resources::split(ctx.cpu_cores, ctx.ram_mb.max(0) as u64),
         odoo_major,

@@ -1,7 +1,11 @@
 //! initializing_database: a fresh database gets `odoo -d {uuid} -i base
-//! --stop-after-init` in the Odoo container; an initialized one is left
-//! alone; a migration backup is restored exactly once (then
-//! `migration_restore_completed` is set and it never runs again). Fatal.
+//! --stop-after-init` in the Odoo container, then its `admin` user gets the
+//! environment's generated password (through `odoo shell`, so Odoo hashes
+//! it; the password travels in the exec's environment, never its argv); an
+//! initialized one is left alone (but gets that password if setting it
+//! failed after oec initialized it); a migration backup is restored exactly
+//! once (then `migration_restore_completed` is set and it never runs again)
+//! and keeps its own users. Fatal.
 
 use std::time::Instant;
 
@@ -34,6 +38,9 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
         return Ok(Outcome::Completed(message));
     }
     if initialized(&docker, env).await? {
+        if plan.env.odoo_admin_password_pending {
+            set_admin_password(run).await?;
+        }
         let message = format!(
             "Database {env} already initialized, skipping initialization ({})",
             secs(t0)
@@ -72,9 +79,69 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
             json!({"database": env, "output": out.tail}),
         ));
     }
+    plan::mark_database_initialized(&run.pool, env)
+        .await
+        .map_err(|e| StageError::new(format!("Recording the initialization failed: {e}")))?;
+    set_admin_password(run).await?;
     let message = format!("Database initialization complete ({})", secs(t0));
     log.info(step, &message);
     Ok(Outcome::Completed(message))
+}
+
+/// What `odoo shell` runs: the admin user gets the password from the
+/// environment (removed from it first), through the ORM, so Odoo hashes it.
+const SET_ADMIN_PASSWORD: &str = r#"
+import os
+admin = env.ref("base.user_admin")
+admin.write({"password": os.environ.pop("OEC_ODOO_ADMIN_PASSWORD")})
+env.cr.commit()
+print("oec: password of Odoo user %s set" % admin.login)
+"#;
+
+/// Gives Odoo's `admin` user the environment's generated password (readable
+/// once through `GET /environments/{id}/credentials`), replacing stock
+/// Odoo's `admin`.
+async fn set_admin_password(run: &mut Run) -> Result<(), StageError> {
+    let step = Step::InitializingDatabase;
+    let env = run.ctx.environment_id;
+    let docker = run.target()?.docker().clone();
+    let log = run.log.clone();
+    let password = run.plan()?.odoo_admin_password.clone();
+    let script = format!(
+        "exec odoo shell -c /etc/odoo/odoo.conf -d \"$1\" --no-http <<'OEC'\n{SET_ADMIN_PASSWORD}\nOEC\n"
+    );
+    let out = docker::exec(
+        &docker,
+        &odoo_container(env),
+        vec![
+            "sh".into(),
+            "-c".into(),
+            script,
+            "sh".into(),
+            env.to_string(),
+        ],
+        None,
+        vec![format!("OEC_ODOO_ADMIN_PASSWORD={password}")],
+        &mut |l| log.debug(step, l),
+    )
+    .await?;
+    if out.exit_code != 0 {
+        return Err(StageError::with_data(
+            format!(
+                "Setting the password of Odoo's admin user failed (exit {})",
+                out.exit_code
+            ),
+            json!({"database": env, "output": out.tail}),
+        ));
+    }
+    plan::mark_odoo_admin_password_set(&run.pool, env)
+        .await
+        .map_err(|e| StageError::new(format!("Recording the admin password failed: {e}")))?;
+    log.info(
+        step,
+        "Odoo's admin user has a generated password (read it once: GET /api/v1/environments/{id}/credentials)",
+    );
+    Ok(())
 }
 
 /// Whether Odoo's module table exists in the environment's database.
