@@ -215,3 +215,59 @@ pub fn assert_no_secret(what: &str, text: &str, secrets: &[&str]) {
         assert!(!text.contains(s), "{what} leaks a secret ({}...)", &s[..4]);
     }
 }
+
+/// A backup as the migration tooling makes it: manifest.json, dump.sql and
+/// filestore.tar.gz in a zip (built with Python's standard library).
+pub fn backup_zip() -> Vec<u8> {
+    let dir = std::env::temp_dir().join(format!("oec-backup-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let script = r#"
+import io, json, sys, tarfile, zipfile
+out = sys.argv[1]
+dump = """
+CREATE TABLE ir_module_module (id serial PRIMARY KEY, name varchar NOT NULL UNIQUE, state varchar NOT NULL, latest_version varchar, create_date timestamp);
+CREATE TABLE ir_config_parameter (id serial PRIMARY KEY, key varchar NOT NULL UNIQUE, value text NOT NULL);
+CREATE TABLE res_partner (id serial PRIMARY KEY, name varchar NOT NULL);
+INSERT INTO ir_module_module (name, state) VALUES ('base', 'installed'), ('sale', 'installed');
+INSERT INTO ir_config_parameter (key, value) VALUES ('web.base.url', 'https://old.example.com'),
+  ('database.uuid', 'old-uuid'), ('database.enterprise_code', 'M123456');
+INSERT INTO res_partner (name) VALUES ('Migrated Co');
+"""
+fs = io.BytesIO()
+with tarfile.open(fileobj=fs, mode="w:gz") as t:
+    data = b"attachment bytes"
+    info = tarfile.TarInfo("ab/ab12cd34")
+    info.size = len(data)
+    t.addfile(info, io.BytesIO(data))
+with zipfile.ZipFile(out, "w") as z:
+    z.writestr("manifest.json", json.dumps({"odoo_version": "17.0", "db_name": "old", "version": 1}))
+    z.writestr("dump.sql", dump)
+    z.writestr("filestore.tar.gz", fs.getvalue())
+"#;
+    let out = dir.join("backup.zip");
+    let status = std::process::Command::new("python3")
+        .args(["-c", script, out.to_str().unwrap_or_default()])
+        .status()
+        .expect("python3");
+    assert!(status.success());
+    let bytes = std::fs::read(&out).expect("zip");
+    let _ = std::fs::remove_dir_all(&dir);
+    bytes
+}
+
+/// The address of Docker's default bridge on this machine, where a
+/// container reaches a stand-in served on all interfaces.
+pub async fn docker_gateway() -> String {
+    let out = tokio::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "docker0"])
+        .output()
+        .await
+        .expect("ip");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .expect("docker0 address")
+        .to_owned()
+}

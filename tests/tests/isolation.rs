@@ -773,3 +773,289 @@ async fn hostnames_are_unique_across_the_platform_and_dns_changes_only_its_own_r
         .count();
     assert_eq!(puts, 1, "the redeploy updates its own record");
 }
+
+/// Everything under a Redis key prefix, keys and values, as text.
+fn redis_dump(prefix: &str) -> String {
+    let client = redis::Client::open(oec_tests::redis_url()).expect("redis");
+    let mut conn = client.get_connection().expect("redis connection");
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}*"))
+        .query(&mut conn)
+        .expect("keys");
+    let mut out = String::new();
+    for key in keys {
+        let kind: String = redis::cmd("TYPE").arg(&key).query(&mut conn).expect("type");
+        let value: redis::Value = match kind.as_str() {
+            "string" => redis::cmd("GET").arg(&key).query(&mut conn),
+            "hash" => redis::cmd("HGETALL").arg(&key).query(&mut conn),
+            "list" => redis::cmd("LRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query(&mut conn),
+            "set" => redis::cmd("SMEMBERS").arg(&key).query(&mut conn),
+            "zset" => redis::cmd("ZRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(-1)
+                .query(&mut conn),
+            "stream" => redis::cmd("XRANGE")
+                .arg(&key)
+                .arg("-")
+                .arg("+")
+                .query(&mut conn),
+            _ => Ok(redis::Value::Nil),
+        }
+        .expect("value");
+        out.push_str(&format!("{key} {kind} {}\n", text_of(&value)));
+    }
+    out
+}
+
+fn text_of(v: &redis::Value) -> String {
+    match v {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::SimpleString(s) => s.clone(),
+        redis::Value::Array(items) | redis::Value::Set(items) => {
+            items.iter().map(text_of).collect::<Vec<_>>().join(" ")
+        }
+        redis::Value::Map(pairs) => pairs
+            .iter()
+            .map(|(k, v)| format!("{}={}", text_of(k), text_of(v)))
+            .collect::<Vec<_>>()
+            .join(" "),
+        other => format!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_secret_scan_over_everything_two_deployments_produce_finds_no_secret_in_any_encoding() {
+    use base64::Engine as _;
+    use oec_tests::stack::SseClient;
+    use oec_tests::standin::{self, StandIn};
+    use std::time::Duration;
+
+    let w = world(&[]).await;
+    let t = w.stack.admin_token.clone();
+    // Every kind of secret oec holds: a repository token with URL-special
+    // characters (besides the world's), registry credentials, a presigned
+    // migration URL, the DNS token, the server's private key, and the
+    // passwords the pipeline generates (read from the database below).
+    let token = "ghp_sc@n/t0k#e5d7";
+    let url = w
+        .git
+        .repo("scan-addons", &[("README.md", "x\n")], "scan addons");
+    let r = w
+        .stack
+        .post(
+            "/api/v1/repositories",
+            &t,
+            json!({"scope": "project", "project_id": w.project, "name": "scan-addons",
+                   "git_url": url, "branch": "main", "token": token}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let registry_password = "reg-pass-4d9e1f7a2b";
+    let r = w
+        .stack
+        .post(
+            "/api/v1/odoo-versions",
+            &t,
+            json!({"version": "19.0", "image": format!("{}/oec/odoo:18.0", registry()),
+                   "registry_username": "bot", "registry_password": registry_password}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let backup = StandIn::start("0.0.0.0:0", standin::file(backup_zip())).await;
+    let signature = "sig-8c1d2e3f4a5b6c7d";
+    let migration_url = format!(
+        "http://{}:{}/b.zip?X-Amz-Signature={signature}",
+        docker_gateway().await,
+        backup.addr.port()
+    );
+    let tag = Uuid::new_v4().simple().to_string()[..6].to_owned();
+    let (sub_a, sub_b) = (format!("scan-{tag}"), format!("scanm-{tag}"));
+    let fresh = w
+        .environment(json!({"name": "fresh", "subdomain": sub_a, "odoo_version": "19.0"}))
+        .await;
+    let migrated = w
+        .environment(
+            json!({"name": "migrated", "subdomain": sub_b, "migration_source_url": migration_url}),
+        )
+        .await;
+    let _purge = (Purge(fresh, sub_a), Purge(migrated, sub_b));
+
+    // The admin's live stream, and every command line, while both deploy.
+    let mut live = SseClient::connect(
+        &w.stack.url(&format!("/api/v1/events/stream?token={t}")),
+        None,
+    )
+    .await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut seen = String::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok(out) = Command::new("ps").args(["-eo", "args"]).output() {
+                    seen.push_str(&String::from_utf8_lossy(&out.stdout));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            seen
+        })
+    };
+    let ids = [w.stack.deploy(fresh).await, w.stack.deploy(migrated).await];
+    for id in ids {
+        let d = w.stack.wait_terminal(id, DEPLOY).await;
+        assert_eq!(
+            d["status"],
+            "success",
+            "{d}\n{}",
+            w.messages(id).await.join("\n")
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let ps = sampler.join().expect("sampler");
+    assert!(ps.contains("git"), "the sampler saw the clones");
+
+    let mut corpus: Vec<(String, String)> = vec![("ps".into(), ps)];
+    let frames = live.until(Duration::from_secs(2), |_| false).await;
+    let live_text: String = frames.iter().map(|m| format!("{}\n", m.data)).collect();
+    assert!(live_text.contains("deployment_progress"), "{live_text}");
+    corpus.push(("/events/stream".into(), live_text));
+    for id in ids {
+        let mut s = SseClient::connect(
+            &w.stack
+                .url(&format!("/api/v1/deployments/{id}/events?token={t}")),
+            None,
+        )
+        .await;
+        let frames = s
+            .until(Duration::from_secs(10), |m| {
+                m.event.as_deref() == Some("deployment_finished")
+            })
+            .await;
+        corpus.push((
+            format!("/deployments/{id}/events"),
+            frames.iter().map(|m| format!("{}\n", m.data)).collect(),
+        ));
+        for path in [
+            format!("/api/v1/deployments/{id}"),
+            format!("/api/v1/deployments/{id}/logs?limit=500"),
+            format!("/api/v1/deployments/{id}/progress"),
+            format!("/api/v1/deployments/{id}/logs/export?format=json"),
+            format!("/api/v1/deployments/{id}/logs/export?format=txt"),
+        ] {
+            corpus.push((path.clone(), w.get(&path).await.text));
+        }
+    }
+    for path in [
+        "/api/v1/environments".to_owned(),
+        format!("/api/v1/environments/{fresh}"),
+        format!("/api/v1/environments/{migrated}"),
+        format!("/api/v1/deployments?project_id={}", w.project),
+        format!("/api/v1/deployments/environment/{fresh}/latest"),
+        format!("/api/v1/deployments/project/{}/stats", w.project),
+        "/api/v1/servers".to_owned(),
+        format!("/api/v1/servers/{}", w.server),
+        "/api/v1/repositories".to_owned(),
+        "/api/v1/dns-providers".to_owned(),
+        "/api/v1/odoo-versions".to_owned(),
+        format!("/api/v1/projects/{}", w.project),
+        format!("/api/v1/organizations/{}", w.org),
+    ] {
+        let r = w.get(&path).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.text);
+        corpus.push((path, r.text));
+    }
+    let redis = redis_dump(&w.stack.redis_keys.0);
+    assert!(redis.contains("deployment_progress"), "{redis}");
+    corpus.push(("redis".into(), redis));
+    corpus.push(("api output".into(), w.stack.api.log()));
+    for worker in &w.stack.workers {
+        corpus.push(("worker output".into(), worker.log()));
+    }
+    let rows: Vec<String> = sqlx::query_scalar(
+        "SELECT row_to_json(d)::text FROM deployments d
+         UNION ALL SELECT row_to_json(s)::text FROM deployment_steps s
+         UNION ALL SELECT row_to_json(l)::text FROM deployment_logs l
+         UNION ALL SELECT (to_jsonb(e) - 'db_password_encrypted' - 'admin_passwd_encrypted'
+                           - 'odoo_admin_password_encrypted' - 'migration_source_encrypted')::text
+                   FROM environments e",
+    )
+    .fetch_all(&w.stack.pool)
+    .await
+    .expect("rows");
+    corpus.push(("deployment and environment rows".into(), rows.join("\n")));
+
+    // The generated secrets, from the database; the credentials endpoint
+    // (not part of the corpus) hands out the same ones.
+    let key = oec_common::secrets::SecretKey::from_bytes(
+        &base64::engine::general_purpose::STANDARD
+            .decode(oec_tests::SECRET_KEY_B64)
+            .expect("key"),
+    )
+    .expect("key");
+    let mut secrets: Vec<String> = vec![
+        token.into(),
+        REPO_TOKEN.into(),
+        CF_TOKEN.into(),
+        registry_password.into(),
+        signature.into(),
+        oec_tests::SECRET_KEY_B64.into(),
+        "test-jwt-secret-test-jwt-secret-0123".into(),
+        t.clone(),
+    ];
+    for env in [fresh, migrated] {
+        let stored: (String, String, Option<String>) = sqlx::query_as(
+            "SELECT db_password_encrypted, admin_passwd_encrypted, odoo_admin_password_encrypted
+             FROM environments WHERE id = $1",
+        )
+        .bind(env)
+        .fetch_one(&w.stack.pool)
+        .await
+        .expect("stored");
+        let db_password = key.decrypt(&stored.0).expect("db password");
+        let master = key.decrypt(&stored.1).expect("master");
+        let creds = w
+            .get(&format!("/api/v1/environments/{env}/credentials"))
+            .await;
+        assert_eq!(creds.body["master_password"], master.as_str());
+        secrets.extend([db_password, master]);
+        if let Some(admin) = stored.2 {
+            let admin = key.decrypt(&admin).expect("admin password");
+            if env == fresh {
+                assert_eq!(creds.body["admin_password"], admin.as_str());
+            }
+            secrets.push(admin);
+        }
+    }
+    assert_eq!(
+        secrets.len(),
+        8 + 2 * 3,
+        "both environments' generated secrets"
+    );
+    let private_key = TargetEnv::load().private_key();
+    let key_line = private_key.lines().nth(1).expect("a key body line");
+
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let b64url = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    for (what, text) in &corpus {
+        assert!(!text.contains(key_line), "{what} shows the private key");
+        for s in &secrets {
+            for (encoding, e) in [
+                ("raw", s.clone()),
+                ("percent-encoded", oec_common::secrets::percent_encode(s)),
+                ("base64", b64.encode(s)),
+                ("base64url", b64url.encode(s)),
+            ] {
+                assert!(
+                    !text.contains(&e),
+                    "{what} shows a secret ({}...) {encoding}",
+                    &s[..4]
+                );
+            }
+        }
+    }
+}

@@ -595,45 +595,6 @@ async fn a_database_that_never_becomes_ready_fails_after_the_configured_attempts
     assert!(inspect(&format!("{env}_db")).await.is_none(), "cleaned up");
 }
 
-/// A backup as the migration tooling makes it: manifest.json, dump.sql and
-/// filestore.tar.gz in a zip (built with Python's standard library).
-fn backup_zip() -> Vec<u8> {
-    let dir = std::env::temp_dir().join(format!("oec-backup-{}", Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let script = r#"
-import io, json, sys, tarfile, zipfile
-out = sys.argv[1]
-dump = """
-CREATE TABLE ir_module_module (id serial PRIMARY KEY, name varchar NOT NULL UNIQUE, state varchar NOT NULL, latest_version varchar, create_date timestamp);
-CREATE TABLE ir_config_parameter (id serial PRIMARY KEY, key varchar NOT NULL UNIQUE, value text NOT NULL);
-CREATE TABLE res_partner (id serial PRIMARY KEY, name varchar NOT NULL);
-INSERT INTO ir_module_module (name, state) VALUES ('base', 'installed'), ('sale', 'installed');
-INSERT INTO ir_config_parameter (key, value) VALUES ('web.base.url', 'https://old.example.com'),
-  ('database.uuid', 'old-uuid'), ('database.enterprise_code', 'M123456');
-INSERT INTO res_partner (name) VALUES ('Migrated Co');
-"""
-fs = io.BytesIO()
-with tarfile.open(fileobj=fs, mode="w:gz") as t:
-    data = b"attachment bytes"
-    info = tarfile.TarInfo("ab/ab12cd34")
-    info.size = len(data)
-    t.addfile(info, io.BytesIO(data))
-with zipfile.ZipFile(out, "w") as z:
-    z.writestr("manifest.json", json.dumps({"odoo_version": "17.0", "db_name": "old", "version": 1}))
-    z.writestr("dump.sql", dump)
-    z.writestr("filestore.tar.gz", fs.getvalue())
-"#;
-    let out = dir.join("backup.zip");
-    let status = std::process::Command::new("python3")
-        .args(["-c", script, out.to_str().unwrap_or_default()])
-        .status()
-        .expect("python3");
-    assert!(status.success());
-    let bytes = std::fs::read(&out).expect("zip");
-    let _ = std::fs::remove_dir_all(&dir);
-    bytes
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_migration_backup_is_restored_once_and_never_again() {
     let w = world(&[]).await;
@@ -641,18 +602,7 @@ async fn a_migration_backup_is_restored_once_and_never_again() {
     // Served on all interfaces: the download runs inside the Odoo container,
     // which reaches this machine through Docker's default bridge.
     let backup = StandIn::start("0.0.0.0:0", standin::file(backup_zip())).await;
-    let out = tokio::process::Command::new("ip")
-        .args(["-4", "-o", "addr", "show", "docker0"])
-        .output()
-        .await
-        .expect("ip");
-    let gateway = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .skip_while(|w| *w != "inet")
-        .nth(1)
-        .and_then(|a| a.split('/').next())
-        .expect("docker0 address")
-        .to_owned();
+    let gateway = docker_gateway().await;
     let signature = "X-Amz-Signature=5ec12e7abc";
     let url = format!(
         "http://{gateway}:{}/backups/acme.zip?{signature}",
