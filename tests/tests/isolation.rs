@@ -1059,3 +1059,118 @@ async fn a_secret_scan_over_everything_two_deployments_produce_finds_no_secret_i
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_ssh_repository_url_fails_at_once_trusts_hosts_per_environment_and_the_docker_socket_directory_is_private()
+ {
+    use std::os::unix::fs::PermissionsExt as _;
+    // A stage timeout far beyond the bound below: a clone waiting at ssh's
+    // host-key or password prompt would hold the deployment until then.
+    let w = world(&[("OEC_STAGE_TIMEOUT_SECS", "600")]).await;
+    let t = w.stack.admin_token.clone();
+    let target = TargetEnv::load();
+    let r = w
+        .stack
+        .post(
+            "/api/v1/repositories",
+            &t,
+            json!({"scope": "project", "project_id": w.project, "name": "over-ssh",
+                   "git_url": format!("ssh://nobody@{}:{}/srv/none.git", target.host, target.port),
+                   "branch": "main"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let sub = format!("ssh-{}", &Uuid::new_v4().simple().to_string()[..6]);
+    let env = w
+        .environment(json!({"name": "staging", "subdomain": sub}))
+        .await;
+    let _purge = Purge(env, sub.clone());
+
+    let home = String::from_utf8_lossy(
+        &Command::new("getent")
+            .args(["passwd", &target.user])
+            .output()
+            .expect("getent")
+            .stdout,
+    )
+    .split(':')
+    .nth(5)
+    .expect("home")
+    .to_owned();
+    let users_known_hosts = format!("{home}/.ssh/known_hosts");
+    let before = std::fs::read_to_string(&users_known_hosts).unwrap_or_default();
+
+    // The worker's Docker forwarding directories, sampled while it runs.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sampler = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut modes = std::collections::HashMap::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                for entry in std::fs::read_dir("/tmp").into_iter().flatten().flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if name.starts_with("oec-docker-")
+                        && let Ok(m) = entry.metadata()
+                    {
+                        let socket = entry.path().join("docker.sock").exists();
+                        modes.insert(name, (m.permissions().mode() & 0o777, socket));
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            modes
+        })
+    };
+    let started = std::time::Instant::now();
+    let (id, d) = w.deploy_and_wait(env).await;
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let modes = sampler.join().expect("sampler");
+
+    let messages = w.messages(id).await.join("\n");
+    assert_eq!(d["status"], "failed", "{d}\n{messages}");
+    assert_eq!(d["current_step"], "cloning_project_repo", "{d}");
+    assert_eq!(d["error_message"], "Failed to clone over-ssh", "{d}");
+    assert!(
+        took < std::time::Duration::from_secs(120),
+        "the ssh:// clone held the deployment {took:?}"
+    );
+    assert!(
+        [
+            "Permission denied",
+            "Host key verification failed",
+            "Could not read from remote"
+        ]
+        .iter()
+        .any(|m| messages.contains(m) || d.to_string().contains(m)),
+        "ssh's own refusal is reported: {d}\n{messages}"
+    );
+    // ssh trusted the host key in the environment's own file only.
+    let own = format!("/opt/paasportal/{env}/.ssh_known_hosts");
+    let found = Command::new("ssh-keygen")
+        .args([
+            "-F",
+            &format!("[{}]:{}", target.host, target.port),
+            "-f",
+            &own,
+        ])
+        .output()
+        .expect("ssh-keygen");
+    assert!(
+        found.status.success(),
+        "the environment's known_hosts: {:?}",
+        std::fs::read_to_string(&own)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&users_known_hosts).unwrap_or_default(),
+        before,
+        "the SSH user's own known_hosts changed"
+    );
+    assert!(
+        modes.values().any(|(_, socket)| *socket),
+        "the sampler saw a forwarding socket: {modes:?}"
+    );
+    for (name, (mode, _)) in &modes {
+        assert_eq!(*mode, 0o700, "/tmp/{name} is {mode:o}");
+    }
+}

@@ -167,6 +167,9 @@ async fn clone_all(
             let dir = format!("{addons}/{}", repo.dir);
             // Outside addons/, which containers see.
             let cred = format!("{addons}/../.git-credentials-{}", repo.dir);
+            // The environment's own: a host key one tenant's URL made ssh
+            // accept never vouches for a host in another tenant's URL.
+            let known_hosts = format!("{addons}/../.ssh_known_hosts");
             clone_one(
                 &run.log,
                 target,
@@ -175,6 +178,7 @@ async fn clone_all(
                 repo,
                 dir,
                 cred,
+                known_hosts,
             )
         })
         .collect();
@@ -193,6 +197,7 @@ async fn clone_one(
     repo: &Repo,
     dir: String,
     cred_path: String,
+    known_hosts: String,
 ) -> Result<(), CloneFailure> {
     let t = Instant::now();
     log.info(
@@ -214,7 +219,13 @@ async fn clone_one(
         }
         None => None,
     };
-    let cmd = sync_command(&dir, &repo.url, &repo.branch, cred_file.as_deref());
+    let cmd = sync_command(
+        &dir,
+        &repo.url,
+        &repo.branch,
+        cred_file.as_deref(),
+        &known_hosts,
+    );
     let out = target.run(&cmd, &mut |line| log.debug(step, line)).await;
     let result = match out {
         Ok(o) if o.success() => Ok(()),
@@ -246,9 +257,11 @@ async fn clone_one(
 /// The shell prelude of every git command on a server: git never runs
 /// repository-controlled code. Hooks, fsmonitor and external protocols are
 /// off on the command line (which outranks every config file), nothing
-/// prompts, and ssh runs in batch mode with a connect timeout.
+/// prompts, and ssh runs in batch mode with a connect timeout, trusting no
+/// host: only a clone or fetch reaches a remote, and [`sync_command`] gives
+/// it the environment's own known-hosts file.
 pub const GIT_PRELUDE: &str = "export GIT_TERMINAL_PROMPT=0 GIT_PAGER=cat PAGER=cat GIT_ASKPASS=true SSH_ASKPASS=true \
-     GIT_SSH_COMMAND='ssh -o BatchMode=yes -o ConnectTimeout=20 -o StrictHostKeyChecking=accept-new'; \
+     GIT_SSH_COMMAND='ssh -o BatchMode=yes -o ConnectTimeout=20 -o StrictHostKeyChecking=yes -o UserKnownHostsFile=/dev/null'; \
      g() { git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c core.untrackedCache=false \
        -c protocol.ext.allow=never -c submodule.recurse=false \"$@\" </dev/null; }; ";
 
@@ -257,9 +270,23 @@ pub const GIT_PRELUDE: &str = "export GIT_TERMINAL_PROMPT=0 GIT_PAGER=cat PAGER=
 /// ends, however it ends). Before a fetch the checkout's
 /// own git state is reset to what oec wrote (config, no hooks, no
 /// attributes, no alternates), so nothing planted there is ever read; a
-/// checkout whose `.git` is not a plain directory is cloned anew.
-pub fn sync_command(dir: &str, url: &str, branch: &str, cred_file: Option<&str>) -> String {
+/// checkout whose `.git` is not a plain directory is cloned anew. ssh
+/// (for `ssh://` URLs) trusts a host key on first use in the environment's
+/// `known_hosts` file, outside `addons/`, never in the SSH user's own.
+pub fn sync_command(
+    dir: &str,
+    url: &str,
+    branch: &str,
+    cred_file: Option<&str>,
+    known_hosts: &str,
+) -> String {
     let (d, f, c, b) = (quote(dir), quote(url), quote(url), quote(branch));
+    let ssh = quote(&format!(
+        "ssh -o BatchMode=yes -o ConnectTimeout=20 \
+         -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile={} \
+         -o GlobalKnownHostsFile=/dev/null",
+        quote(known_hosts)
+    ));
     let creds = match cred_file {
         Some(path) => {
             let p = quote(path);
@@ -272,7 +299,7 @@ pub fn sync_command(dir: &str, url: &str, branch: &str, cred_file: Option<&str>)
         None => "gc() { g -c credential.helper= \"$@\"; }; ".to_owned(),
     };
     format!(
-        "{GIT_PRELUDE}{creds}\
+        "{GIT_PRELUDE}export GIT_SSH_COMMAND={ssh}; {creds}\
          if [ -d {d}/.git ] && [ ! -L {d} ] && [ ! -L {d}/.git ]; then \
            rm -rf {d}/.git/hooks {d}/.git/info {d}/.git/objects/info/alternates {d}/.git/commondir {d}/.git/config.worktree && \
            printf '[core]\\n\\trepositoryformatversion = 0\\n\\tfilemode = true\\n\\tbare = false\\n' > {d}/.git/config && \
@@ -337,6 +364,15 @@ mod tests {
             "https://h/r.git",
             "main; rm -rf /",
             Some("/opt/p/e/addons/x.oec-credentials"),
+            "/opt/p/e/.ssh_known_hosts",
+        );
+        assert!(
+            cmd.contains(
+                "export GIT_SSH_COMMAND='ssh -o BatchMode=yes -o ConnectTimeout=20 \
+                 -o StrictHostKeyChecking=accept-new -o UserKnownHostsFile=/opt/p/e/.ssh_known_hosts \
+                 -o GlobalKnownHostsFile=/dev/null'"
+            ),
+            "{cmd}"
         );
         assert!(cmd.contains("credential.helper='store --file=/opt/p/e/addons/x.oec-credentials'"));
         assert!(cmd.contains("trap 'rm -f /opt/p/e/addons/x.oec-credentials' EXIT"));
