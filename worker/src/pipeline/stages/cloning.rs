@@ -156,29 +156,18 @@ async fn clone_all(
 ) -> Result<Vec<Result<(), CloneFailure>>, StageError> {
     let target = run.target()?;
     let n = repos.len();
-    let addons = format!(
-        "{}/{}/addons",
-        run.settings.deploy_root, run.ctx.environment_id
-    );
+    let env_dir = format!("{}/{}", run.settings.deploy_root, run.ctx.environment_id);
     let jobs: Vec<_> = repos
         .iter()
         .enumerate()
         .map(|(i, repo)| {
-            let dir = format!("{addons}/{}", repo.dir);
-            // Outside addons/, which containers see.
-            let cred = format!("{addons}/../.git-credentials-{}", repo.dir);
-            // The environment's own: a host key one tenant's URL made ssh
-            // accept never vouches for a host in another tenant's URL.
-            let known_hosts = format!("{addons}/../.ssh_known_hosts");
             clone_one(
                 &run.log,
                 target,
                 step,
                 format!("[{}/{n}]", i + 1),
                 repo,
-                dir,
-                cred,
-                known_hosts,
+                &env_dir,
             )
         })
         .collect();
@@ -195,11 +184,15 @@ async fn clone_one(
     step: Step,
     tag: String,
     repo: &Repo,
-    dir: String,
-    cred_path: String,
-    known_hosts: String,
+    env_dir: &str,
 ) -> Result<(), CloneFailure> {
     let t = Instant::now();
+    let dir = format!("{env_dir}/addons/{}", repo.dir);
+    // Outside addons/, which containers see.
+    let cred_path = format!("{env_dir}/.git-credentials-{}", repo.dir);
+    // The environment's own: a host key one tenant's URL made ssh accept
+    // never vouches for a host in another tenant's URL.
+    let known_hosts = format!("{env_dir}/.ssh_known_hosts");
     log.info(
         step,
         &format!("{tag} Cloning {} ({})...", repo.name, repo.branch),
