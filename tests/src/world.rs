@@ -271,3 +271,43 @@ pub async fn docker_gateway() -> String {
         .expect("docker0 address")
         .to_owned()
 }
+
+/// Something sampled on a thread every 20 ms until [`Sampler::stop`], e.g.
+/// every process's command line while a deployment runs.
+pub struct Sampler<T> {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<T>,
+}
+
+impl<T: Default + Send + 'static> Sampler<T> {
+    pub fn start(mut sample: impl FnMut(&mut T) + Send + 'static) -> Sampler<T> {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut seen = T::default();
+            while !flag.load(std::sync::atomic::Ordering::SeqCst) {
+                sample(&mut seen);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            seen
+        });
+        Sampler { stop, thread }
+    }
+
+    pub fn stop(self) -> T {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().expect("sampler")
+    }
+}
+
+/// Every process's command line (`ps -eo args`), sampled until stopped.
+pub fn command_lines() -> Sampler<String> {
+    Sampler::start(|seen: &mut String| {
+        if let Ok(out) = std::process::Command::new("ps")
+            .args(["-eo", "args"])
+            .output()
+        {
+            seen.push_str(&String::from_utf8_lossy(&out.stdout));
+        }
+    })
+}

@@ -554,23 +554,9 @@ async fn git_tokens_never_reach_a_command_line_and_are_masked_in_every_encoding(
         basic.clone(),
     ];
     // Every process's command line, sampled while the deployment runs.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut seen = String::new();
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                if let Ok(out) = Command::new("ps").args(["-eo", "args"]).output() {
-                    seen.push_str(&String::from_utf8_lossy(&out.stdout));
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            seen
-        })
-    };
+    let sampler = command_lines();
     let (id, d) = w.deploy_and_wait(env).await;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let ps = sampler.join().expect("sampler");
+    let ps = sampler.stop();
     assert_eq!(d["status"], "failed", "{d}");
     assert!(ps.contains("git"), "the sampler saw the clone");
     // git sent the token, decoded, as Basic credentials.
@@ -891,20 +877,7 @@ async fn a_secret_scan_over_everything_two_deployments_produce_finds_no_secret_i
         None,
     )
     .await;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut seen = String::new();
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                if let Ok(out) = Command::new("ps").args(["-eo", "args"]).output() {
-                    seen.push_str(&String::from_utf8_lossy(&out.stdout));
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            seen
-        })
-    };
+    let sampler = command_lines();
     let ids = [w.stack.deploy(fresh).await, w.stack.deploy(migrated).await];
     for id in ids {
         let d = w.stack.wait_terminal(id, DEPLOY).await;
@@ -915,8 +888,7 @@ async fn a_secret_scan_over_everything_two_deployments_produce_finds_no_secret_i
             w.messages(id).await.join("\n")
         );
     }
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let ps = sampler.join().expect("sampler");
+    let ps = sampler.stop();
     assert!(ps.contains("git"), "the sampler saw the clones");
 
     let mut corpus: Vec<(String, String)> = vec![("ps".into(), ps)];
@@ -1101,31 +1073,23 @@ async fn an_ssh_repository_url_fails_at_once_trusts_hosts_per_environment_and_th
     let before = std::fs::read_to_string(&users_known_hosts).unwrap_or_default();
 
     // The worker's Docker forwarding directories, sampled while it runs.
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let sampler = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut modes = std::collections::HashMap::new();
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                for entry in std::fs::read_dir("/tmp").into_iter().flatten().flatten() {
-                    let name = entry.file_name().to_string_lossy().into_owned();
-                    if name.starts_with("oec-docker-")
-                        && let Ok(m) = entry.metadata()
-                    {
-                        let socket = entry.path().join("docker.sock").exists();
-                        modes.insert(name, (m.permissions().mode() & 0o777, socket));
-                    }
+    let sampler = Sampler::start(
+        |modes: &mut std::collections::HashMap<String, (u32, bool)>| {
+            for entry in std::fs::read_dir("/tmp").into_iter().flatten().flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with("oec-docker-")
+                    && let Ok(m) = entry.metadata()
+                {
+                    let socket = entry.path().join("docker.sock").exists();
+                    modes.insert(name, (m.permissions().mode() & 0o777, socket));
                 }
-                std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            modes
-        })
-    };
+        },
+    );
     let started = std::time::Instant::now();
     let (id, d) = w.deploy_and_wait(env).await;
     let took = started.elapsed();
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let modes = sampler.join().expect("sampler");
+    let modes = sampler.stop();
 
     let messages = w.messages(id).await.join("\n");
     assert_eq!(d["status"], "failed", "{d}\n{messages}");
