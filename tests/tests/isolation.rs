@@ -469,20 +469,15 @@ async fn odoos_database_manager_and_admin_user_get_generated_passwords_read_once
             "{path} shows the admin password"
         );
     }
-    let stored: String =
-        sqlx::query_scalar("SELECT odoo_admin_password_encrypted FROM environments WHERE id = $1")
-            .bind(env)
-            .fetch_one(&w.stack.pool)
-            .await
-            .expect("stored");
-    assert!(!stored.contains(&admin_password));
-    let stored: String =
-        sqlx::query_scalar("SELECT admin_passwd_encrypted FROM environments WHERE id = $1")
-            .bind(env)
-            .fetch_one(&w.stack.pool)
-            .await
-            .expect("stored");
-    assert!(!stored.contains(&master));
+    let (stored_master, stored_admin): (String, String) = sqlx::query_as(
+        "SELECT admin_passwd_encrypted, odoo_admin_password_encrypted FROM environments WHERE id = $1",
+    )
+    .bind(env)
+    .fetch_one(&w.stack.pool)
+    .await
+    .expect("stored");
+    assert!(!stored_master.contains(&master));
+    assert!(!stored_admin.contains(&admin_password));
     // The override may turn the list on; admin_passwd cannot be overridden.
     let r = w
         .stack
