@@ -682,7 +682,7 @@ pub async fn deployment_events(
                         st.last_seq = l.seq;
                     }
                     if !full {
-                        if matches!(d.status.as_str(), "success" | "failed" | "cancelled") {
+                        if d.status.is_terminal() {
                             let body = json!({"type": "deployment_finished", "data": {
                                 "deployment_id": d.id, "status": d.status, "error_message": d.error_message,
                                 "duration_seconds": d.duration_seconds, "completed_at": d.completed_at}});

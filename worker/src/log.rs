@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use oec_common::db::deployments::{self, NewLog, RunContext};
 use oec_common::events::Publisher;
-use oec_common::model::LogLevel;
 use oec_common::model::steps::Step;
+use oec_common::model::{DeploymentStatus, LogLevel};
 use oec_common::secrets::Masker;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -321,7 +321,7 @@ async fn publish(
         .iter()
         .map(|r| {
             let mut data = events.base.clone();
-            data.insert("status".into(), json!("running"));
+            data.insert("status".into(), json!(DeploymentStatus::Running));
             data.insert("step".into(), json!(r.step));
             data.insert("message".into(), json!(r.message));
             data.insert("level".into(), json!(r.level));

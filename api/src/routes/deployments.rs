@@ -8,7 +8,7 @@ use oec_common::auth::Permission;
 use oec_common::db;
 use oec_common::db::deployments::{Created, Deployment, NewDeployment};
 use oec_common::model::steps::Step;
-use oec_common::model::{DeploymentStatus, LogLevel, Trigger};
+use oec_common::model::{DeploymentStatus, LogLevel, StepStatus, Trigger};
 use oec_common::queue;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -104,7 +104,7 @@ async fn create(
     };
     let new = NewDeployment {
         environment_id: env.id,
-        trigger: trigger.as_str(),
+        trigger,
         triggered_by: user.id,
         idempotency_key: key.as_deref(),
     };
@@ -137,8 +137,8 @@ async fn create(
         ));
     }
     let data = json!({"deployment_id": d.id, "environment_id": d.environment_id, "project_id": d.project_id,
-                      "environment_name": env.name, "status": "pending", "step": "initializing", "seq": 1,
-                      "level": "info", "message": "Deployment created and queued", "progress_percent": 0,
+                      "environment_name": env.name, "status": DeploymentStatus::Pending,
+                      "step": Step::Initializing.id(), "seq": 1, "level": LogLevel::Info, "message": "Deployment created and queued", "progress_percent": 0,
                       "triggered_by": user.id, "branch": d.git_branch, "timestamp": d.created_at});
     if let Err(e) = state
         .publisher
@@ -247,14 +247,7 @@ async fn logs(
             })
         })
         .transpose()?;
-    let rows = db::deployments::logs(
-        &state.pool,
-        *id,
-        level.map(|l| l.as_str()),
-        step.map(|s| s.id()),
-        page,
-    )
-    .await?;
+    let rows = db::deployments::logs(&state.pool, *id, level, step.map(|s| s.id()), page).await?;
     Ok(HttpResponse::Ok().json(json!({"deployment_id": *id, "logs": rows})))
 }
 
@@ -293,7 +286,7 @@ async fn progress(
                 "id": step.id(),
                 "name": step.name(),
                 "description": step.description(),
-                "status": row.map(|r| r.status.as_str()).unwrap_or("pending"),
+                "status": row.map_or(StepStatus::Pending, |r| r.status),
                 "logs": step_logs,
                 "logs_total": total,
                 "logs_truncated": total > PROGRESS_LINES_PER_STEP,
@@ -367,8 +360,13 @@ async fn stats(
     Ok(HttpResponse::Ok().json(json!({
         "project_id": *project,
         "total_deployments": s.total_deployments,
-        "status_counts": {"success": s.success, "failed": s.failed, "cancelled": s.cancelled,
-                          "pending": s.pending, "running": s.running},
+        "status_counts": DeploymentStatus::ALL.iter().map(|st| (st.as_str(), match st {
+            DeploymentStatus::Success => s.success,
+            DeploymentStatus::Failed => s.failed,
+            DeploymentStatus::Cancelled => s.cancelled,
+            DeploymentStatus::Pending => s.pending,
+            DeploymentStatus::Running => s.running,
+        })).collect::<std::collections::BTreeMap<_, _>>(),
         "success_rate": success_rate,
         "last_30_days": {
             "avg_duration_seconds": s.avg_duration_seconds, "min_duration_seconds": s.min_duration_seconds,
@@ -395,11 +393,11 @@ async fn cancel(
     };
     // A pending deployment ends here; a running one is ended by its worker,
     // which notices the request at its next heartbeat.
-    if after.status == "cancelled"
+    if after.status == DeploymentStatus::Cancelled
         && let Ok(Some((_, _, org))) = db::deployments::names(&state.pool, d.id).await
     {
         let data = json!({"deployment_id": d.id, "environment_id": d.environment_id, "project_id": d.project_id,
-                              "status": "cancelled", "message": "Deployment cancelled"});
+                              "status": DeploymentStatus::Cancelled, "message": "Deployment cancelled"});
         let _ = state
             .publisher
             .publish(org, "deployment_progress", data)
@@ -495,7 +493,7 @@ async fn export(
                 out.push_str(&format!(
                     "[{}] [{}] {}\n",
                     l.timestamp.format("%Y-%m-%d %H:%M:%S"),
-                    l.level.to_uppercase(),
+                    l.level.as_str().to_uppercase(),
                     l.message
                 ));
             }

@@ -248,7 +248,7 @@ async fn create(
     let f = EnvironmentFields {
         server_id: Some(server_id),
         name: Some(&name),
-        kind: Some(kind.as_str()),
+        kind: Some(kind),
         subdomain: Some(&subdomain),
         hostname: Some(&hostname),
         odoo_version: Some(&odoo_version),
@@ -336,7 +336,7 @@ async fn update(
     let f = EnvironmentFields {
         server_id: body.server_id,
         name: p.name.as_deref(),
-        kind: p.kind.map(EnvironmentKind::as_str),
+        kind: p.kind,
         subdomain: p.subdomain.as_deref(),
         hostname: hostname.as_deref(),
         odoo_version: p.odoo_version.as_deref(),

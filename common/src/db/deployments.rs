@@ -6,7 +6,10 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::Page;
-use crate::model::LogLevel;
+use crate::model::steps::Step;
+use crate::model::{
+    DeploymentStatus, EnvironmentKind, EnvironmentStatus, LogLevel, StepStatus, Trigger,
+};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Deployment {
@@ -15,8 +18,8 @@ pub struct Deployment {
     pub environment_id: Uuid,
     pub vm_id: Option<Uuid>,
     pub version: i32,
-    pub status: String,
-    pub trigger: String,
+    pub status: DeploymentStatus,
+    pub trigger: Trigger,
     pub triggered_by: Option<Uuid>,
     pub git_commit: Option<String>,
     pub git_branch: Option<String>,
@@ -56,7 +59,7 @@ pub enum Created {
 
 pub struct NewDeployment<'a> {
     pub environment_id: Uuid,
-    pub trigger: &'a str,
+    pub trigger: Trigger,
     pub triggered_by: Uuid,
     pub idempotency_key: Option<&'a str>,
 }
@@ -97,9 +100,10 @@ pub async fn create(pool: &PgPool, n: &NewDeployment<'_>) -> sqlx::Result<Option
         }
     }
     let active: Option<Deployment> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM deployments WHERE environment_id = $1 AND status IN ('pending', 'running')"
+        "SELECT {COLUMNS} FROM deployments WHERE environment_id = $1 AND status = ANY($2)"
     ))
     .bind(n.environment_id)
+    .bind(DeploymentStatus::ACTIVE)
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(d) = active {
@@ -212,14 +216,17 @@ pub async fn request_cancel(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Depl
     sqlx::query_as(&format!(
         "UPDATE deployments SET
             cancel_requested_at = COALESCE(cancel_requested_at, now()),
-            status = CASE WHEN status = 'pending' THEN 'cancelled' ELSE status END,
-            completed_at = CASE WHEN status = 'pending' THEN now() ELSE completed_at END,
-            error_message = CASE WHEN status = 'pending' THEN 'Cancelled before it started' ELSE error_message END,
+            status = CASE WHEN status = $2 THEN $3 ELSE status END,
+            completed_at = CASE WHEN status = $2 THEN now() ELSE completed_at END,
+            error_message = CASE WHEN status = $2 THEN 'Cancelled before it started' ELSE error_message END,
             updated_at = now()
-         WHERE id = $1 AND status IN ('pending', 'running')
+         WHERE id = $1 AND status = ANY($4)
          RETURNING {COLUMNS}"
     ))
     .bind(id)
+    .bind(DeploymentStatus::Pending)
+    .bind(DeploymentStatus::Cancelled)
+    .bind(DeploymentStatus::ACTIVE)
     .fetch_optional(pool)
     .await
 }
@@ -229,7 +236,7 @@ pub struct LogLine {
     pub id: Uuid,
     pub seq: i64,
     pub timestamp: DateTime<Utc>,
-    pub level: String,
+    pub level: LogLevel,
     pub message: String,
     pub step: Option<String>,
     pub data: Option<serde_json::Value>,
@@ -239,7 +246,7 @@ pub struct LogLine {
 pub async fn logs(
     pool: &PgPool,
     deployment: Uuid,
-    level: Option<&str>,
+    level: Option<LogLevel>,
     step: Option<&str>,
     page: Page,
 ) -> sqlx::Result<Vec<LogLine>> {
@@ -279,7 +286,7 @@ pub async fn logs_after(
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct StepRow {
     pub step: String,
-    pub status: String,
+    pub status: StepStatus,
     pub started_at: Option<DateTime<Utc>>,
     pub completed_at: Option<DateTime<Utc>>,
     pub duration_seconds: Option<f64>,
@@ -342,11 +349,11 @@ pub struct Stats {
 pub async fn stats(pool: &PgPool, project: Uuid) -> sqlx::Result<Stats> {
     sqlx::query_as(
         "SELECT count(*) AS total_deployments,
-                count(*) FILTER (WHERE status = 'success') AS success,
-                count(*) FILTER (WHERE status = 'failed') AS failed,
-                count(*) FILTER (WHERE status = 'cancelled') AS cancelled,
-                count(*) FILTER (WHERE status = 'pending') AS pending,
-                count(*) FILTER (WHERE status = 'running') AS running,
+                count(*) FILTER (WHERE status = $2) AS success,
+                count(*) FILTER (WHERE status = $3) AS failed,
+                count(*) FILTER (WHERE status = $4) AS cancelled,
+                count(*) FILTER (WHERE status = $5) AS pending,
+                count(*) FILTER (WHERE status = $6) AS running,
                 avg(duration_seconds) FILTER (WHERE recent) AS avg_duration_seconds,
                 min(duration_seconds) FILTER (WHERE recent) AS min_duration_seconds,
                 max(duration_seconds) FILTER (WHERE recent) AS max_duration_seconds,
@@ -357,6 +364,11 @@ pub async fn stats(pool: &PgPool, project: Uuid) -> sqlx::Result<Stats> {
                FROM deployments WHERE project_id = $1) d",
     )
     .bind(project)
+    .bind(DeploymentStatus::Success)
+    .bind(DeploymentStatus::Failed)
+    .bind(DeploymentStatus::Cancelled)
+    .bind(DeploymentStatus::Pending)
+    .bind(DeploymentStatus::Running)
     .fetch_one(pool)
     .await
 }
@@ -395,7 +407,7 @@ pub async fn names(
 pub struct RunContext {
     pub deployment_id: Uuid,
     pub version: i32,
-    pub trigger: String,
+    pub trigger: Trigger,
     pub triggered_by: Option<Uuid>,
     pub organization_id: Uuid,
     pub project_id: Uuid,
@@ -403,8 +415,8 @@ pub struct RunContext {
     pub project_slug: String,
     pub environment_id: Uuid,
     pub environment_name: String,
-    pub environment_kind: String,
-    pub environment_status: String,
+    pub environment_kind: EnvironmentKind,
+    pub environment_status: EnvironmentStatus,
     pub branch: String,
     pub subdomain: String,
     pub odoo_version: String,
@@ -426,12 +438,15 @@ pub struct RunContext {
 pub async fn claim(pool: &PgPool, id: Uuid, worker: &str) -> sqlx::Result<Option<RunContext>> {
     let mut tx = pool.begin().await?;
     let claimed: Option<(Uuid,)> = sqlx::query_as(
-        "UPDATE deployments SET status = 'running', started_at = now(), worker_id = $2, heartbeat_at = now(),
-                current_step = 'initializing', updated_at = now()
-         WHERE id = $1 AND status = 'pending' AND cancel_requested_at IS NULL RETURNING id",
+        "UPDATE deployments SET status = $3, started_at = now(), worker_id = $2, heartbeat_at = now(),
+                current_step = $5, updated_at = now()
+         WHERE id = $1 AND status = $4 AND cancel_requested_at IS NULL RETURNING id",
     )
     .bind(id)
     .bind(worker)
+    .bind(DeploymentStatus::Running)
+    .bind(DeploymentStatus::Pending)
+    .bind(Step::Initializing.id())
     .fetch_optional(&mut *tx)
     .await?;
     if claimed.is_none() {
@@ -450,8 +465,9 @@ pub async fn claim(pool: &PgPool, id: Uuid, worker: &str) -> sqlx::Result<Option
     .fetch_one(&mut *tx)
     .await?;
     // The status before this deployment is kept in `ctx`, to restore it on cancel.
-    sqlx::query("UPDATE environments SET status = 'deploying', updated_at = now() WHERE id = $1")
+    sqlx::query("UPDATE environments SET status = $2, updated_at = now() WHERE id = $1")
         .bind(ctx.environment_id)
+        .bind(EnvironmentStatus::Deploying)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -461,10 +477,11 @@ pub async fn claim(pool: &PgPool, id: Uuid, worker: &str) -> sqlx::Result<Option
 /// Marks the deployment alive; true when a cancel was requested.
 pub async fn heartbeat(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
     let cancel: Option<bool> = sqlx::query_scalar(
-        "UPDATE deployments SET heartbeat_at = now() WHERE id = $1 AND status = 'running'
+        "UPDATE deployments SET heartbeat_at = now() WHERE id = $1 AND status = $2
          RETURNING cancel_requested_at IS NOT NULL",
     )
     .bind(id)
+    .bind(DeploymentStatus::Running)
     .fetch_optional(pool)
     .await?;
     // A deployment no longer running (e.g. reaped) counts as cancelled.
@@ -521,12 +538,13 @@ pub async fn max_seq(pool: &PgPool, deployment: Uuid) -> sqlx::Result<i64> {
 pub async fn step_started(pool: &PgPool, deployment: Uuid, step: &str) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
     sqlx::query(
-        "INSERT INTO deployment_steps (deployment_id, step, status, started_at) VALUES ($1, $2, 'running', now())
-         ON CONFLICT (deployment_id, step) DO UPDATE SET status = 'running', started_at = now(),
+        "INSERT INTO deployment_steps (deployment_id, step, status, started_at) VALUES ($1, $2, $3, now())
+         ON CONFLICT (deployment_id, step) DO UPDATE SET status = EXCLUDED.status, started_at = now(),
              completed_at = NULL, duration_seconds = NULL",
     )
     .bind(deployment)
     .bind(step)
+    .bind(StepStatus::Running)
     .execute(&mut *tx)
     .await?;
     sqlx::query("UPDATE deployments SET current_step = $2, updated_at = now() WHERE id = $1")
@@ -541,7 +559,7 @@ pub async fn step_finished(
     pool: &PgPool,
     deployment: Uuid,
     step: &str,
-    status: &str,
+    status: StepStatus,
     latest_message: Option<&str>,
     progress_percent: i32,
 ) -> sqlx::Result<()> {
@@ -572,32 +590,37 @@ pub async fn step_finished(
 pub async fn finish(
     pool: &PgPool,
     deployment: Uuid,
-    status: &str,
+    status: DeploymentStatus,
     error_message: Option<&str>,
-    environment_status: &str,
+    environment_status: EnvironmentStatus,
 ) -> sqlx::Result<Option<Deployment>> {
     let mut tx = pool.begin().await?;
     let d: Option<Deployment> = sqlx::query_as(&format!(
         "UPDATE deployments SET status = $2, error_message = $3, completed_at = now(),
              duration_seconds = EXTRACT(EPOCH FROM now() - COALESCE(started_at, created_at))::float8,
-             progress_percent = CASE WHEN $2 = 'success' THEN 100 ELSE progress_percent END,
-             current_step = CASE WHEN $2 = 'success' THEN 'completed' ELSE current_step END,
+             progress_percent = CASE WHEN $2 = $4 THEN 100 ELSE progress_percent END,
+             current_step = CASE WHEN $2 = $4 THEN $6 ELSE current_step END,
              updated_at = now()
-         WHERE id = $1 AND status = 'running' RETURNING {COLUMNS}"
+         WHERE id = $1 AND status = $5 RETURNING {COLUMNS}"
     ))
     .bind(deployment)
     .bind(status)
     .bind(error_message)
+    .bind(DeploymentStatus::Success)
+    .bind(DeploymentStatus::Running)
+    .bind(Step::Completed.id())
     .fetch_optional(&mut *tx)
     .await?;
     if let Some(d) = &d {
         // A running step is failed along with the deployment.
         sqlx::query(
-            "UPDATE deployment_steps SET status = 'failed', completed_at = now(),
+            "UPDATE deployment_steps SET status = $2, completed_at = now(),
                  duration_seconds = EXTRACT(EPOCH FROM now() - started_at)::float8
-             WHERE deployment_id = $1 AND status = 'running'",
+             WHERE deployment_id = $1 AND status = $3",
         )
         .bind(deployment)
+        .bind(StepStatus::Failed)
+        .bind(StepStatus::Running)
         .execute(&mut *tx)
         .await?;
         sqlx::query("UPDATE environments SET status = $2, updated_at = now() WHERE id = $1")
@@ -612,22 +635,23 @@ pub async fn finish(
 
 /// How many deployments a worker still runs.
 pub async fn running_for_worker(pool: &PgPool, worker: &str) -> sqlx::Result<i64> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM deployments WHERE worker_id = $1 AND status = 'running'",
-    )
-    .bind(worker)
-    .fetch_one(pool)
-    .await
+    sqlx::query_scalar("SELECT count(*) FROM deployments WHERE worker_id = $1 AND status = $2")
+        .bind(worker)
+        .bind(DeploymentStatus::Running)
+        .fetch_one(pool)
+        .await
 }
 
 /// Fails a deployment that never reached a worker (e.g. it could not be queued).
 pub async fn fail_pending(pool: &PgPool, id: Uuid, message: &str) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE deployments SET status = 'failed', error_message = $2, completed_at = now(), updated_at = now()
-         WHERE id = $1 AND status = 'pending'",
+        "UPDATE deployments SET status = $3, error_message = $2, completed_at = now(), updated_at = now()
+         WHERE id = $1 AND status = $4",
     )
     .bind(id)
     .bind(message)
+    .bind(DeploymentStatus::Failed)
+    .bind(DeploymentStatus::Pending)
     .execute(pool)
     .await?;
     Ok(())

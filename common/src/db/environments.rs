@@ -4,6 +4,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::Page;
+use crate::model::{EnvironmentKind, EnvironmentStatus};
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Environment {
@@ -11,7 +12,7 @@ pub struct Environment {
     pub project_id: Uuid,
     pub server_id: Uuid,
     pub name: String,
-    pub kind: String,
+    pub kind: EnvironmentKind,
     pub subdomain: String,
     /// `{subdomain}.{apps_domain}`, unique across the platform.
     pub hostname: Option<String>,
@@ -26,7 +27,7 @@ pub struct Environment {
     pub migration_restore_completed: bool,
     pub migration_restore_completed_at: Option<DateTime<Utc>>,
     pub has_db_password: bool,
-    pub status: String,
+    pub status: EnvironmentStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -44,7 +45,7 @@ const COLUMNS: &str =
 pub struct EnvironmentFields<'a> {
     pub server_id: Option<Uuid>,
     pub name: Option<&'a str>,
-    pub kind: Option<&'a str>,
+    pub kind: Option<EnvironmentKind>,
     pub subdomain: Option<&'a str>,
     /// Set with the subdomain, lowercase.
     pub hostname: Option<&'a str>,
@@ -191,12 +192,13 @@ pub async fn take_credentials(pool: &PgPool, id: Uuid, user: Uuid) -> sqlx::Resu
          WHERE id = $1 AND credentials_read_at IS NULL AND admin_passwd_encrypted IS NOT NULL
            AND (odoo_admin_password_set_at IS NOT NULL OR migration_restore_completed
                 OR (database_initialized_at IS NULL AND EXISTS (
-                      SELECT 1 FROM deployments d WHERE d.environment_id = e.id AND d.status = 'success')))
+                      SELECT 1 FROM deployments d WHERE d.environment_id = e.id AND d.status = $3)))
          RETURNING admin_passwd_encrypted,
                    CASE WHEN odoo_admin_password_set_at IS NOT NULL THEN odoo_admin_password_encrypted END",
     )
     .bind(id)
     .bind(user)
+    .bind(crate::model::DeploymentStatus::Success)
     .fetch_optional(pool)
     .await?;
     if let Some((master, admin)) = taken {

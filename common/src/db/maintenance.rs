@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::model::DeploymentStatus;
+
 /// Claims one tick of a job for this replica; false when another replica has it.
 pub async fn claim_tick(
     pool: &PgPool,
@@ -80,12 +82,17 @@ pub struct Stuck {
 }
 
 /// Running deployments whose last heartbeat is older than `stale_secs`.
+///
+/// The status is written into the SQL from the model, not bound: the
+/// partial indexes of migrations 0002 and 0003 serve only a query whose
+/// predicate names the same constant.
 pub async fn stale_running(pool: &PgPool, stale_secs: f64) -> sqlx::Result<Vec<Stuck>> {
-    sqlx::query_as(
+    sqlx::query_as(&format!(
         "SELECT d.id, p.organization_id, d.project_id, d.environment_id, d.heartbeat_at, d.requeued_at
          FROM deployments d JOIN projects p ON p.id = d.project_id
-         WHERE d.status = 'running' AND COALESCE(d.heartbeat_at, d.started_at, d.created_at) < now() - make_interval(secs => $1)",
-    )
+         WHERE d.status = '{}' AND COALESCE(d.heartbeat_at, d.started_at, d.created_at) < now() - make_interval(secs => $1)",
+        DeploymentStatus::Running
+    ))
     .bind(stale_secs)
     .fetch_all(pool)
     .await
@@ -93,11 +100,12 @@ pub async fn stale_running(pool: &PgPool, stale_secs: f64) -> sqlx::Result<Vec<S
 
 /// Pending deployments created more than `secs` ago.
 pub async fn old_pending(pool: &PgPool, secs: f64) -> sqlx::Result<Vec<Stuck>> {
-    sqlx::query_as(
+    sqlx::query_as(&format!(
         "SELECT d.id, p.organization_id, d.project_id, d.environment_id, d.heartbeat_at, d.requeued_at
          FROM deployments d JOIN projects p ON p.id = d.project_id
-         WHERE d.status = 'pending' AND d.created_at < now() - make_interval(secs => $1)",
-    )
+         WHERE d.status = '{}' AND d.created_at < now() - make_interval(secs => $1)",
+        DeploymentStatus::Pending
+    ))
     .bind(secs)
     .fetch_all(pool)
     .await

@@ -80,17 +80,17 @@ pub async fn delete_unless_deploying(
     let (active, delete) = match scope {
         DeleteScope::Organization => (
             "SELECT d.id FROM deployments d JOIN projects p ON p.id = d.project_id
-             WHERE p.organization_id = $1 AND d.status IN ('pending', 'running')",
+             WHERE p.organization_id = $1 AND d.status = ANY($2)",
             "DELETE FROM organizations WHERE id = $1",
         ),
         DeleteScope::Project => (
             "SELECT d.id FROM deployments d
-             WHERE d.project_id = $1 AND d.status IN ('pending', 'running')",
+             WHERE d.project_id = $1 AND d.status = ANY($2)",
             "DELETE FROM projects WHERE id = $1",
         ),
         DeleteScope::Environment => (
             "SELECT d.id FROM deployments d
-             WHERE d.environment_id = $1 AND d.status IN ('pending', 'running')",
+             WHERE d.environment_id = $1 AND d.status = ANY($2)",
             "DELETE FROM environments WHERE id = $1",
         ),
     };
@@ -99,8 +99,11 @@ pub async fn delete_unless_deploying(
               gone AS ({delete} AND NOT EXISTS (SELECT 1 FROM active) RETURNING 1)
          SELECT (SELECT id FROM active), (SELECT count(*) FROM gone)"
     );
-    let (busy, deleted): (Option<uuid::Uuid>, i64) =
-        sqlx::query_as(&sql).bind(id).fetch_one(pool).await?;
+    let (busy, deleted): (Option<uuid::Uuid>, i64) = sqlx::query_as(&sql)
+        .bind(id)
+        .bind(crate::model::DeploymentStatus::ACTIVE)
+        .fetch_one(pool)
+        .await?;
     Ok(match (busy, deleted) {
         (Some(d), _) => Deleted::Busy(d),
         (None, 0) => Deleted::NotFound,

@@ -63,12 +63,13 @@ pub async fn environment(pool: &PgPool, deployment: Uuid) -> sqlx::Result<Enviro
                     AS odoo_admin_password_pending,
                 e.hostname, e.dns_record_id,
                 (SELECT image_tag FROM deployments prev WHERE prev.environment_id = e.id
-                   AND prev.status = 'success' ORDER BY prev.version DESC LIMIT 1) AS previous_image
+                   AND prev.status = $2 ORDER BY prev.version DESC LIMIT 1) AS previous_image
          FROM deployments d JOIN environments e ON e.id = d.environment_id
          JOIN projects p ON p.id = e.project_id JOIN odoo_versions v ON v.version = e.odoo_version
          WHERE d.id = $1",
     )
     .bind(deployment)
+    .bind(crate::model::DeploymentStatus::Success)
     .fetch_one(pool)
     .await
 }

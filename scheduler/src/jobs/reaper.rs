@@ -5,6 +5,7 @@
 //! is still not picked up.
 
 use oec_common::db::{deployments, maintenance};
+use oec_common::model::{DeploymentStatus, EnvironmentStatus, LogLevel};
 use oec_common::queue;
 use serde_json::json;
 
@@ -12,7 +13,8 @@ use crate::Deps;
 
 async fn announce(deps: &Deps, s: &maintenance::Stuck, message: &str) {
     let data = json!({"deployment_id": s.id, "environment_id": s.environment_id, "project_id": s.project_id,
-                      "status": "failed", "error_message": message, "message": message, "level": "error"});
+                      "status": DeploymentStatus::Failed, "error_message": message, "message": message,
+                      "level": LogLevel::Error});
     if let Err(e) = deps
         .publisher
         .publish(s.organization_id, "deployment_progress", data)
@@ -20,7 +22,8 @@ async fn announce(deps: &Deps, s: &maintenance::Stuck, message: &str) {
     {
         tracing::warn!(error = %e, "publishing the reaped deployment failed");
     }
-    let data = json!({"environment_id": s.environment_id, "project_id": s.project_id, "status": "failed", "deployment_id": s.id});
+    let data = json!({"environment_id": s.environment_id, "project_id": s.project_id,
+                      "status": EnvironmentStatus::Failed, "deployment_id": s.id});
     if let Err(e) = deps
         .publisher
         .publish(s.organization_id, "environment_status", data)
@@ -39,9 +42,15 @@ pub async fn run(deps: &Deps) -> anyhow::Result<String> {
             .map(|t| t.to_rfc3339())
             .unwrap_or_else(|| "its start".into());
         let message = format!("Worker lost: no heartbeat since {since}");
-        if deployments::finish(&deps.pool, s.id, "failed", Some(&message), "failed")
-            .await?
-            .is_some()
+        if deployments::finish(
+            &deps.pool,
+            s.id,
+            DeploymentStatus::Failed,
+            Some(&message),
+            EnvironmentStatus::Failed,
+        )
+        .await?
+        .is_some()
         {
             tracing::warn!(deployment_id = %s.id, "{message}");
             announce(deps, &s, &message).await;

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use oec_common::config::Settings;
 use oec_common::db::deployments::{self, RunContext};
 use oec_common::events::Publisher;
-use oec_common::model::LogLevel;
 use oec_common::model::steps::{Step, progress_percent};
+use oec_common::model::{DeploymentStatus, EnvironmentStatus, LogLevel, StepStatus};
 use oec_common::secrets::Masker;
 use serde_json::{Value, json};
 use sqlx::PgPool;
@@ -177,7 +177,7 @@ pub async fn run_job(deps: Arc<Deps>, deployment_id: Uuid) {
         progress.clone(),
         masker,
     );
-    publish_env_status(&deps, &ctx, "deploying").await;
+    publish_env_status(&deps, &ctx, EnvironmentStatus::Deploying).await;
 
     let (abort_tx, mut abort_rx) = watch::channel(None::<Abort>);
     let heartbeat = tokio::spawn(watch_liveness(deps.clone(), deployment_id, abort_tx));
@@ -245,18 +245,18 @@ async fn pipeline(deps: &Deps, run: &mut Run, progress: &Progress) -> End {
         });
         let percent = progress_percent(i + 1);
         let (status, latest, failure) = match result {
-            Ok(Outcome::Completed(m)) => ("completed", m, None),
-            Ok(Outcome::Warning(m)) => ("warning", m, None),
-            Ok(Outcome::Skipped(m)) => ("skipped", m, None),
+            Ok(Outcome::Completed(m)) => (StepStatus::Completed, m, None),
+            Ok(Outcome::Warning(m)) => (StepStatus::Warning, m, None),
+            Ok(Outcome::Skipped(m)) => (StepStatus::Skipped, m, None),
             Err(e) if step.fatal() => {
                 run.log
                     .line(LogLevel::Error, step, &e.message, e.data.clone());
-                ("failed", e.message.clone(), Some(e.message))
+                (StepStatus::Failed, e.message.clone(), Some(e.message))
             }
             Err(e) => {
                 let m = format!("{} ({})", e.message, secs(t0));
                 run.log.line(LogLevel::Warning, step, &m, e.data.clone());
-                ("warning", m, None)
+                (StepStatus::Warning, m, None)
             }
         };
         if failure.is_none() {
@@ -297,7 +297,7 @@ async fn watch_liveness(deps: Arc<Deps>, id: Uuid, abort: watch::Sender<Option<A
         match deployments::heartbeat(&deps.pool, id).await {
             Ok(true) => {
                 let reason = match deployments::get(&deps.pool, id).await {
-                    Ok(Some(d)) if d.status == "running" => Abort::Cancelled,
+                    Ok(Some(d)) if d.status == DeploymentStatus::Running => Abort::Cancelled,
                     _ => Abort::Lost,
                 };
                 let _ = abort.send(Some(reason));
@@ -312,20 +312,24 @@ async fn watch_liveness(deps: Arc<Deps>, id: Uuid, abort: watch::Sender<Option<A
 async fn finish(deps: &Deps, ctx: &RunContext, log: Option<&Log>, end: End, started: Instant) {
     let total = started.elapsed().as_secs_f64();
     let (status, error, env_status) = match &end {
-        End::Success => ("success", None, "running"),
-        End::Failed(m) => ("failed", Some(m.clone()), "failed"),
+        End::Success => (DeploymentStatus::Success, None, EnvironmentStatus::Running),
+        End::Failed(m) => (
+            DeploymentStatus::Failed,
+            Some(m.clone()),
+            EnvironmentStatus::Failed,
+        ),
         End::Aborted(Abort::Cancelled) => (
-            "cancelled",
+            DeploymentStatus::Cancelled,
             Some("Deployment cancelled".to_owned()),
             restore(ctx),
         ),
         End::Aborted(Abort::Shutdown) => (
-            "failed",
+            DeploymentStatus::Failed,
             Some(format!(
                 "Worker shut down before the deployment finished (grace period of {}s expired); trigger the deployment again",
                 deps.settings.worker_grace.as_secs()
             )),
-            "failed",
+            EnvironmentStatus::Failed,
         ),
         End::Aborted(Abort::Lost) => {
             // Someone else (the reaper) already ended it.
@@ -400,7 +404,7 @@ async fn finish(deps: &Deps, ctx: &RunContext, log: Option<&Log>, end: End, star
         tracing::warn!(error = %e, "publishing the final event failed");
     }
     publish_env_status(deps, ctx, env_status).await;
-    tracing::info!(deployment_id = %ctx.deployment_id, status, seconds = total, "deployment finished");
+    tracing::info!(deployment_id = %ctx.deployment_id, %status, seconds = total, "deployment finished");
 }
 
 /// After a successful deployment without a read replica, removes the one an
@@ -515,16 +519,16 @@ async fn cleanup(deps: &Deps, run: &Run) {
 }
 
 /// The environment status after a cancelled deployment: what it was before.
-fn restore(ctx: &RunContext) -> &'static str {
-    match ctx.environment_status.as_str() {
-        "running" => "running",
-        "stopped" => "stopped",
-        "failed" => "failed",
-        _ => "created",
+fn restore(ctx: &RunContext) -> EnvironmentStatus {
+    match ctx.environment_status {
+        s @ (EnvironmentStatus::Running
+        | EnvironmentStatus::Stopped
+        | EnvironmentStatus::Failed) => s,
+        EnvironmentStatus::Created | EnvironmentStatus::Deploying => EnvironmentStatus::Created,
     }
 }
 
-async fn publish_env_status(deps: &Deps, ctx: &RunContext, status: &str) {
+async fn publish_env_status(deps: &Deps, ctx: &RunContext, status: EnvironmentStatus) {
     let data = json!({"environment_id": ctx.environment_id, "project_id": ctx.project_id, "status": status,
                       "deployment_id": ctx.deployment_id});
     if let Err(e) = deps
