@@ -369,11 +369,27 @@ pub async fn sse_user(state: &AppState, req: &HttpRequest) -> Result<AuthUser, A
     authenticate(state, &token).await
 }
 
-fn last_event_id(req: &HttpRequest) -> Option<String> {
-    req.headers()
-        .get("Last-Event-ID")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+/// The `Last-Event-ID` header, when present and not empty, parsed by
+/// `parse` (the endpoint's id scheme); one that does not parse is a 400
+/// naming the scheme, not a silent restart from nothing.
+fn last_event_id<T>(
+    req: &HttpRequest,
+    parse: impl Fn(&str) -> Option<T>,
+    scheme: &str,
+) -> Result<Option<T>, ApiError> {
+    let Some(v) = req.headers().get("Last-Event-ID") else {
+        return Ok(None);
+    };
+    let v = v.to_str().unwrap_or("\u{fffd}").trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    parse(v).map(Some).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_last_event_id",
+            format!("Last-Event-ID must be {scheme}, as sent in this stream's `id:` lines."),
+        )
+    })
 }
 
 fn connected() -> sse::Event {
@@ -424,7 +440,12 @@ pub async fn events_stream(
     let rx = local.subscribe();
     let mut replay = VecDeque::new();
     let mut replayed_up_to = None;
-    if let Some(last) = last_event_id(&req).filter(|id| parse_id(id).is_some()) {
+    let resume = last_event_id(
+        &req,
+        |v| parse_id(v).map(|_| v.to_owned()),
+        "a stream id `{milliseconds}-{sequence}`",
+    )?;
+    if let Some(last) = resume {
         // Few resumes read at once, each in batches, keeping only what the
         // caller may see: a resume costs what it delivers, not the stream.
         let _permit = state
@@ -638,10 +659,12 @@ pub async fn deployment_events(
     )
     .await?;
     let rx = state.hub.subscribe();
-    let last_seq = last_event_id(&req)
-        .and_then(|v| v.parse::<i64>().ok())
-        .unwrap_or(0)
-        .max(0);
+    let last_seq = last_event_id(
+        &req,
+        |v| v.parse::<i64>().ok().filter(|n| *n >= 0),
+        "a line's sequence number (0 or more)",
+    )?
+    .unwrap_or(0);
     let mut queue = VecDeque::new();
     queue.push_back(connected());
     let st = DeploymentStream {

@@ -135,3 +135,54 @@ async fn sixty_concurrent_resumes_each_deliver_only_what_their_user_may_see() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_last_event_id_is_a_400_naming_the_endpoints_id_scheme() {
+    let app = TestApp::spawn().await;
+    let t = &app.admin_token;
+    let (deployment, _) = oec_tests::bare_deployment(&app.db)
+        .await
+        .expect("deployment");
+    let get = |path: String, last: &'static str| {
+        let url = app.url(&path);
+        async move {
+            let r = reqwest::Client::new()
+                .get(url)
+                .header("Last-Event-ID", last)
+                .send()
+                .await
+                .expect("request");
+            let status = r.status();
+            let body: serde_json::Value = if status == StatusCode::OK {
+                serde_json::Value::Null
+            } else {
+                r.json().await.expect("json")
+            };
+            (status, body)
+        }
+    };
+    let global = format!("/api/v1/events/stream?token={t}");
+    let one = format!("/api/v1/deployments/{deployment}/events?token={t}");
+    for (path, bad, scheme) in [
+        (&global, "42", "{milliseconds}-{sequence}"),
+        (&global, "1700000000000-x", "{milliseconds}-{sequence}"),
+        (&one, "1700000000000-0", "sequence number"),
+        (&one, "-3", "sequence number"),
+    ] {
+        let (status, body) = get(path.clone(), bad).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert_eq!(body["error"], "invalid_last_event_id", "{body}");
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap_or_default()
+                .contains(scheme),
+            "{body}"
+        );
+    }
+    // Each endpoint's own scheme, and an empty header, are accepted.
+    for (path, good) in [(&global, "1700000000000-0"), (&one, "7"), (&one, "")] {
+        let (status, body) = get(path.clone(), good).await;
+        assert_eq!(status, StatusCode::OK, "{good:?}: {body}");
+    }
+}
