@@ -118,3 +118,11 @@ pub enum DeleteScope {
     Project,
     Environment,
 }
+
+/// Whether PostgreSQL answers a trivial query (readiness).
+pub async fn ping(pool: &PgPool) -> sqlx::Result<()> {
+    sqlx::query_scalar::<_, i32>("SELECT 1")
+        .fetch_one(pool)
+        .await
+        .map(|_| ())
+}
