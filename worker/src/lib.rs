@@ -3,6 +3,7 @@
 
 pub mod dependencies;
 pub mod log;
+pub mod names;
 pub mod odoo_conf;
 pub mod pipeline;
 pub mod resources;

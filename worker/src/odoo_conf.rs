@@ -12,7 +12,7 @@ pub const BASE_ADDONS: &str = "/usr/lib/python3/dist-packages/odoo/addons";
 pub const EXTRA_ADDONS: &str = "/mnt/extra-addons";
 
 pub struct ConfInput<'a> {
-    pub environment: &'a str,
+    pub environment: uuid::Uuid,
     /// Repository directories under `addons/`, highest priority first.
     pub addon_dirs: &'a [String],
     pub db_password: &'a str,
@@ -40,14 +40,17 @@ pub fn generate(c: &ConfInput<'_>) -> (String, usize) {
     let mut lines: Vec<(String, String)> = vec![
         ("addons_path".into(), addons),
         ("data_dir".into(), "/var/lib/odoo".into()),
-        ("db_host".into(), format!("{env}_pgbouncer")),
+        ("db_host".into(), crate::names::pgbouncer_container(env)),
         ("db_port".into(), "6432".into()),
         ("db_user".into(), "odoo".into()),
-        ("db_name".into(), env.to_owned()),
+        ("db_name".into(), env.to_string()),
         ("db_password".into(), c.db_password.to_owned()),
     ];
     if c.replica {
-        lines.push(("db_replica_host".into(), format!("{env}_pgbouncer-replica")));
+        lines.push((
+            "db_replica_host".into(),
+            crate::names::replica_pgbouncer_container(env),
+        ));
         lines.push(("db_replica_port".into(), "6433".into()));
     }
     lines.extend([
@@ -137,7 +140,7 @@ admin_passwd = {generated_master_password}
 list_db = False
 ";
         let (text, n) = generate(&ConfInput {
-            environment: ENV,
+            environment: ENV.parse().expect("uuid"),
             addon_dirs: &dirs(),
             db_password: "{generated_secure_password}",
             admin_passwd: "{generated_master_password}",
@@ -153,7 +156,7 @@ list_db = False
     #[test]
     fn replica_keys_for_odoo_18() {
         let (text, _) = generate(&ConfInput {
-            environment: ENV,
+            environment: ENV.parse().expect("uuid"),
             addon_dirs: &[],
             db_password: "pw",
             admin_passwd: "master",
@@ -176,7 +179,7 @@ list_db = False
             "server": {"list_db": false}
         });
         let (text, n) = generate(&ConfInput {
-            environment: ENV,
+            environment: ENV.parse().expect("uuid"),
             addon_dirs: &dirs(),
             db_password: "pw",
             admin_passwd: "master",

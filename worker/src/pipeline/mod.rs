@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::log::{EventContext, Log, Progress};
+use crate::names;
 use crate::target::Target;
 
 /// What a worker process shares with every deployment it runs.
@@ -421,8 +422,8 @@ async fn retire_replica(run: &Run) {
     let docker = target.docker();
     let mut removed = Vec::new();
     for name in [
-        stages::creating_database::replica_pgbouncer_container(env),
-        stages::creating_database::replica_container(env),
+        names::replica_pgbouncer_container(env),
+        names::replica_container(env),
     ] {
         match docker::remove(docker, &name).await {
             Ok(true) => removed.push(name),
@@ -436,7 +437,7 @@ async fn retire_replica(run: &Run) {
     if removed.is_empty() {
         return;
     }
-    let volume = stages::creating_database::replica_volume(env);
+    let volume = names::replica_volume(env);
     let volume_note = match docker
         .remove_volume(
             &volume,
@@ -481,22 +482,19 @@ async fn cleanup(deps: &Deps, run: &Run) {
     let docker = target.docker();
     let work = async {
         let names = [
-            stages::starting_container::odoo_container(env),
-            stages::creating_database::replica_pgbouncer_container(env),
-            stages::creating_database::replica_container(env),
-            stages::creating_database::pgbouncer_container(env),
-            stages::creating_database::db_container(env),
+            names::odoo_container(env),
+            names::replica_pgbouncer_container(env),
+            names::replica_container(env),
+            names::pgbouncer_container(env),
+            names::db_container(env),
         ];
         for name in &names {
             if let Err(e) = docker::remove(docker, name).await {
                 run.log.warning(Step::Completed, &format!("Cleanup: {e:#}"));
             }
         }
-        let _ = docker.remove_network(&stages::network_name(env)).await;
-        for volume in [
-            stages::creating_database::volume(env),
-            stages::creating_database::replica_volume(env),
-        ] {
+        let _ = docker.remove_network(&names::network(env)).await;
+        for volume in [names::volume(env), names::replica_volume(env)] {
             let _ = docker
                 .remove_volume(
                     &volume,

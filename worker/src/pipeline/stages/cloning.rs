@@ -156,7 +156,7 @@ async fn clone_all(
 ) -> Result<Vec<Result<(), CloneFailure>>, StageError> {
     let target = run.target()?;
     let n = repos.len();
-    let env_dir = format!("{}/{}", run.settings.deploy_root, run.ctx.environment_id);
+    let env_dir = crate::names::env_dir(&run.settings.deploy_root, run.ctx.environment_id);
     let jobs: Vec<_> = repos
         .iter()
         .enumerate()

@@ -8,7 +8,8 @@ use std::time::Instant;
 use oec_common::model::steps::Step;
 use serde_json::json;
 
-use super::starting_container::{TRAEFIK_NETWORK, odoo_container, traefik_labels};
+use super::starting_container::traefik_labels;
+use crate::names::{TRAEFIK_NETWORK, odoo_container};
 use crate::pipeline::docker;
 use crate::pipeline::{Outcome, Run, StageError, secs};
 

@@ -13,34 +13,13 @@ use bollard::models::{ContainerCreateBody, EndpointSettings, HostConfig, Network
 use oec_common::model::steps::Step;
 use serde_json::json;
 
-use super::network_name;
+use crate::names::{
+    db_container, network, pgbouncer_container, replica_container, replica_pgbouncer_container,
+    replica_volume, volume,
+};
 use crate::pipeline::docker;
 use crate::pipeline::{Outcome, Run, StageError, secs};
 use crate::resources::{Share, pgbouncer_pool_size, pgtune};
-
-pub fn db_container(env: uuid::Uuid) -> String {
-    format!("{env}_db")
-}
-
-pub fn pgbouncer_container(env: uuid::Uuid) -> String {
-    format!("{env}_pgbouncer")
-}
-
-pub fn replica_container(env: uuid::Uuid) -> String {
-    format!("postgres-replica-{env}")
-}
-
-pub fn replica_pgbouncer_container(env: uuid::Uuid) -> String {
-    format!("{env}_pgbouncer-replica")
-}
-
-pub fn volume(env: uuid::Uuid) -> String {
-    format!("paasportal_pgdata_{env}")
-}
-
-pub fn replica_volume(env: uuid::Uuid) -> String {
-    format!("paasportal_pgdata_replica_{env}")
-}
 
 pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
     let t0 = Instant::now();
@@ -50,7 +29,7 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
     let settings = run.settings.pipeline.clone();
     let docker = run.target()?.docker().clone();
     let name = db_container(env);
-    let net = network_name(env);
+    let net = network(env);
     let share = plan.split.database;
     let pool = pgbouncer_pool_size(run.ctx.ram_mb.max(0) as u64);
     let password = plan.db_password.clone();

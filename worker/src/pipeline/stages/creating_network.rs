@@ -6,12 +6,12 @@ use std::time::Instant;
 use bollard::models::NetworkCreateRequest;
 use oec_common::model::steps::Step;
 
-use super::network_name;
+use crate::names::network;
 use crate::pipeline::{Outcome, Run, StageError, secs};
 
 pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
     let t0 = Instant::now();
-    let name = network_name(run.ctx.environment_id);
+    let name = network(run.ctx.environment_id);
     run.log.info(
         Step::CreatingNetwork,
         &format!("Creating network {name}..."),

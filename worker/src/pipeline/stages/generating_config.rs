@@ -14,10 +14,10 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
     let step = Step::GeneratingConfig;
     run.log.info(step, "Generating Odoo configuration...");
     let plan = run.plan()?;
-    let env = run.ctx.environment_id.to_string();
+    let env = run.ctx.environment_id;
     let dirs = plan.addon_dirs();
     let (text, overrides) = generate(&ConfInput {
-        environment: &env,
+        environment: env,
         addon_dirs: &dirs,
         db_password: &plan.db_password,
         admin_passwd: &plan.admin_passwd,
@@ -26,7 +26,10 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
         replica: plan.replica(),
         overrides: &plan.env.odoo_conf_overrides,
     });
-    let path = format!("{}/{env}/odoo.conf", run.settings.deploy_root);
+    let path = format!(
+        "{}/odoo.conf",
+        crate::names::env_dir(&run.settings.deploy_root, env)
+    );
     run.target()?
         .write_file(&path, text.as_bytes(), 0o640)
         .await

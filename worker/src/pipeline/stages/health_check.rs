@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use oec_common::model::steps::Step;
 
-use super::network_name;
-use super::starting_container::odoo_container;
+use crate::names::network;
+use crate::names::odoo_container;
 use crate::pipeline::docker;
 use crate::pipeline::{Outcome, Run, StageError, secs};
 
@@ -41,7 +41,7 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
                 .network_settings
                 .as_ref()
                 .and_then(|n| n.networks.as_ref())
-                .and_then(|n| n.get(&network_name(env)))
+                .and_then(|n| n.get(&network(env)))
                 .and_then(|n| n.ip_address.clone())
                 .and_then(|a| a.parse().ok());
         }

@@ -13,8 +13,7 @@ use oec_common::db::plan;
 use oec_common::model::steps::Step;
 use serde_json::json;
 
-use super::creating_database::db_container;
-use super::starting_container::odoo_container;
+use crate::names::{db_container, odoo_container};
 use crate::pipeline::docker;
 use crate::pipeline::{Outcome, Run, StageError, secs};
 

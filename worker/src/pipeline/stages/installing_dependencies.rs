@@ -13,7 +13,7 @@ use bollard::query_parameters::{
 use oec_common::model::steps::Step;
 use serde_json::json;
 
-use super::starting_container::{deps_image, odoo_container};
+use crate::names::{deps_image, odoo_container};
 use crate::pipeline::docker;
 use crate::pipeline::{Outcome, Run, StageError, secs};
 

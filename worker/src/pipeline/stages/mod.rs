@@ -41,11 +41,6 @@ pub async fn run(step: Step, run: &mut Run) -> Result<Outcome, StageError> {
     }
 }
 
-/// The environment's Docker network: `paasportal_net_{uuid}`.
-pub fn network_name(env: uuid::Uuid) -> String {
-    format!("paasportal_net_{env}")
-}
-
 /// The spec's `--restart unless-stopped`.
 pub fn unless_stopped() -> bollard::models::RestartPolicy {
     bollard::models::RestartPolicy {

@@ -17,25 +17,11 @@ use oec_common::db::plan;
 use oec_common::model::steps::Step;
 use serde_json::json;
 
-use super::network_name;
 use crate::dependencies::{self, DepFile};
+use crate::names::{TRAEFIK_NETWORK, deps_image, network, odoo_container};
 use crate::pipeline::docker;
 use crate::pipeline::{Outcome, Run, StageError, secs};
 use crate::target::shell::quote;
-
-pub const TRAEFIK_NETWORK: &str = "traefik-public";
-
-pub fn odoo_container(env: uuid::Uuid) -> String {
-    format!("{env}_odoo")
-}
-
-/// The image that carries an environment's installed dependencies.
-pub fn deps_image(env: uuid::Uuid, fingerprint: &str) -> String {
-    format!(
-        "oec-deps-{env}:{}",
-        &fingerprint[..16.min(fingerprint.len())]
-    )
-}
 
 /// The spec's Traefik labels (stage 15), rate limit included.
 pub fn traefik_labels(env: uuid::Uuid, hostname: &str) -> Vec<(String, String)> {
@@ -63,7 +49,7 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
     let step = Step::StartingContainer;
     let env = run.ctx.environment_id;
     let name = odoo_container(env);
-    let root = format!("{}/{env}", run.settings.deploy_root);
+    let root = crate::names::env_dir(&run.settings.deploy_root, env);
     run.log
         .info(step, &format!("Starting Odoo container {name}..."));
     let docker = run.target()?.docker().clone();
@@ -126,7 +112,7 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
     // repository's code may have changed) and sees only what it changes.
     let code = docker::run_once(
         &docker,
-        &format!("{env}_oec_chown"),
+        &crate::names::chown_container(env),
         &base_id,
         [
             "find",
@@ -173,7 +159,7 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
         ),
     );
     ensure_traefik_network(&docker).await?;
-    let net = network_name(env);
+    let net = network(env);
     let mut labels: HashMap<String, String> = traefik_labels(env, &hostname).into_iter().collect();
     labels.insert("oec.environment".into(), env.to_string());
     labels.insert("oec.deployment".into(), run.ctx.deployment_id.to_string());
