@@ -172,6 +172,15 @@ impl World {
         r.id()
     }
 
+    /// A staging environment on `sub`, removed from the server when the
+    /// returned guard drops.
+    pub async fn staging(&self, sub: &str) -> (Uuid, Purge) {
+        let env = self
+            .environment(json!({"name": "staging", "subdomain": sub}))
+            .await;
+        (env, Purge(env, sub.to_owned()))
+    }
+
     pub async fn get(&self, path: &str) -> Resp {
         self.stack.get(path, &self.stack.admin_token).await
     }

@@ -147,10 +147,7 @@ async fn a_repositorys_code_reaches_nothing_outside_its_environment_over_three_d
         "Add a helper package",
     );
     let sub = format!("iso-{}", &tag[..6]);
-    let env = w
-        .environment(json!({"name": "staging", "subdomain": sub}))
-        .await;
-    let _purge = Purge(env, sub.clone());
+    let (env, _purge) = w.staging(&sub).await;
     let root = format!("/opt/paasportal/{env}");
 
     for n in 1..=3 {
@@ -223,10 +220,7 @@ async fn git_on_the_server_never_runs_a_planted_hook_fsmonitor_filter_or_include
     let w = world(&[]).await;
     let tag = Uuid::new_v4().simple().to_string()[..10].to_owned();
     let sub = format!("hook-{}", &tag[..6]);
-    let env = w
-        .environment(json!({"name": "staging", "subdomain": sub}))
-        .await;
-    let _purge = Purge(env, sub.clone());
+    let (env, _purge) = w.staging(&sub).await;
     let (id, d) = w.deploy_and_wait(env).await;
     assert_eq!(
         d["status"],
@@ -328,10 +322,7 @@ async fn dependency_files_are_read_from_git_objects_never_through_a_symlink_and_
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let sub = format!("link-{}", &tag[..6]);
-    let env = w
-        .environment(json!({"name": "staging", "subdomain": sub}))
-        .await;
-    let _purge = Purge(env, sub.clone());
+    let (env, _purge) = w.staging(&sub).await;
     let (id, d) = w.deploy_and_wait(env).await;
     let messages = w.messages(id).await;
     let _ = std::fs::remove_file(&secret);
@@ -395,10 +386,7 @@ async fn odoos_database_manager_and_admin_user_get_generated_passwords_read_once
     let t = w.stack.admin_token.clone();
     let tag = Uuid::new_v4().simple().to_string()[..6].to_owned();
     let sub = format!("dbm-{tag}");
-    let env = w
-        .environment(json!({"name": "staging", "subdomain": sub}))
-        .await;
-    let _purge = Purge(env, sub.clone());
+    let (env, _purge) = w.staging(&sub).await;
     let creds = format!("/api/v1/environments/{env}/credentials");
     let r = w.get(&creds).await;
     assert_eq!(
@@ -537,10 +525,7 @@ async fn git_tokens_never_reach_a_command_line_and_are_masked_in_every_encoding(
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let sub = format!("tok-{}", &Uuid::new_v4().simple().to_string()[..6]);
-    let env = w
-        .environment(json!({"name": "staging", "subdomain": sub}))
-        .await;
-    let _purge = Purge(env, sub.clone());
+    let (env, _purge) = w.staging(&sub).await;
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{token}:x-oauth-basic"));
     let encodings = [
         token.to_owned(),
@@ -598,10 +583,7 @@ async fn hostnames_are_unique_across_the_platform_and_dns_changes_only_its_own_r
     let t = w.stack.admin_token.clone();
     let tag = Uuid::new_v4().simple().to_string()[..6].to_owned();
     let sub = format!("shared-{tag}");
-    let env = w
-        .environment(json!({"name": "staging", "subdomain": sub}))
-        .await;
-    let _purge = Purge(env, sub.clone());
+    let (env, _purge) = w.staging(&sub).await;
     let got = w.get(&format!("/api/v1/environments/{env}")).await;
     assert_eq!(got.body["hostname"], format!("{sub}.apps.oec.test"));
 
@@ -1048,10 +1030,7 @@ async fn an_ssh_repository_url_fails_at_once_trusts_hosts_per_environment_and_th
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
     let sub = format!("ssh-{}", &Uuid::new_v4().simple().to_string()[..6]);
-    let env = w
-        .environment(json!({"name": "staging", "subdomain": sub}))
-        .await;
-    let _purge = Purge(env, sub.clone());
+    let (env, _purge) = w.staging(&sub).await;
 
     let home = String::from_utf8_lossy(
         &Command::new("getent")
