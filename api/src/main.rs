@@ -1,9 +1,9 @@
 use oec_api::startup::Application;
-use oec_common::config::Settings;
+use oec_common::config::{Process, Settings};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = Settings::load_or_exit("oec-api");
+    let settings = Settings::load_or_exit(Process::Api);
     let mut signals = oec_common::shutdown::Signals::install()?;
     let app = Application::build(settings).await?;
     tracing::info!(port = app.port(), "oec-api listening");

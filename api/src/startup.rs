@@ -50,11 +50,15 @@ impl Application {
             .with_context(|| format!("binding {}", settings.bind))?;
         let port = listener.local_addr()?.port();
         let max_body = settings.max_body_bytes;
+        let jwt_secret = settings
+            .jwt_secret
+            .clone()
+            .context("OEC_JWT_SECRET is required by oec-api")?;
         let state = web::Data::new(AppState {
             pool,
             redis,
             tokens: TokenIssuer::new(
-                &settings.jwt_secret,
+                &jwt_secret,
                 settings.access_token_ttl,
                 settings.refresh_token_ttl,
             ),

@@ -36,6 +36,24 @@ impl fmt::Debug for BootstrapAdmin {
     }
 }
 
+/// The process reading its settings: each requires only what it uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Process {
+    Api,
+    Worker,
+    Scheduler,
+}
+
+impl Process {
+    pub fn name(self) -> &'static str {
+        match self {
+            Process::Api => "oec-api",
+            Process::Worker => "oec-worker",
+            Process::Scheduler => "oec-scheduler",
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct Settings {
     pub database_url: String,
@@ -45,7 +63,9 @@ pub struct Settings {
     /// channel is exactly `sse:events`.
     pub redis_prefix: String,
     pub bind: SocketAddr,
-    pub jwt_secret: String,
+    /// The tokens' signing secret: required by the api only (the worker
+    /// and the scheduler never see a token).
+    pub jwt_secret: Option<String>,
     pub secret_key: SecretKey,
     pub access_token_ttl: Duration,
     pub refresh_token_ttl: Duration,
@@ -74,12 +94,12 @@ pub struct Settings {
     pub sse_max_streams_per_user: usize,
     /// Event streams one client address may hold open on one api process.
     pub sse_max_streams_per_ip: usize,
-    /// Cron schedule (seconds first) of the log-retention job.
-    pub retention_schedule: String,
+    /// Cron schedule (seconds first) of the log-retention job, parsed once.
+    pub retention_schedule: cron::Schedule,
     /// Cron schedule of the stuck-deployment reaper.
-    pub reaper_schedule: String,
-    /// The timezone cron schedules are evaluated in (IANA name).
-    pub scheduler_timezone: String,
+    pub reaper_schedule: cron::Schedule,
+    /// The timezone cron schedules are evaluated in.
+    pub scheduler_timezone: chrono_tz::Tz,
     /// Log rows deleted per retention batch (each its own transaction).
     pub retention_batch_size: i64,
     /// Also delete the steps of deployments whose logs are all gone.
@@ -143,27 +163,28 @@ pub struct ConfigError(pub Vec<String>);
 
 impl Settings {
     /// Reads the process environment.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(std::env::vars().collect())
+    pub fn from_env(process: Process) -> Result<Self, ConfigError> {
+        Self::from_vars(process, std::env::vars().collect())
     }
 
     /// Reads the process environment, or stops the process (exit code 2) with
     /// one message naming every bad variable, and installs logging.
-    pub fn load_or_exit(process: &str) -> Self {
-        match Self::from_env() {
+    pub fn load_or_exit(process: Process) -> Self {
+        match Self::from_env(process) {
             Ok(s) => {
                 crate::telemetry::init(s.log_format);
                 s
             }
             Err(e) => {
-                eprintln!("{process}: {e}");
+                eprintln!("{}: {e}", process.name());
                 std::process::exit(2);
             }
         }
     }
 
-    /// Reads the given variables (the process environment in production).
-    pub fn from_vars(vars: HashMap<String, String>) -> Result<Self, ConfigError> {
+    /// Reads the given variables (the process environment in production),
+    /// requiring what `process` uses.
+    pub fn from_vars(process: Process, vars: HashMap<String, String>) -> Result<Self, ConfigError> {
         let mut r = Reader {
             vars,
             errors: Vec::new(),
@@ -195,13 +216,17 @@ impl Settings {
             v.parse()
                 .map_err(|_| "must be host:port, e.g. 0.0.0.0:8080".into())
         });
-        let jwt_secret = r.required("OEC_JWT_SECRET", |v| {
+        let jwt = |v: &str| -> Result<String, String> {
             if v.len() >= 32 {
                 Ok(v.to_owned())
             } else {
                 Err("must be at least 32 characters".into())
             }
-        });
+        };
+        let jwt_secret = match process {
+            Process::Api => r.required("OEC_JWT_SECRET", jwt),
+            Process::Worker | Process::Scheduler => None,
+        };
         let secret_key = r.required("OEC_SECRET_KEY", |v| {
             let bytes = base64::engine::general_purpose::STANDARD
                 .decode(v.trim())
@@ -284,21 +309,20 @@ impl Settings {
             parse_range(v, 1, 1_000_000)
         }) as usize;
 
-        let schedule = |v: &str| -> Result<String, String> {
-            cron::Schedule::from_str(v)
-                .map(|_| v.to_owned())
-                .map_err(|e| {
-                    format!(
-                        "must be a cron expression with seconds first, e.g. \"0 0 3 * * *\" ({e})"
-                    )
-                })
+        let schedule = |v: &str| -> Result<cron::Schedule, String> {
+            cron::Schedule::from_str(v).map_err(|e| {
+                format!("must be a cron expression with seconds first, e.g. \"0 0 3 * * *\" ({e})")
+            })
         };
-        let retention_schedule =
-            r.optional("OEC_RETENTION_SCHEDULE", "0 0 3 * * *".to_owned(), schedule);
-        let reaper_schedule = r.optional("OEC_REAPER_SCHEDULE", "0 * * * * *".to_owned(), schedule);
-        let scheduler_timezone = r.optional("OEC_SCHEDULER_TZ", "UTC".to_owned(), |v| {
+        let default_schedule = |cron: &str| cron::Schedule::from_str(cron).ok();
+        let retention_schedule = r
+            .optional("OEC_RETENTION_SCHEDULE", None, |v| schedule(v).map(Some))
+            .or_else(|| default_schedule("0 0 3 * * *"));
+        let reaper_schedule = r
+            .optional("OEC_REAPER_SCHEDULE", None, |v| schedule(v).map(Some))
+            .or_else(|| default_schedule("0 * * * * *"));
+        let scheduler_timezone = r.optional("OEC_SCHEDULER_TZ", chrono_tz::UTC, |v| {
             v.parse::<chrono_tz::Tz>()
-                .map(|_| v.to_owned())
                 .map_err(|_| "must be an IANA timezone such as UTC or Europe/Paris".into())
         });
         let retention_batch_size = i64::from(r.optional("OEC_RETENTION_BATCH_SIZE", 1000, |v| {
@@ -392,8 +416,19 @@ impl Settings {
             return Err(ConfigError(r.errors));
         }
         // Every `required` value is present when no error was recorded.
-        let (Some(database_url), Some(redis_url), Some(jwt_secret), Some(secret_key)) =
-            (database_url, redis_url, jwt_secret, secret_key)
+        let (
+            Some(database_url),
+            Some(redis_url),
+            Some(secret_key),
+            Some(retention_schedule),
+            Some(reaper_schedule),
+        ) = (
+            database_url,
+            redis_url,
+            secret_key,
+            retention_schedule,
+            reaper_schedule,
+        )
         else {
             return Err(ConfigError(vec!["required variable missing".into()]));
         };
@@ -518,12 +553,15 @@ mod tests {
 
     #[test]
     fn every_bad_variable_is_named_at_once() {
-        let err = Settings::from_vars(vars(&[
-            ("REDIS_URL", "http://x"),
-            ("OEC_SECRET_KEY", "c2hvcnQ="),
-            ("OEC_BIND", "nope"),
-            ("LOG_RETENTION_DAYS", "-1"),
-        ]))
+        let err = Settings::from_vars(
+            Process::Api,
+            vars(&[
+                ("REDIS_URL", "http://x"),
+                ("OEC_SECRET_KEY", "c2hvcnQ="),
+                ("OEC_BIND", "nope"),
+                ("LOG_RETENTION_DAYS", "-1"),
+            ]),
+        )
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
@@ -541,12 +579,15 @@ mod tests {
 
     #[test]
     fn defaults_apply_when_only_required_values_are_set() {
-        let s = Settings::from_vars(vars(&[
-            ("DATABASE_URL", "postgres://u@localhost/db"),
-            ("REDIS_URL", "redis://127.0.0.1:6379"),
-            ("OEC_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
-            ("OEC_SECRET_KEY", KEY),
-        ]))
+        let s = Settings::from_vars(
+            Process::Api,
+            vars(&[
+                ("DATABASE_URL", "postgres://u@localhost/db"),
+                ("REDIS_URL", "redis://127.0.0.1:6379"),
+                ("OEC_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+                ("OEC_SECRET_KEY", KEY),
+            ]),
+        )
         .expect("valid settings");
         assert_eq!(s.redis_key("sse:events"), "sse:events");
         assert_eq!(s.access_token_ttl, Duration::from_secs(900));
@@ -556,14 +597,39 @@ mod tests {
     }
 
     #[test]
-    fn bootstrap_admin_needs_both_values() {
-        let err = Settings::from_vars(vars(&[
+    fn only_the_api_needs_the_jwt_secret() {
+        let base = [
             ("DATABASE_URL", "postgres://u@localhost/db"),
             ("REDIS_URL", "redis://127.0.0.1:6379"),
-            ("OEC_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
             ("OEC_SECRET_KEY", KEY),
-            ("OEC_BOOTSTRAP_ADMIN_EMAIL", "a@b.c"),
-        ]));
+            ("OEC_REAPER_SCHEDULE", "0 */5 * * * *"),
+        ];
+        for process in [Process::Worker, Process::Scheduler] {
+            let s = Settings::from_vars(process, vars(&base)).expect("valid without a JWT secret");
+            assert!(s.jwt_secret.is_none());
+            // Parsed once, here: the scheduler gets a Schedule, not a string.
+            assert_eq!(s.reaper_schedule.to_string(), "0 */5 * * * *");
+            assert_eq!(s.scheduler_timezone, chrono_tz::UTC);
+        }
+        let err = Settings::from_vars(Process::Api, vars(&base))
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("OEC_JWT_SECRET: missing"), "{err}");
+    }
+
+    #[test]
+    fn bootstrap_admin_needs_both_values() {
+        let err = Settings::from_vars(
+            Process::Api,
+            vars(&[
+                ("DATABASE_URL", "postgres://u@localhost/db"),
+                ("REDIS_URL", "redis://127.0.0.1:6379"),
+                ("OEC_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+                ("OEC_SECRET_KEY", KEY),
+                ("OEC_BOOTSTRAP_ADMIN_EMAIL", "a@b.c"),
+            ]),
+        );
         assert!(err.is_err());
     }
 }

@@ -4,7 +4,6 @@
 
 pub mod jobs;
 
-use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -42,7 +41,7 @@ impl Job {
         Job::ALL.into_iter().find(|j| j.name() == s)
     }
 
-    fn schedule(self, s: &Settings) -> &str {
+    fn schedule(self, s: &Settings) -> &cron::Schedule {
         match self {
             Job::Retention => &s.retention_schedule,
             Job::Reaper => &s.reaper_schedule,
@@ -90,18 +89,8 @@ pub fn next_tick(
 /// The loop of one job: sleep until the next tick, claim it, run it. A
 /// failing run is logged and the loop goes on.
 pub async fn schedule_loop(job: Job, deps: Arc<Deps>) {
-    let tz: chrono_tz::Tz = deps
-        .settings
-        .scheduler_timezone
-        .parse()
-        .unwrap_or(chrono_tz::UTC);
-    let schedule = match cron::Schedule::from_str(job.schedule(&deps.settings)) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!(job = job.name(), error = %e, "invalid schedule; job disabled");
-            return;
-        }
-    };
+    let tz = deps.settings.scheduler_timezone;
+    let schedule = job.schedule(&deps.settings);
     loop {
         let Some(next) = schedule.upcoming(tz).next() else {
             return;

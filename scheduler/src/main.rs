@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use oec_common::config::Settings;
+use oec_common::config::{Process, Settings};
 use oec_common::events::Publisher;
 use oec_scheduler::{Deps, Job, run_logged, schedule_loop};
 
@@ -24,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(2);
         }
     };
-    let settings = Settings::load_or_exit("oec-scheduler");
+    let settings = Settings::load_or_exit(Process::Scheduler);
     let mut signals = oec_common::shutdown::Signals::install()?;
     let pool = oec_common::db::connect_and_migrate(
         &settings.database_url,

@@ -102,7 +102,7 @@ pub fn test_settings(database_url: &str, extra: &[(&str, &str)]) -> Settings {
     for (k, v) in extra {
         vars.insert(k.to_string(), v.to_string());
     }
-    Settings::from_vars(vars).expect("valid test settings")
+    Settings::from_vars(oec_common::config::Process::Api, vars).expect("valid test settings")
 }
 
 /// A response as tests look at it.

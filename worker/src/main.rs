@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apalis::prelude::*;
-use oec_common::config::Settings;
+use oec_common::config::{Process, Settings};
 use oec_common::events::Publisher;
 use oec_common::queue::{self, DeploymentJob};
 use oec_worker::pipeline::{self, Deps};
@@ -24,7 +24,7 @@ async fn handle(job: DeploymentJob, deps: Data<Arc<Deps>>) -> Result<(), BoxDynE
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let settings = Settings::load_or_exit("oec-worker");
+    let settings = Settings::load_or_exit(Process::Worker);
     let mut signals = oec_common::shutdown::Signals::install()?;
     let pool = oec_common::db::connect_and_migrate(
         &settings.database_url,

@@ -106,7 +106,10 @@ async fn missing_malformed_and_expired_tokens_get_401_with_their_code() {
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     // A token signed with the right key but past its expiry.
     let expired = oec_common::auth::TokenIssuer::new(
-        &app.settings.jwt_secret,
+        app.settings
+            .jwt_secret
+            .as_deref()
+            .expect("the api's JWT secret"),
         std::time::Duration::from_secs(0),
         std::time::Duration::from_secs(60),
     )

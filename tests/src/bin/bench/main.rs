@@ -378,8 +378,8 @@ async fn retention(args: &[String]) -> anyhow::Result<()> {
         .or_insert_with(|| "bench-secret-bench-secret-bench-secret".into());
     vars.entry("OEC_SECRET_KEY".into())
         .or_insert_with(|| "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=".into());
-    let settings =
-        oec_common::config::Settings::from_vars(vars).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let settings = oec_common::config::Settings::from_vars(oec_common::config::Process::Api, vars)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let redis = deadpool_redis::Config::from_url(redis_url)
         .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
     let deps = oec_scheduler::Deps {
