@@ -74,7 +74,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, Api
                 "The access token is invalid; log in again.",
             ),
         })?;
-    let user = db::sessions::user(&state.pool, claims.sub, claims.sid)
+    let user = db::users::by_session(&state.pool, claims.sub, claims.sid)
         .await?
         .ok_or_else(|| {
             ApiError::unauthorized(

@@ -337,7 +337,7 @@ impl Scope {
 /// The user's current scope, or `None` when the user or the token's session
 /// is gone.
 async fn rescope(state: &AppState, user: &mut AuthUser) -> Result<Option<Scope>, ApiError> {
-    let Some(row) = db::sessions::user(&state.pool, user.id, user.session).await? else {
+    let Some(row) = db::users::by_session(&state.pool, user.id, user.session).await? else {
         return Ok(None);
     };
     user.portal_admin = row.is_portal_admin;
@@ -616,7 +616,7 @@ impl DeploymentStream {
     /// Whether the user (re-read, their session still live) may still view
     /// the deployment.
     async fn still_allowed(&mut self) -> bool {
-        match db::sessions::user(&self.state.pool, self.user.id, self.user.session).await {
+        match db::users::by_session(&self.state.pool, self.user.id, self.user.session).await {
             Ok(Some(row)) => self.user.portal_admin = row.is_portal_admin,
             _ => return false,
         }

@@ -5,8 +5,6 @@ use std::time::Duration;
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::users::User;
-
 /// Why a session ended; stored on the row and named in the 401 a later use
 /// of one of its tokens gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,20 +147,6 @@ pub async fn revoke_all(
     .execute(db)
     .await?;
     Ok(r.rows_affected())
-}
-
-/// The user of a live session: `None` when the user is gone or the session
-/// was revoked or has expired.
-pub async fn user(pool: &PgPool, user: Uuid, session: Uuid) -> sqlx::Result<Option<User>> {
-    sqlx::query_as(
-        "SELECT u.id, u.email, u.name, u.is_portal_admin, u.created_at
-         FROM users u JOIN sessions s ON s.user_id = u.id
-         WHERE u.id = $1 AND s.id = $2 AND s.revoked_at IS NULL AND s.expires_at > now()",
-    )
-    .bind(user)
-    .bind(session)
-    .fetch_optional(pool)
-    .await
 }
 
 /// Deletes sessions that ended more than a day ago (the scheduler's retention).

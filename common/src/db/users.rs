@@ -62,6 +62,20 @@ pub async fn by_id(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<User>> {
         .await
 }
 
+/// The user of a live session: `None` when the user is gone or the session
+/// was revoked or has expired.
+pub async fn by_session(pool: &PgPool, user: Uuid, session: Uuid) -> sqlx::Result<Option<User>> {
+    sqlx::query_as(
+        "SELECT u.id, u.email, u.name, u.is_portal_admin, u.created_at
+         FROM users u JOIN sessions s ON s.user_id = u.id
+         WHERE u.id = $1 AND s.id = $2 AND s.revoked_at IS NULL AND s.expires_at > now()",
+    )
+    .bind(user)
+    .bind(session)
+    .fetch_optional(pool)
+    .await
+}
+
 /// The user and their password hash, for login.
 pub async fn credentials(pool: &PgPool, email: &str) -> sqlx::Result<Option<(Uuid, String)>> {
     sqlx::query_as("SELECT id, password_hash FROM users WHERE email = $1")
