@@ -51,3 +51,20 @@ pub async fn project(
     decide(&subject, subject.can_see_project(), permission, "project")?;
     Ok(org)
 }
+
+/// Loads a deployment and checks `permission` on its project; a deployment
+/// of an invisible project is itself not found.
+pub async fn deployment(
+    state: &AppState,
+    user: &AuthUser,
+    id: Uuid,
+    permission: Permission,
+) -> Result<db::deployments::Deployment, ApiError> {
+    let d = db::deployments::get(&state.pool, id)
+        .await?
+        .ok_or(ApiError::NotFound("deployment"))?;
+    project(state, user, d.project_id, permission)
+        .await
+        .map_err(|e| e.not_found_as("deployment"))?;
+    Ok(d)
+}

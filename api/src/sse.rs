@@ -1,251 +1,27 @@
-//! Live events over Server-Sent Events.
-//!
-//! One Redis subscription per api process ([`Hub`]) feeds a tokio broadcast
-//! channel that every client reads from. The channel's ring buffer is the only
-//! buffer: a slow or dead client never delays the others and never grows
-//! memory; a client that falls behind the buffer is disconnected and resumes
-//! with `Last-Event-ID` from the replay stream in Redis.
+//! The two event-stream endpoints: `/events/stream` (every event the caller
+//! may see, resumable with `Last-Event-ID` from the replay stream) and
+//! `/deployments/{id}/events` (one deployment's story from PostgreSQL, then
+//! live). They read the process's fan-out in `hub.rs`; each stream holds a
+//! [`Lease`] and follows its user's permissions while open.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::convert::Infallible;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{HttpRequest, Responder, web};
 use actix_web_lab::sse;
-use bytestring::ByteString;
-use futures_util::StreamExt as _;
 use oec_common::db;
-use oec_common::events::{Event, PERMISSIONS_CHANGED, Publisher, is_after, parse_id};
+use oec_common::events::{PERMISSIONS_CHANGED, is_after, parse_id};
 use serde_json::json;
 use tokio::sync::broadcast;
-use tokio::time::{Instant, Interval, interval_at};
+use tokio::time::{Instant, Interval};
 use uuid::Uuid;
 
 use crate::errors::ApiError;
 use crate::extract::{AuthUser, authenticate};
+use crate::hub::{LocalHub, Prepared, REPLAY_BATCH, Relayed, StreamCounts, StreamSlot, keepalive};
 use crate::state::AppState;
-
-/// An event as every client receives it, serialized once for all of them
-/// (the strings are reference-counted, so a client's copy costs no allocation).
-pub struct Prepared {
-    pub event: Event,
-    project: Option<Uuid>,
-    data: ByteString,
-    kind: ByteString,
-    id: ByteString,
-    /// The whole SSE frame, encoded once for the fan-out stream.
-    frame: web::Bytes,
-}
-
-impl Prepared {
-    pub fn new(event: Event) -> Prepared {
-        let body = json!({"type": event.kind, "data": event.data}).to_string();
-        let frame = web::Bytes::from(format!(
-            "event: {}\nid: {}\ndata: {}\n\n",
-            event.kind, event.id, body
-        ));
-        Prepared {
-            frame,
-            project: event.project_id(),
-            data: ByteString::from(body),
-            kind: ByteString::from(event.kind.clone()),
-            id: ByteString::from(event.id.clone()),
-            event,
-        }
-    }
-
-    fn to_sse(&self) -> sse::Event {
-        sse::Event::Data(
-            sse::Data::new(self.data.clone())
-                .event(self.kind.clone())
-                .id(self.id.clone()),
-        )
-    }
-}
-
-pub struct Hub {
-    tx: broadcast::Sender<Arc<Prepared>>,
-}
-
-impl Hub {
-    /// Subscribes once to the events channel and fans every event out.
-    pub fn start(
-        redis_url: &str,
-        publisher: Publisher,
-        capacity: usize,
-    ) -> anyhow::Result<Arc<Hub>> {
-        let client = redis::Client::open(redis_url)?;
-        let (tx, _) = broadcast::channel(capacity);
-        tokio::spawn(pump(client, publisher, tx.clone()));
-        Ok(Arc::new(Hub { tx }))
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Prepared>> {
-        self.tx.subscribe()
-    }
-}
-
-/// What a worker thread's relay hands its clients: an event, or word that
-/// the relay itself fell behind and some events are gone.
-#[derive(Clone)]
-pub enum Relayed {
-    Event(Arc<Prepared>),
-    Lost,
-    /// Time for the `: keepalive` comment (one timer per thread, not per client).
-    Keepalive,
-}
-
-/// The hub's events on one actix worker thread: a single receiver of the
-/// process-wide channel per worker, re-broadcast on that thread, so that
-/// waking its thousands of clients never crosses threads.
-pub struct LocalHub {
-    tx: broadcast::Sender<Relayed>,
-}
-
-impl LocalHub {
-    /// Must run on the worker's thread (the app factory does).
-    pub fn start(hub: &Hub, capacity: usize, keepalive_every: Duration) -> LocalHub {
-        let (tx, _) = broadcast::channel(capacity);
-        let mut rx = hub.subscribe();
-        let out = tx.clone();
-        actix_web::rt::spawn(async move {
-            let mut tick = keepalive(keepalive_every);
-            loop {
-                let item = tokio::select! {
-                    r = rx.recv() => match r {
-                        Ok(p) => Relayed::Event(p),
-                        Err(broadcast::error::RecvError::Lagged(_)) => Relayed::Lost,
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                    _ = tick.tick() => Relayed::Keepalive,
-                };
-                // No client on this thread: nothing to do.
-                let _ = out.send(item);
-            }
-        });
-        LocalHub { tx }
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<Relayed> {
-        self.tx.subscribe()
-    }
-}
-
-async fn pump(client: redis::Client, publisher: Publisher, tx: broadcast::Sender<Arc<Prepared>>) {
-    let mut last: Option<String> = None;
-    loop {
-        match client.get_async_pubsub().await {
-            Ok(mut pubsub) => match pubsub.subscribe(publisher.channel()).await {
-                Ok(()) => {
-                    // Events published while we were not subscribed.
-                    if let Some(id) = &last
-                        && let Ok((missed, _)) = publisher
-                            .replay_filtered(id, 100_000, REPLAY_BATCH, |_| true)
-                            .await
-                    {
-                        for e in missed {
-                            last = Some(e.id.clone());
-                            let _ = tx.send(Arc::new(Prepared::new(e)));
-                        }
-                    }
-                    let mut messages = pubsub.into_on_message();
-                    while let Some(msg) = messages.next().await {
-                        let Ok(payload) = msg.get_payload::<String>() else {
-                            continue;
-                        };
-                        let Ok(event) = serde_json::from_str::<Event>(&payload) else {
-                            continue;
-                        };
-                        // The replay after a resubscribe may overlap the channel.
-                        if !is_after(&event.id, last.as_deref()) {
-                            continue;
-                        }
-                        last = Some(event.id.clone());
-                        let _ = tx.send(Arc::new(Prepared::new(event)));
-                    }
-                    tracing::warn!("Redis event subscription ended; resubscribing");
-                }
-                Err(e) => tracing::warn!(error = %e, "subscribing to the events channel failed"),
-            },
-            Err(e) => tracing::warn!(error = %e, "connecting to Redis for events failed"),
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
-/// Open event streams per user and per client address on this process,
-/// against `OEC_SSE_MAX_STREAMS_PER_USER` / `_PER_IP`.
-#[derive(Default)]
-pub struct StreamCounts {
-    open: std::sync::Mutex<(HashMap<Uuid, usize>, HashMap<IpAddr, usize>)>,
-}
-
-/// One open stream's place in [`StreamCounts`]; given back when dropped.
-pub struct StreamSlot {
-    counts: Arc<StreamCounts>,
-    user: Uuid,
-    ip: Option<IpAddr>,
-}
-
-impl StreamCounts {
-    fn take(
-        counts: &Arc<StreamCounts>,
-        settings: &oec_common::config::Settings,
-        user: Uuid,
-        ip: Option<IpAddr>,
-    ) -> Result<StreamSlot, ApiError> {
-        let mut open = counts
-            .open
-            .lock()
-            .map_err(|_| ApiError::Internal(anyhow::anyhow!("stream counts poisoned")))?;
-        let (users, ips) = &mut *open;
-        let by_user = users.get(&user).copied().unwrap_or(0);
-        let by_ip = ip.map_or(0, |ip| ips.get(&ip).copied().unwrap_or(0));
-        if by_user >= settings.sse_max_streams_per_user || by_ip >= settings.sse_max_streams_per_ip
-        {
-            return Err(ApiError::TooMany {
-                code: "too_many_streams",
-                message: format!(
-                    "Too many open event streams (at most {} per user and {} per address); close one first.",
-                    settings.sse_max_streams_per_user, settings.sse_max_streams_per_ip
-                ),
-                retry_after: 5,
-            });
-        }
-        *users.entry(user).or_default() += 1;
-        if let Some(ip) = ip {
-            *ips.entry(ip).or_default() += 1;
-        }
-        Ok(StreamSlot {
-            counts: counts.clone(),
-            user,
-            ip,
-        })
-    }
-}
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        let Ok(mut open) = self.counts.open.lock() else {
-            return;
-        };
-        let (users, ips) = &mut *open;
-        fn give_back<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: &K) {
-            if let Some(n) = m.get_mut(k) {
-                *n -= 1;
-                if *n == 0 {
-                    m.remove(k);
-                }
-            }
-        }
-        give_back(users, &self.user);
-        if let Some(ip) = &self.ip {
-            give_back(ips, ip);
-        }
-    }
-}
 
 /// What every stream holds besides its events: its place among the open
 /// streams and the moment its token expires (the stream ends then; the
@@ -396,10 +172,6 @@ fn connected() -> sse::Event {
     sse::Event::Data(sse::Data::new(json!({"status": "connected"}).to_string()).event("connected"))
 }
 
-fn keepalive(period: Duration) -> Interval {
-    interval_at(Instant::now() + period, period)
-}
-
 fn respond<S>(stream: S) -> impl Responder
 where
     S: futures_util::Stream<Item = Result<sse::Event, Infallible>> + 'static,
@@ -423,9 +195,6 @@ struct StreamState {
     connected: bool,
     done: bool,
 }
-
-/// Entries of the replay stream read per Redis round trip on a resume.
-const REPLAY_BATCH: usize = 1_000;
 
 /// `GET /api/v1/events/stream`: every event the caller may see.
 pub async fn events_stream(
@@ -620,7 +389,7 @@ impl DeploymentStream {
             Ok(Some(row)) => self.user.portal_admin = row.is_portal_admin,
             _ => return false,
         }
-        crate::routes::deployments::load(
+        crate::access::deployment(
             &self.state,
             &self.user,
             self.deployment,
@@ -651,7 +420,7 @@ pub async fn deployment_events(
 ) -> Result<impl Responder, ApiError> {
     let user = sse_user(&state, &req).await?;
     let lease = Lease::take(&state, &req, &user)?;
-    crate::routes::deployments::load(
+    crate::access::deployment(
         &state,
         &user,
         *id,

@@ -45,7 +45,7 @@ impl Application {
             &settings.redis_prefix,
             settings.event_replay_max,
         );
-        let hub = crate::sse::Hub::start(&settings.redis_url, publisher.clone(), 16_384)?;
+        let hub = crate::hub::Hub::start(&settings.redis_url, publisher.clone(), 16_384)?;
         let listener = TcpListener::bind(settings.bind)
             .with_context(|| format!("binding {}", settings.bind))?;
         let port = listener.local_addr()?.port();
@@ -71,7 +71,7 @@ impl Application {
         });
         let server = HttpServer::new(move || {
             // Runs once on each worker thread: that thread's relay of the hub.
-            let local = web::Data::new(crate::sse::LocalHub::start(
+            let local = web::Data::new(crate::hub::LocalHub::start(
                 &state.hub,
                 16_384,
                 state.settings.sse_keepalive,

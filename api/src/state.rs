@@ -6,7 +6,7 @@ use oec_common::events::Publisher;
 use oec_common::queue;
 use sqlx::PgPool;
 
-use crate::sse::Hub;
+use crate::hub::Hub;
 
 /// What every handler can reach.
 pub struct AppState {
@@ -17,7 +17,7 @@ pub struct AppState {
     pub publisher: Publisher,
     pub hub: Arc<Hub>,
     /// Open event streams per user and address (their caps).
-    pub streams: Arc<crate::sse::StreamCounts>,
+    pub streams: Arc<crate::hub::StreamCounts>,
     /// Event-stream resumes reading the replay stream at once.
     pub replays: tokio::sync::Semaphore,
     /// Connected on first use, so the api starts (and reports not ready)

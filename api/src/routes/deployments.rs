@@ -6,7 +6,7 @@ use chrono::Utc;
 use futures_util::stream;
 use oec_common::auth::Permission;
 use oec_common::db;
-use oec_common::db::deployments::{Created, Deployment, NewDeployment};
+use oec_common::db::deployments::{Created, NewDeployment};
 use oec_common::model::steps::Step;
 use oec_common::model::{DeploymentStatus, LogLevel, StepStatus, Trigger};
 use oec_common::queue;
@@ -36,23 +36,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/deployments/{id}/cancel").route(web::post().to(cancel)))
     .service(resource("/deployments/{id}/events").route(web::get().to(sse::deployment_events)))
     .service(resource("/events/stream").route(web::get().to(sse::events_stream)));
-}
-
-/// Loads a deployment and checks `permission` on its project; a deployment
-/// of an invisible project is itself not found.
-pub async fn load(
-    state: &AppState,
-    user: &AuthUser,
-    id: Uuid,
-    permission: Permission,
-) -> Result<Deployment, ApiError> {
-    let d = db::deployments::get(&state.pool, id)
-        .await?
-        .ok_or(ApiError::NotFound("deployment"))?;
-    access::project(state, user, d.project_id, permission)
-        .await
-        .map_err(|e| e.not_found_as("deployment"))?;
-    Ok(d)
 }
 
 #[derive(Deserialize)]
@@ -200,10 +183,8 @@ async fn get(
     user: AuthUser,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(
-        HttpResponse::Ok()
-            .json(load(&state, &user, *id, Permission::ProjectDeploymentsView).await?),
-    )
+    Ok(HttpResponse::Ok()
+        .json(access::deployment(&state, &user, *id, Permission::ProjectDeploymentsView).await?))
 }
 
 #[derive(Deserialize)]
@@ -220,7 +201,7 @@ async fn logs(
     id: web::Path<Uuid>,
     q: Query<LogsQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    load(&state, &user, *id, Permission::ProjectDeploymentsView).await?;
+    access::deployment(&state, &user, *id, Permission::ProjectDeploymentsView).await?;
     let page = Pagination {
         skip: q.skip,
         limit: q.limit,
@@ -260,7 +241,7 @@ async fn progress(
     user: AuthUser,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let d = load(&state, &user, *id, Permission::ProjectDeploymentsView).await?;
+    let d = access::deployment(&state, &user, *id, Permission::ProjectDeploymentsView).await?;
     let rows = db::deployments::steps(&state.pool, d.id).await?;
     let (logs, counts) =
         db::deployments::step_log_tails(&state.pool, d.id, PROGRESS_LINES_PER_STEP).await?;
@@ -381,7 +362,7 @@ async fn cancel(
     user: AuthUser,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let d = load(&state, &user, *id, Permission::ProjectDeploymentsCancel).await?;
+    let d = access::deployment(&state, &user, *id, Permission::ProjectDeploymentsCancel).await?;
     let Some(after) = db::deployments::request_cancel(&state.pool, d.id).await? else {
         return Err(ApiError::bad_request(
             "deployment_not_cancellable",
@@ -419,7 +400,7 @@ async fn export(
     id: web::Path<Uuid>,
     q: Query<ExportQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let d = load(&state, &user, *id, Permission::ProjectDeploymentsView).await?;
+    let d = access::deployment(&state, &user, *id, Permission::ProjectDeploymentsView).await?;
     let json_format = match q.format.as_deref().unwrap_or("json") {
         "json" => true,
         "txt" => false,

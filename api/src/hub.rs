@@ -1,0 +1,254 @@
+//! The fan-out of live events in one api process: one Redis subscription
+//! ([`Hub`]) feeds a tokio broadcast channel, re-broadcast on each actix
+//! worker thread ([`LocalHub`]) so waking a thread's clients never crosses
+//! threads; every event is serialized once for all clients ([`Prepared`]).
+//! The channel's ring buffer is the only buffer: a slow or dead client never
+//! delays the others and never grows memory; a client that falls behind is
+//! disconnected and resumes with `Last-Event-ID`. Also the per-user and
+//! per-address counts of open streams ([`StreamCounts`]). The endpoints that
+//! read all this are in `sse.rs`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::web;
+use actix_web_lab::sse;
+use bytestring::ByteString;
+use futures_util::StreamExt as _;
+use oec_common::events::{Event, Publisher, is_after};
+use serde_json::json;
+use tokio::sync::broadcast;
+use tokio::time::{Instant, Interval, interval_at};
+use uuid::Uuid;
+
+use crate::errors::ApiError;
+
+/// Events read from the replay stream per round trip.
+pub(crate) const REPLAY_BATCH: usize = 1_000;
+
+/// An event as every client receives it, serialized once for all of them
+/// (the strings are reference-counted, so a client's copy costs no allocation).
+pub struct Prepared {
+    pub event: Event,
+    pub(crate) project: Option<Uuid>,
+    data: ByteString,
+    kind: ByteString,
+    id: ByteString,
+    /// The whole SSE frame, encoded once for the fan-out stream.
+    pub(crate) frame: web::Bytes,
+}
+
+impl Prepared {
+    pub fn new(event: Event) -> Prepared {
+        let body = json!({"type": event.kind, "data": event.data}).to_string();
+        let frame = web::Bytes::from(format!(
+            "event: {}\nid: {}\ndata: {}\n\n",
+            event.kind, event.id, body
+        ));
+        Prepared {
+            frame,
+            project: event.project_id(),
+            data: ByteString::from(body),
+            kind: ByteString::from(event.kind.clone()),
+            id: ByteString::from(event.id.clone()),
+            event,
+        }
+    }
+
+    pub(crate) fn to_sse(&self) -> sse::Event {
+        sse::Event::Data(
+            sse::Data::new(self.data.clone())
+                .event(self.kind.clone())
+                .id(self.id.clone()),
+        )
+    }
+}
+
+pub struct Hub {
+    tx: broadcast::Sender<Arc<Prepared>>,
+}
+
+impl Hub {
+    /// Subscribes once to the events channel and fans every event out.
+    pub fn start(
+        redis_url: &str,
+        publisher: Publisher,
+        capacity: usize,
+    ) -> anyhow::Result<Arc<Hub>> {
+        let client = redis::Client::open(redis_url)?;
+        let (tx, _) = broadcast::channel(capacity);
+        tokio::spawn(pump(client, publisher, tx.clone()));
+        Ok(Arc::new(Hub { tx }))
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Prepared>> {
+        self.tx.subscribe()
+    }
+}
+
+/// What a worker thread's relay hands its clients: an event, or word that
+/// the relay itself fell behind and some events are gone.
+#[derive(Clone)]
+pub enum Relayed {
+    Event(Arc<Prepared>),
+    Lost,
+    /// Time for the `: keepalive` comment (one timer per thread, not per client).
+    Keepalive,
+}
+
+/// The hub's events on one actix worker thread: a single receiver of the
+/// process-wide channel per worker, re-broadcast on that thread, so that
+/// waking its thousands of clients never crosses threads.
+pub struct LocalHub {
+    tx: broadcast::Sender<Relayed>,
+}
+
+impl LocalHub {
+    /// Must run on the worker's thread (the app factory does).
+    pub fn start(hub: &Hub, capacity: usize, keepalive_every: Duration) -> LocalHub {
+        let (tx, _) = broadcast::channel(capacity);
+        let mut rx = hub.subscribe();
+        let out = tx.clone();
+        actix_web::rt::spawn(async move {
+            let mut tick = keepalive(keepalive_every);
+            loop {
+                let item = tokio::select! {
+                    r = rx.recv() => match r {
+                        Ok(p) => Relayed::Event(p),
+                        Err(broadcast::error::RecvError::Lagged(_)) => Relayed::Lost,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                    },
+                    _ = tick.tick() => Relayed::Keepalive,
+                };
+                // No client on this thread: nothing to do.
+                let _ = out.send(item);
+            }
+        });
+        LocalHub { tx }
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Relayed> {
+        self.tx.subscribe()
+    }
+}
+
+async fn pump(client: redis::Client, publisher: Publisher, tx: broadcast::Sender<Arc<Prepared>>) {
+    let mut last: Option<String> = None;
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => match pubsub.subscribe(publisher.channel()).await {
+                Ok(()) => {
+                    // Events published while we were not subscribed.
+                    if let Some(id) = &last
+                        && let Ok((missed, _)) = publisher
+                            .replay_filtered(id, 100_000, REPLAY_BATCH, |_| true)
+                            .await
+                    {
+                        for e in missed {
+                            last = Some(e.id.clone());
+                            let _ = tx.send(Arc::new(Prepared::new(e)));
+                        }
+                    }
+                    let mut messages = pubsub.into_on_message();
+                    while let Some(msg) = messages.next().await {
+                        let Ok(payload) = msg.get_payload::<String>() else {
+                            continue;
+                        };
+                        let Ok(event) = serde_json::from_str::<Event>(&payload) else {
+                            continue;
+                        };
+                        // The replay after a resubscribe may overlap the channel.
+                        if !is_after(&event.id, last.as_deref()) {
+                            continue;
+                        }
+                        last = Some(event.id.clone());
+                        let _ = tx.send(Arc::new(Prepared::new(event)));
+                    }
+                    tracing::warn!("Redis event subscription ended; resubscribing");
+                }
+                Err(e) => tracing::warn!(error = %e, "subscribing to the events channel failed"),
+            },
+            Err(e) => tracing::warn!(error = %e, "connecting to Redis for events failed"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Open event streams per user and per client address on this process,
+/// against `OEC_SSE_MAX_STREAMS_PER_USER` / `_PER_IP`.
+#[derive(Default)]
+pub struct StreamCounts {
+    open: std::sync::Mutex<(HashMap<Uuid, usize>, HashMap<IpAddr, usize>)>,
+}
+
+/// One open stream's place in [`StreamCounts`]; given back when dropped.
+pub struct StreamSlot {
+    counts: Arc<StreamCounts>,
+    user: Uuid,
+    ip: Option<IpAddr>,
+}
+
+impl StreamCounts {
+    pub(crate) fn take(
+        counts: &Arc<StreamCounts>,
+        settings: &oec_common::config::Settings,
+        user: Uuid,
+        ip: Option<IpAddr>,
+    ) -> Result<StreamSlot, ApiError> {
+        let mut open = counts
+            .open
+            .lock()
+            .map_err(|_| ApiError::Internal(anyhow::anyhow!("stream counts poisoned")))?;
+        let (users, ips) = &mut *open;
+        let by_user = users.get(&user).copied().unwrap_or(0);
+        let by_ip = ip.map_or(0, |ip| ips.get(&ip).copied().unwrap_or(0));
+        if by_user >= settings.sse_max_streams_per_user || by_ip >= settings.sse_max_streams_per_ip
+        {
+            return Err(ApiError::TooMany {
+                code: "too_many_streams",
+                message: format!(
+                    "Too many open event streams (at most {} per user and {} per address); close one first.",
+                    settings.sse_max_streams_per_user, settings.sse_max_streams_per_ip
+                ),
+                retry_after: 5,
+            });
+        }
+        *users.entry(user).or_default() += 1;
+        if let Some(ip) = ip {
+            *ips.entry(ip).or_default() += 1;
+        }
+        Ok(StreamSlot {
+            counts: counts.clone(),
+            user,
+            ip,
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let Ok(mut open) = self.counts.open.lock() else {
+            return;
+        };
+        let (users, ips) = &mut *open;
+        fn give_back<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: &K) {
+            if let Some(n) = m.get_mut(k) {
+                *n -= 1;
+                if *n == 0 {
+                    m.remove(k);
+                }
+            }
+        }
+        give_back(users, &self.user);
+        if let Some(ip) = &self.ip {
+            give_back(ips, ip);
+        }
+    }
+}
+
+/// A keepalive timer whose first tick is one period from now.
+pub(crate) fn keepalive(period: Duration) -> Interval {
+    interval_at(Instant::now() + period, period)
+}
