@@ -13,12 +13,7 @@ use base64::Engine as _;
 
 use crate::secrets::SecretKey;
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Pretty,
-    Json,
-}
+pub use crate::telemetry::LogFormat;
 
 /// The first portal admin, created at api start when no user exists yet.
 #[derive(Clone)]
