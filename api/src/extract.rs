@@ -112,6 +112,36 @@ impl FromRequest for AuthUser {
     }
 }
 
+/// The caller of an event stream: the access token from `Authorization:
+/// Bearer` (parsed exactly as for [`AuthUser`]) or, since browsers'
+/// EventSource cannot send headers, from `?token=`.
+pub struct SseUser(pub AuthUser);
+
+impl FromRequest for SseUser {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let state = req.app_data::<web::Data<AppState>>().cloned();
+        let header = bearer(req);
+        let query =
+            web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+                .ok()
+                .and_then(|q| q.get("token").cloned());
+        Box::pin(async move {
+            let state =
+                state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("AppState missing")))?;
+            let token = header?.or(query).ok_or_else(|| {
+                ApiError::unauthorized(
+                    "missing_token",
+                    "Pass the access token as `?token=` or `Authorization: Bearer`.",
+                )
+            })?;
+            authenticate(&state, &token).await.map(SseUser)
+        })
+    }
+}
+
 pub const MAX_LIMIT: i64 = 500;
 
 /// `?skip=&limit=`: skip ≥ 0, 1 ≤ limit ≤ 500.

@@ -19,7 +19,7 @@ use tokio::time::{Instant, Interval};
 use uuid::Uuid;
 
 use crate::errors::ApiError;
-use crate::extract::{AuthUser, authenticate};
+use crate::extract::{AuthUser, SseUser};
 use crate::hub::{LocalHub, Prepared, REPLAY_BATCH, Relayed, StreamCounts, StreamSlot, keepalive};
 use crate::state::AppState;
 
@@ -120,31 +120,6 @@ async fn rescope(state: &AppState, user: &mut AuthUser) -> Result<Option<Scope>,
     Scope::load(state, user).await.map(Some)
 }
 
-/// The token of an SSE request: `Authorization: Bearer` or `?token=`
-/// (browsers' EventSource cannot send headers).
-pub async fn sse_user(state: &AppState, req: &HttpRequest) -> Result<AuthUser, ApiError> {
-    let header = req
-        .headers()
-        .get(actix_web::http::header::AUTHORIZATION)
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        })
-        .map(str::to_owned);
-    let query =
-        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
-            .ok()
-            .and_then(|q| q.get("token").cloned());
-    let token = header.or(query).ok_or_else(|| {
-        ApiError::unauthorized(
-            "missing_token",
-            "Pass the access token as `?token=` or `Authorization: Bearer`.",
-        )
-    })?;
-    authenticate(state, &token).await
-}
-
 /// The `Last-Event-ID` header, when present and not empty, parsed by
 /// `parse` (the endpoint's id scheme); one that does not parse is a 400
 /// naming the scheme, not a silent restart from nothing.
@@ -201,8 +176,8 @@ pub async fn events_stream(
     state: web::Data<AppState>,
     local: web::Data<LocalHub>,
     req: HttpRequest,
+    SseUser(user): SseUser,
 ) -> Result<actix_web::HttpResponse, ApiError> {
-    let user = sse_user(&state, &req).await?;
     let lease = Lease::take(&state, &req, &user)?;
     let scope = Scope::load(&state, &user).await?;
     // Subscribe before reading the replay, so nothing falls in between.
@@ -417,8 +392,8 @@ pub async fn deployment_events(
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<Uuid>,
+    SseUser(user): SseUser,
 ) -> Result<impl Responder, ApiError> {
-    let user = sse_user(&state, &req).await?;
     let lease = Lease::take(&state, &req, &user)?;
     crate::access::deployment(
         &state,

@@ -186,3 +186,41 @@ async fn a_malformed_last_event_id_is_a_400_naming_the_endpoints_id_scheme() {
         assert_eq!(status, StatusCode::OK, "{good:?}: {body}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_event_stream_reads_its_token_exactly_as_the_rest_api_does() {
+    let app = TestApp::spawn().await;
+    let t = &app.admin_token;
+    let open = |auth: Option<String>, query: &str| {
+        let mut req = reqwest::Client::new().get(app.url(&format!("/api/v1/events/stream{query}")));
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        async move {
+            let r = req.send().await.expect("request");
+            let status = r.status();
+            let code = if status == StatusCode::OK {
+                String::new()
+            } else {
+                let body: serde_json::Value = r.json().await.expect("json");
+                body["error"].as_str().unwrap_or_default().to_owned()
+            };
+            (status, code)
+        }
+    };
+    // Any case of the scheme, as for every other endpoint.
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let r = open(Some(format!("{scheme} {t}")), "").await;
+        assert_eq!(r.0, StatusCode::OK, "{scheme}: {r:?}");
+    }
+    assert_eq!(open(None, &format!("?token={t}")).await.0, StatusCode::OK);
+    assert_eq!(
+        open(None, "").await,
+        (StatusCode::UNAUTHORIZED, "missing_token".to_owned())
+    );
+    // A header of another scheme is refused like anywhere else, not skipped.
+    assert_eq!(
+        open(Some("Basic abc".into()), &format!("?token={t}")).await,
+        (StatusCode::UNAUTHORIZED, "invalid_token".to_owned())
+    );
+}
