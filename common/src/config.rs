@@ -546,6 +546,18 @@ mod tests {
 
     const KEY: &str = "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
 
+    /// The api's required variables and `extra`.
+    fn api_vars(extra: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut v = vars(&[
+            ("DATABASE_URL", "postgres://u@localhost/db"),
+            ("REDIS_URL", "redis://127.0.0.1:6379"),
+            ("OEC_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("OEC_SECRET_KEY", KEY),
+        ]);
+        v.extend(vars(extra));
+        v
+    }
+
     #[test]
     fn every_bad_variable_is_named_at_once() {
         let err = Settings::from_vars(
@@ -574,16 +586,7 @@ mod tests {
 
     #[test]
     fn defaults_apply_when_only_required_values_are_set() {
-        let s = Settings::from_vars(
-            Process::Api,
-            vars(&[
-                ("DATABASE_URL", "postgres://u@localhost/db"),
-                ("REDIS_URL", "redis://127.0.0.1:6379"),
-                ("OEC_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
-                ("OEC_SECRET_KEY", KEY),
-            ]),
-        )
-        .expect("valid settings");
+        let s = Settings::from_vars(Process::Api, api_vars(&[])).expect("valid settings");
         assert_eq!(s.redis_key("sse:events"), "sse:events");
         assert_eq!(s.access_token_ttl, Duration::from_secs(900));
         assert_eq!(s.log_retention_days, 90);
@@ -593,20 +596,16 @@ mod tests {
 
     #[test]
     fn only_the_api_needs_the_jwt_secret() {
-        let base = [
-            ("DATABASE_URL", "postgres://u@localhost/db"),
-            ("REDIS_URL", "redis://127.0.0.1:6379"),
-            ("OEC_SECRET_KEY", KEY),
-            ("OEC_REAPER_SCHEDULE", "0 */5 * * * *"),
-        ];
+        let mut base = api_vars(&[("OEC_REAPER_SCHEDULE", "0 */5 * * * *")]);
+        base.remove("OEC_JWT_SECRET");
         for process in [Process::Worker, Process::Scheduler] {
-            let s = Settings::from_vars(process, vars(&base)).expect("valid without a JWT secret");
+            let s = Settings::from_vars(process, base.clone()).expect("valid without a JWT secret");
             assert!(s.jwt_secret.is_none());
             // Parsed once, here: the scheduler gets a Schedule, not a string.
             assert_eq!(s.reaper_schedule.to_string(), "0 */5 * * * *");
             assert_eq!(s.scheduler_timezone, chrono_tz::UTC);
         }
-        let err = Settings::from_vars(Process::Api, vars(&base))
+        let err = Settings::from_vars(Process::Api, base)
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
@@ -617,13 +616,7 @@ mod tests {
     fn bootstrap_admin_needs_both_values() {
         let err = Settings::from_vars(
             Process::Api,
-            vars(&[
-                ("DATABASE_URL", "postgres://u@localhost/db"),
-                ("REDIS_URL", "redis://127.0.0.1:6379"),
-                ("OEC_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
-                ("OEC_SECRET_KEY", KEY),
-                ("OEC_BOOTSTRAP_ADMIN_EMAIL", "a@b.c"),
-            ]),
+            api_vars(&[("OEC_BOOTSTRAP_ADMIN_EMAIL", "a@b.c")]),
         );
         assert!(err.is_err());
     }
