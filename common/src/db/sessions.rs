@@ -62,20 +62,7 @@ pub async fn rotate(
     next: Uuid,
     ttl: Duration,
 ) -> sqlx::Result<Rotation> {
-    let rotated = sqlx::query(
-        "UPDATE sessions SET current_refresh = $4, refreshed_at = now(),
-                expires_at = now() + make_interval(secs => $5)
-         WHERE id = $1 AND user_id = $2 AND current_refresh = $3
-           AND revoked_at IS NULL AND expires_at > now()",
-    )
-    .bind(session)
-    .bind(user)
-    .bind(jti)
-    .bind(next)
-    .bind(ttl.as_secs_f64())
-    .execute(pool)
-    .await?;
-    if rotated.rows_affected() == 1 {
+    if replace_refresh(pool, user, session, Some(jti), next, ttl).await? {
         return Ok(Rotation::Rotated);
     }
     let reused = sqlx::query(
@@ -94,23 +81,27 @@ pub async fn rotate(
     })
 }
 
-/// Makes `next` the live session's current refresh token, whatever it was.
+/// Makes `next` the live session's current refresh token, if the current
+/// one is `expected` (`None`: whatever it is); false when nothing changed.
 pub async fn replace_refresh(
     db: impl sqlx::PgExecutor<'_>,
     user: Uuid,
     session: Uuid,
+    expected: Option<Uuid>,
     next: Uuid,
     ttl: Duration,
 ) -> sqlx::Result<bool> {
     let r = sqlx::query(
         "UPDATE sessions SET current_refresh = $3, refreshed_at = now(),
                 expires_at = now() + make_interval(secs => $4)
-         WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()",
+         WHERE id = $1 AND user_id = $2 AND revoked_at IS NULL AND expires_at > now()
+           AND ($5::uuid IS NULL OR current_refresh = $5)",
     )
     .bind(session)
     .bind(user)
     .bind(next)
     .bind(ttl.as_secs_f64())
+    .bind(expected)
     .execute(db)
     .await?;
     Ok(r.rows_affected() == 1)

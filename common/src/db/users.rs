@@ -123,7 +123,7 @@ pub async fn change_password(
 ) -> sqlx::Result<bool> {
     use super::sessions;
     let mut tx = pool.begin().await?;
-    if !sessions::replace_refresh(&mut *tx, id, session, next, ttl).await? {
+    if !sessions::replace_refresh(&mut *tx, id, session, None, next, ttl).await? {
         return Ok(false);
     }
     sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")

@@ -211,36 +211,32 @@ pub async fn load(
         .as_ref()
         .map(|(_, domain)| domain.clone())
         .unwrap_or_else(|| settings.pipeline.apps_domain.clone());
-    let db_password = environment_secret(
-        pool,
-        key,
-        ctx.environment_id,
+    // The secrets the pipeline generates, each masked from here on.
+    let mut generated = async |which, stored: &Option<String>, what: &'static str| {
+        let secret = environment_secret(pool, key, ctx.environment_id, which, stored.as_deref())
+            .await
+            .context(what)?;
+        masker.add(secret.clone());
+        anyhow::Ok(secret)
+    };
+    let db_password = generated(
         plan::EnvironmentSecret::DbPassword,
-        env.db_password_encrypted.as_deref(),
+        &env.db_password_encrypted,
+        "the database password",
     )
-    .await
-    .context("the database password")?;
-    masker.add(db_password.clone());
-    let admin_passwd = environment_secret(
-        pool,
-        key,
-        ctx.environment_id,
+    .await?;
+    let admin_passwd = generated(
         plan::EnvironmentSecret::AdminPasswd,
-        env.admin_passwd_encrypted.as_deref(),
+        &env.admin_passwd_encrypted,
+        "Odoo's master password",
     )
-    .await
-    .context("Odoo's master password")?;
-    masker.add(admin_passwd.clone());
-    let odoo_admin_password = environment_secret(
-        pool,
-        key,
-        ctx.environment_id,
+    .await?;
+    let odoo_admin_password = generated(
         plan::EnvironmentSecret::OdooAdminPassword,
-        env.odoo_admin_password_encrypted.as_deref(),
+        &env.odoo_admin_password_encrypted,
+        "the password of Odoo's admin user",
     )
-    .await
-    .context("the password of Odoo's admin user")?;
-    masker.add(odoo_admin_password.clone());
+    .await?;
     // The migration backup's URL is stored encrypted (a row the api has not
     // sealed yet holds it in the clear); a presigned link's signature is a
     // credential too.

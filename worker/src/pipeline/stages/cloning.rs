@@ -307,8 +307,9 @@ pub fn sync_command(
 
 async fn git_info(run: &Run, repo: &Repo) -> Result<GitInfo, StageError> {
     let dir = format!(
-        "{}/{}/addons/{}",
-        run.settings.deploy_root, run.ctx.environment_id, repo.dir
+        "{}/addons/{}",
+        crate::names::env_dir(&run.settings.deploy_root, run.ctx.environment_id),
+        repo.dir
     );
     let cmd = format!(
         "{GIT_PRELUDE}g --no-pager -C {} log -1 --format=%H%x1f%cn%x1f%ce%x1f%cI%x1f%B",

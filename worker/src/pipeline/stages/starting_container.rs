@@ -279,8 +279,8 @@ pub const MAX_DEPENDENCY_FILE: u64 = 64 * 1024;
 async fn read_dependency_files(run: &Run) -> Result<Vec<DepFile>, StageError> {
     let plan = run.plan()?;
     let addons = format!(
-        "{}/{}/addons",
-        run.settings.deploy_root, run.ctx.environment_id
+        "{}/addons",
+        crate::names::env_dir(&run.settings.deploy_root, run.ctx.environment_id)
     );
     let nonce = uuid::Uuid::new_v4().simple().to_string();
     let dirs: Vec<(String, String)> = plan
