@@ -14,11 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
-use actix_web_lab::sse;
-use bytestring::ByteString;
 use futures_util::StreamExt as _;
-use oec_common::events::{Event, Publisher, is_after};
-use serde_json::json;
+use oec_common::events::{Envelope, Event, Publisher, is_after};
 use tokio::sync::broadcast;
 use tokio::time::{Instant, Interval, interval_at};
 use uuid::Uuid;
@@ -31,39 +28,48 @@ pub(crate) const REPLAY_BATCH: usize = 1_000;
 /// An event as every client receives it, serialized once for all of them
 /// (the strings are reference-counted, so a client's copy costs no allocation).
 pub struct Prepared {
-    pub event: Event,
-    pub(crate) project: Option<Uuid>,
-    data: ByteString,
-    kind: ByteString,
-    id: ByteString,
-    /// The whole SSE frame, encoded once for the fan-out stream.
+    pub event: Envelope,
+    /// The whole SSE frame for `/events/stream` (id: the stream id).
     pub(crate) frame: web::Bytes,
+    /// The frame for `/deployments/{id}/events` (id: the line's `seq`), for
+    /// a log line.
+    pub(crate) line_frame: Option<(i64, web::Bytes)>,
 }
 
 impl Prepared {
-    pub fn new(event: Event) -> Prepared {
-        let body = json!({"type": event.kind, "data": event.data}).to_string();
-        let frame = web::Bytes::from(format!(
-            "event: {}\nid: {}\ndata: {}\n\n",
-            event.kind, event.id, body
-        ));
+    pub fn new(event: Envelope) -> Prepared {
+        let body = event.event.to_json();
+        let kind = event.event.kind();
+        let frame = sse_frame(kind, &event.id, &body);
+        let line_frame = match &event.event {
+            Event::DeploymentProgress(p) => {
+                Some((p.seq, sse_frame(kind, &p.seq.to_string(), &body)))
+            }
+            _ => None,
+        };
         Prepared {
             frame,
-            project: event.project_id(),
-            data: ByteString::from(body),
-            kind: ByteString::from(event.kind.clone()),
-            id: ByteString::from(event.id.clone()),
+            line_frame,
             event,
         }
     }
+}
 
-    pub(crate) fn to_sse(&self) -> sse::Event {
-        sse::Event::Data(
-            sse::Data::new(self.data.clone())
-                .event(self.kind.clone())
-                .id(self.id.clone()),
-        )
+/// One SSE frame: `event:`, `id:` (when not empty) and `data:`.
+pub(crate) fn sse_frame(kind: &str, id: &str, body: &str) -> web::Bytes {
+    let mut out = String::with_capacity(body.len() + kind.len() + id.len() + 24);
+    out.push_str("event: ");
+    out.push_str(kind);
+    out.push('\n');
+    if !id.is_empty() {
+        out.push_str("id: ");
+        out.push_str(id);
+        out.push('\n');
     }
+    out.push_str("data: ");
+    out.push_str(body);
+    out.push_str("\n\n");
+    web::Bytes::from(out)
 }
 
 pub struct Hub {
@@ -156,8 +162,12 @@ async fn pump(client: redis::Client, publisher: Publisher, tx: broadcast::Sender
                         let Ok(payload) = msg.get_payload::<String>() else {
                             continue;
                         };
-                        let Ok(event) = serde_json::from_str::<Event>(&payload) else {
-                            continue;
+                        let event = match serde_json::from_str::<Envelope>(&payload) {
+                            Ok(e) => e,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "an event on the channel does not match the event contract; skipped");
+                                continue;
+                            }
                         };
                         // The replay after a resubscribe may overlap the channel.
                         if !is_after(&event.id, last.as_deref()) {
@@ -249,6 +259,6 @@ impl Drop for StreamSlot {
 }
 
 /// A keepalive timer whose first tick is one period from now.
-pub(crate) fn keepalive(period: Duration) -> Interval {
+fn keepalive(period: Duration) -> Interval {
     interval_at(Instant::now() + period, period)
 }

@@ -9,18 +9,16 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{HttpRequest, Responder, web};
-use actix_web_lab::sse;
-use oec_common::db;
-use oec_common::events::{PERMISSIONS_CHANGED, is_after, parse_id};
-use serde_json::json;
+use actix_web::{HttpRequest, web};
+use oec_common::events::{CONNECTED, DeploymentRef, is_after, parse_id};
+use oec_common::{db, lifecycle};
 use tokio::sync::broadcast;
-use tokio::time::{Instant, Interval};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::errors::ApiError;
 use crate::extract::{AuthUser, SseUser};
-use crate::hub::{LocalHub, Prepared, REPLAY_BATCH, Relayed, StreamCounts, StreamSlot, keepalive};
+use crate::hub::{LocalHub, Prepared, REPLAY_BATCH, Relayed, StreamCounts, StreamSlot, sse_frame};
 use crate::state::AppState;
 
 /// What every stream holds besides its events: its place among the open
@@ -50,11 +48,13 @@ impl Lease {
 
 /// Whether a `permissions_changed` event may change what `user` sees.
 fn concerns(p: &Prepared, user: Uuid, scope: &Scope) -> bool {
-    p.event.kind == PERMISSIONS_CHANGED
-        && match p.event.user_id() {
+    p.event
+        .event
+        .permissions()
+        .is_some_and(|c| match c.user_id {
             Some(u) => u == user,
-            None => scope.covers(p.event.org_id, p.project),
-        }
+            None => scope.covers(p.event.org_id, c.project_id),
+        })
 }
 
 /// Which events a client may receive.
@@ -91,22 +91,24 @@ impl Scope {
     }
 
     fn allows(&self, p: &Prepared) -> bool {
-        self.allows_routing(p.event.org_id, p.project, &p.event.kind, p.event.user_id())
+        let e = &p.event.event;
+        let about = e.permissions().map(|c| c.user_id);
+        self.allows_routing(p.event.org_id, e.project_id(), about)
     }
 
-    /// `permissions_changed` goes to the user it names only; every other
-    /// event to whoever may see its organization or project.
+    /// `permissions_changed` (`about` is `Some`) goes to the user it names
+    /// only; every other event to whoever may see its organization or
+    /// project.
     fn allows_routing(
         &self,
         org: Uuid,
         project: Option<Uuid>,
-        kind: &str,
-        user: Option<Uuid>,
+        about: Option<Option<Uuid>>,
     ) -> bool {
-        if kind == PERMISSIONS_CHANGED {
-            return user.is_some() && user == self.user;
+        match about {
+            Some(user) => user.is_some() && user == self.user,
+            None => self.covers(org, project),
         }
-        self.covers(org, project)
     }
 }
 
@@ -143,18 +145,15 @@ fn last_event_id<T>(
     })
 }
 
-fn connected() -> sse::Event {
-    sse::Event::Data(sse::Data::new(json!({"status": "connected"}).to_string()).event("connected"))
-}
-
-fn respond<S>(stream: S) -> impl Responder
+fn respond<S>(stream: S) -> actix_web::HttpResponse
 where
-    S: futures_util::Stream<Item = Result<sse::Event, Infallible>> + 'static,
+    S: futures_util::Stream<Item = Result<web::Bytes, Infallible>> + 'static,
 {
-    sse::Sse::from_stream(stream)
-        .customize()
+    actix_web::HttpResponse::Ok()
+        .content_type("text/event-stream")
         .insert_header((actix_web::http::header::CACHE_CONTROL, "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(stream)
 }
 
 struct StreamState {
@@ -200,7 +199,8 @@ pub async fn events_stream(
         let (missed, up_to) = state
             .publisher
             .replay_filtered(&last, state.settings.event_replay_max, REPLAY_BATCH, |r| {
-                scope.allows_routing(r.org_id, r.data.project_id, &r.kind, r.data.user_id)
+                let about = r.is_permissions_changed().then_some(r.data.user_id);
+                scope.allows_routing(r.org_id, r.data.project_id, about)
             })
             .await
             .map_err(ApiError::Internal)?;
@@ -300,14 +300,9 @@ pub async fn events_stream(
             }
         }
     });
-    Ok(actix_web::HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header((actix_web::http::header::CACHE_CONTROL, "no-cache"))
-        .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(stream))
+    Ok(respond(stream))
 }
 
-const CONNECTED: &[u8] = b"event: connected\ndata: {\"status\":\"connected\"}\n\n";
 const KEEPALIVE: &[u8] = b": keepalive\n\n";
 const LAGGED: &[u8] = b": lagged; reconnect with Last-Event-ID\n\n";
 const EXPIRED: &[u8] = b": token expired; reconnect with a fresh token and Last-Event-ID\n\n";
@@ -348,12 +343,11 @@ struct DeploymentStream {
     state: web::Data<AppState>,
     user: AuthUser,
     lease: Lease,
-    deployment: Uuid,
-    rx: broadcast::Receiver<Arc<Prepared>>,
+    deployment: DeploymentRef,
+    rx: broadcast::Receiver<Relayed>,
     last_seq: i64,
-    queue: VecDeque<sse::Event>,
+    queue: VecDeque<web::Bytes>,
     phase: Phase,
-    tick: Interval,
 }
 
 impl DeploymentStream {
@@ -367,33 +361,89 @@ impl DeploymentStream {
         crate::access::deployment(
             &self.state,
             &self.user,
-            self.deployment,
+            self.deployment.deployment_id,
             oec_common::auth::Permission::ProjectDeploymentsView,
         )
         .await
         .is_ok()
     }
-}
 
-fn log_event(deployment: Uuid, l: &db::deployments::LogLine) -> sse::Event {
-    let body = json!({"type": "deployment_progress", "data": {
-        "deployment_id": deployment, "seq": l.seq, "step": l.step, "level": l.level,
-        "message": l.message, "timestamp": l.timestamp, "data": l.data}});
-    sse::Event::Data(
-        sse::Data::new(body.to_string())
-            .event("deployment_progress")
-            .id(l.seq.to_string()),
-    )
+    /// The next stored lines (after `last_seq`), then `deployment_finished`
+    /// once the deployment is terminal and every line is sent. Lines are
+    /// made into events by the same function as live ones, so a replayed
+    /// line is the same JSON as it was live.
+    async fn read_backlog(&mut self) -> bool {
+        let pool = &self.state.pool;
+        let id = self.deployment.deployment_id;
+        // Read the status first: if it is terminal, every line is already stored.
+        let d = match db::deployments::get(pool, id).await {
+            Ok(Some(d)) => d,
+            _ => return false,
+        };
+        let lines = match db::deployments::logs_after(pool, id, self.last_seq, 500).await {
+            Ok(l) => l,
+            Err(_) => return false,
+        };
+        let full = lines.len() == 500;
+        for l in &lines {
+            let event = lifecycle::line_event(&self.deployment, l);
+            self.queue.push_back(sse_frame(
+                event.kind(),
+                &l.seq.to_string(),
+                &event.to_json(),
+            ));
+            self.last_seq = l.seq;
+        }
+        if !full {
+            if d.status.is_terminal() {
+                let event = lifecycle::finished_event(&self.deployment, &d);
+                self.queue
+                    .push_back(sse_frame(event.kind(), "", &event.to_json()));
+                self.phase = Phase::Finished;
+            } else {
+                self.phase = Phase::Live;
+            }
+        }
+        true
+    }
+
+    /// A live event: a line's shared frame when it is the next one; a gap,
+    /// or the deployment's end, is read from PostgreSQL instead.
+    async fn take_live(&mut self, p: &Prepared) {
+        let e = &p.event.event;
+        if e.permissions()
+            .is_some_and(|c| c.user_id.is_none_or(|u| u == self.user.id))
+        {
+            if !self.still_allowed().await {
+                self.queue.push_back(web::Bytes::from_static(REVOKED));
+                self.phase = Phase::Finished;
+            }
+            return;
+        }
+        if e.deployment_id() != Some(self.deployment.deployment_id) {
+            return;
+        }
+        match &p.line_frame {
+            Some((seq, _)) if *seq <= self.last_seq => {}
+            Some((seq, frame)) if *seq == self.last_seq + 1 => {
+                self.last_seq = *seq;
+                self.queue.push_back(frame.clone());
+            }
+            _ => self.phase = Phase::Backlog,
+        }
+    }
 }
 
 /// `GET /api/v1/deployments/{id}/events`: the stored log lines (after
-/// `Last-Event-ID`), then live lines, then `deployment_finished`.
+/// `Last-Event-ID`), then live lines, then `deployment_finished`. Live lines
+/// come from the thread's relay as frames encoded once for every client.
 pub async fn deployment_events(
     state: web::Data<AppState>,
+    local: web::Data<LocalHub>,
     req: HttpRequest,
     id: web::Path<Uuid>,
     SseUser(user): SseUser,
-) -> Result<impl Responder, ApiError> {
+) -> Result<actix_web::HttpResponse, ApiError> {
     let lease = Lease::take(&state, &req, &user)?;
     crate::access::deployment(
         &state,
@@ -402,7 +452,11 @@ pub async fn deployment_events(
         oec_common::auth::Permission::ProjectDeploymentsView,
     )
     .await?;
-    let rx = state.hub.subscribe();
+    let deployment = db::deployments::reference(&state.pool, *id)
+        .await?
+        .ok_or(ApiError::NotFound("deployment"))?
+        .deployment;
+    let rx = local.subscribe();
     let last_seq = last_event_id(
         &req,
         |v| v.parse::<i64>().ok().filter(|n| *n >= 0),
@@ -410,13 +464,12 @@ pub async fn deployment_events(
     )?
     .unwrap_or(0);
     let mut queue = VecDeque::new();
-    queue.push_back(connected());
+    queue.push_back(web::Bytes::from_static(CONNECTED));
     let st = DeploymentStream {
-        tick: keepalive(state.settings.sse_keepalive),
         state,
         user,
         lease,
-        deployment: *id,
+        deployment,
         rx,
         last_seq,
         queue,
@@ -424,80 +477,35 @@ pub async fn deployment_events(
     };
     let stream = futures_util::stream::unfold(st, |mut st| async move {
         loop {
-            if let Some(e) = st.queue.pop_front() {
-                return Some((Ok(e), st));
+            if let Some(frame) = st.queue.pop_front() {
+                return Some((Ok::<_, Infallible>(frame), st));
             }
             match st.phase {
                 Phase::Finished => return None,
                 Phase::Backlog => {
-                    let pool = &st.state.pool;
-                    // Read the status first: if it is terminal, every line is already stored.
-                    let d = match db::deployments::get(pool, st.deployment).await {
-                        Ok(Some(d)) => d,
-                        _ => return None,
-                    };
-                    let lines =
-                        match db::deployments::logs_after(pool, st.deployment, st.last_seq, 500)
-                            .await
-                        {
-                            Ok(l) => l,
-                            Err(_) => return None,
-                        };
-                    let full = lines.len() == 500;
-                    for l in &lines {
-                        st.queue.push_back(log_event(st.deployment, l));
-                        st.last_seq = l.seq;
-                    }
-                    if !full {
-                        if d.status.is_terminal() {
-                            let body = json!({"type": "deployment_finished", "data": {
-                                "deployment_id": d.id, "status": d.status, "error_message": d.error_message,
-                                "duration_seconds": d.duration_seconds, "completed_at": d.completed_at}});
-                            st.queue.push_back(sse::Event::Data(
-                                sse::Data::new(body.to_string()).event("deployment_finished"),
-                            ));
-                            st.phase = Phase::Finished;
-                        } else {
-                            st.phase = Phase::Live;
-                        }
+                    if !st.read_backlog().await {
+                        return None;
                     }
                 }
                 Phase::Live => {
-                    tokio::select! {
+                    let received = tokio::select! {
+                        r = st.rx.recv() => r,
                         () = &mut st.lease.expiry => {
-                            st.queue.push_back(sse::Event::Comment(
-                                "token expired; reconnect with a fresh token and Last-Event-ID".into(),
-                            ));
+                            st.queue.push_back(web::Bytes::from_static(EXPIRED));
                             st.phase = Phase::Finished;
+                            continue;
                         }
-                        r = st.rx.recv() => match r {
-                            Ok(p) if p.event.kind == PERMISSIONS_CHANGED
-                                && p.event.user_id().is_none_or(|u| u == st.user.id) =>
-                            {
-                                if !st.still_allowed().await {
-                                    st.queue.push_back(sse::Event::Comment("access revoked".into()));
-                                    st.phase = Phase::Finished;
-                                }
-                            }
-                            Ok(p) if p.event.deployment_id() == Some(st.deployment) => {
-                                let seq = p.event.data.get("seq").and_then(|s| s.as_i64());
-                                match seq {
-                                    Some(s) if s <= st.last_seq => {}
-                                    Some(s) if s == st.last_seq + 1 => {
-                                        st.last_seq = s;
-                                        let mut ev = p.event.clone();
-                                        ev.id = s.to_string();
-                                        st.queue.push_back(Prepared::new(ev).to_sse());
-                                    }
-                                    // A gap, or a status change: read from PostgreSQL.
-                                    _ => st.phase = Phase::Backlog,
-                                }
-                            }
-                            Ok(_) => {}
-                            Err(broadcast::error::RecvError::Lagged(_)) => st.phase = Phase::Backlog,
-                            Err(broadcast::error::RecvError::Closed) => return None,
-                        },
-                        _ = st.tick.tick() => st.queue.push_back(sse::Event::Comment("keepalive".into())),
+                    };
+                    match received {
+                        Ok(Relayed::Event(p)) => st.take_live(&p).await,
+                        Ok(Relayed::Keepalive) => {
+                            st.queue.push_back(web::Bytes::from_static(KEEPALIVE))
+                        }
+                        // Fell behind the relay: PostgreSQL has every line.
+                        Ok(Relayed::Lost) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                            st.phase = Phase::Backlog;
+                        }
+                        Err(broadcast::error::RecvError::Closed) => return None,
                     }
                 }
             }

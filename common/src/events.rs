@@ -5,29 +5,168 @@
 //! script, so the stream order and the channel order are the same and every
 //! event's `id` (the stream entry id) is known to subscribers.
 
+use chrono::{DateTime, Utc};
 use redis::Script;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::model::{DeploymentStatus, EnvironmentStatus, LogLevel, PermissionsReason};
 
 /// The channel name (before the configured prefix), as the spec fixes it.
 pub const CHANNEL: &str = "sse:events";
 /// The replay stream (before the configured prefix).
 pub const STREAM: &str = "sse:stream";
 
-/// One event as published: `{"id", "org_id", "type", "data"}`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Event {
-    #[serde(default)]
-    pub id: String,
-    pub org_id: Uuid,
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub data: serde_json::Value,
+/// The frame every event stream starts with: the spec's `connected` event,
+/// whose data is `{"status": "connected"}` alone.
+pub const CONNECTED: &[u8] = b"event: connected\ndata: {\"status\":\"connected\"}\n\n";
+
+/// Every event a client can receive, serialized as the spec's
+/// `{"type": ..., "data": {...}}`. The schema clients read is
+/// `events.schema.json` (served at `/api/v1/events/schema`); a test checks
+/// real events against it. The spec's `migration_progress`,
+/// `replica.health_updated` and `alert_triggered` become variants here when
+/// something emits them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "data", rename_all = "snake_case")]
+pub enum Event {
+    /// One log line of a deployment, with the deployment's state when it
+    /// was written. The same JSON live, replayed, and on either stream.
+    DeploymentProgress(DeploymentProgress),
+    /// A deployment reached a terminal status.
+    DeploymentFinished(DeploymentFinished),
+    /// An environment's status changed.
+    EnvironmentStatus(EnvironmentStatusChanged),
+    /// A user's memberships, roles or sessions changed: open streams
+    /// re-check what they may deliver. Sent only to the user it names, or
+    /// (no user) to everyone in its organization or project.
+    PermissionsChanged(PermissionsChanged),
 }
 
-/// The type of the event published when a user's memberships or roles
-/// change; open streams re-check what they may deliver.
-pub const PERMISSIONS_CHANGED: &str = "permissions_changed";
+/// The deployment an event belongs to, as every deployment event carries it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
+pub struct DeploymentRef {
+    pub deployment_id: Uuid,
+    pub environment_id: Uuid,
+    pub project_id: Uuid,
+    pub project_name: String,
+    pub environment_name: String,
+    pub triggered_by: Option<Uuid>,
+    pub branch: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentProgress {
+    #[serde(flatten)]
+    pub deployment: DeploymentRef,
+    /// The deployment's status when the line was written.
+    pub status: DeploymentStatus,
+    pub progress_percent: i32,
+    /// The line's place in the deployment's log (the per-deployment
+    /// stream's event id).
+    pub seq: i64,
+    pub step: Option<String>,
+    pub level: LogLevel,
+    pub message: String,
+    pub timestamp: DateTime<Utc>,
+    pub data: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentFinished {
+    #[serde(flatten)]
+    pub deployment: DeploymentRef,
+    pub status: DeploymentStatus,
+    pub progress_percent: i32,
+    pub step: Option<String>,
+    pub error_message: Option<String>,
+    pub duration_seconds: Option<f64>,
+    pub completed_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EnvironmentStatusChanged {
+    pub environment_id: Uuid,
+    pub project_id: Uuid,
+    /// The deployment that moved it.
+    pub deployment_id: Option<Uuid>,
+    pub status: EnvironmentStatus,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PermissionsChanged {
+    pub organization_id: Option<Uuid>,
+    pub project_id: Option<Uuid>,
+    pub user_id: Option<Uuid>,
+    pub reason: PermissionsReason,
+}
+
+impl Event {
+    /// The `type` (the SSE `event:` name).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::DeploymentProgress(_) => "deployment_progress",
+            Event::DeploymentFinished(_) => "deployment_finished",
+            Event::EnvironmentStatus(_) => "environment_status",
+            Event::PermissionsChanged(_) => "permissions_changed",
+        }
+    }
+
+    /// The project the event belongs to, when it names one.
+    pub fn project_id(&self) -> Option<Uuid> {
+        match self {
+            Event::DeploymentProgress(e) => Some(e.deployment.project_id),
+            Event::DeploymentFinished(e) => Some(e.deployment.project_id),
+            Event::EnvironmentStatus(e) => Some(e.project_id),
+            Event::PermissionsChanged(e) => e.project_id,
+        }
+    }
+
+    pub fn deployment_id(&self) -> Option<Uuid> {
+        match self {
+            Event::DeploymentProgress(e) => Some(e.deployment.deployment_id),
+            Event::DeploymentFinished(e) => Some(e.deployment.deployment_id),
+            Event::EnvironmentStatus(e) => e.deployment_id,
+            Event::PermissionsChanged(_) => None,
+        }
+    }
+
+    /// The `permissions_changed` this is, if it is one.
+    pub fn permissions(&self) -> Option<&PermissionsChanged> {
+        match self {
+            Event::PermissionsChanged(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The body clients receive: `{"type", "data"}`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("events serialize")
+    }
+}
+
+/// An event with what routes it: `{"id", "org_id", "type", "data"}` as
+/// published on `sse:events` and kept in the replay stream. `id` (the
+/// stream entry id) is empty until published; `org_id` is nil for an event
+/// about a user alone (their sessions ended).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub id: String,
+    pub org_id: Uuid,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+impl Envelope {
+    pub fn new(org_id: Uuid, event: Event) -> Self {
+        Envelope {
+            id: String::new(),
+            org_id,
+            event,
+        }
+    }
+}
 
 /// What decides who may receive an event, read without decoding the rest of
 /// it (serde skips the other fields).
@@ -48,19 +187,9 @@ pub struct RoutingData {
     pub user_id: Option<Uuid>,
 }
 
-impl Event {
-    /// The user a `permissions_changed` event is about.
-    pub fn user_id(&self) -> Option<Uuid> {
-        self.data.get("user_id")?.as_str()?.parse().ok()
-    }
-
-    /// The project the event belongs to, when it names one.
-    pub fn project_id(&self) -> Option<Uuid> {
-        self.data.get("project_id")?.as_str()?.parse().ok()
-    }
-
-    pub fn deployment_id(&self) -> Option<Uuid> {
-        self.data.get("deployment_id")?.as_str()?.parse().ok()
+impl Routing {
+    pub fn is_permissions_changed(&self) -> bool {
+        self.kind == "permissions_changed"
     }
 }
 
@@ -129,38 +258,31 @@ impl Publisher {
     }
 
     /// Publishes an event and returns its id.
-    pub async fn publish(
-        &self,
-        org_id: Uuid,
-        kind: &str,
-        data: serde_json::Value,
-    ) -> anyhow::Result<String> {
-        let body = serde_json::json!({"org_id": org_id, "type": kind, "data": data}).to_string();
-        let mut conn = self.pool.get().await?;
-        let id: String = self
-            .script
-            .key(&self.stream)
-            .key(&self.channel)
-            .arg(body)
-            .arg(self.replay_max)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(id)
+    pub async fn publish(&self, event: &Envelope) -> anyhow::Result<String> {
+        let mut ids = self.publish_many(std::slice::from_ref(event)).await?;
+        ids.pop()
+            .ok_or_else(|| anyhow::anyhow!("publishing returned no id"))
+    }
+
+    /// Publishes events and logs (does not return) a failure: for callers
+    /// whose events are already committed to PostgreSQL, where a live
+    /// viewer catches up from there.
+    pub async fn publish_or_warn(&self, events: &[Envelope]) {
+        if let Err(e) = self.publish_many(events).await {
+            let kinds: Vec<&str> = events.iter().map(|e| e.event.kind()).collect();
+            tracing::warn!(error = %e, events = ?kinds, "publishing events failed");
+        }
     }
 
     /// Publishes several events in one round trip, in order; returns their ids.
-    pub async fn publish_many(
-        &self,
-        events: &[(Uuid, &str, serde_json::Value)],
-    ) -> anyhow::Result<Vec<String>> {
+    pub async fn publish_many(&self, events: &[Envelope]) -> anyhow::Result<Vec<String>> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
         let mut conn = self.pool.get().await?;
         let mut pipe = redis::pipe();
-        for (org_id, kind, data) in events {
-            let body =
-                serde_json::json!({"org_id": org_id, "type": kind, "data": data}).to_string();
+        for event in events {
+            let body = serde_json::to_string(event)?;
             pipe.invoke_script(
                 self.script
                     .key(&self.stream)
@@ -194,7 +316,7 @@ impl Publisher {
         max: usize,
         batch: usize,
         mut keep: impl FnMut(&Routing) -> bool,
-    ) -> anyhow::Result<(Vec<Event>, Option<String>)> {
+    ) -> anyhow::Result<(Vec<Envelope>, Option<String>)> {
         let mut conn = self.pool.get().await?;
         let mut kept = Vec::new();
         let mut from = last_id.to_owned();
@@ -214,7 +336,7 @@ impl Publisher {
             for (id, fields) in entries {
                 if let Some((_, body)) = fields.into_iter().find(|(k, _)| k == "e")
                     && serde_json::from_str::<Routing>(&body).is_ok_and(|r| keep(&r))
-                    && let Ok(mut e) = serde_json::from_str::<Event>(&body)
+                    && let Ok(mut e) = serde_json::from_str::<Envelope>(&body)
                 {
                     e.id = id.clone();
                     kept.push(e);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use oec_common::events::Publisher;
 use oec_common::model::steps::Step;
 use oec_tests::TestDatabase;
-use oec_worker::log::{EventContext, Log, MAX_PENDING, Progress};
+use oec_worker::log::{Log, MAX_PENDING, Progress};
 
 /// A fresh database with one deployment, and its log writer.
 async fn start() -> (
@@ -19,23 +19,21 @@ async fn start() -> (
     let pool = oec_common::db::connect_and_migrate(&db.url, 5)
         .await
         .expect("pool");
-    let (deployment, org) = oec_tests::bare_deployment(&pool).await.expect("deployment");
+    let (deployment, _) = oec_tests::bare_deployment(&pool).await.expect("deployment");
     let redis = deadpool_redis::Config::from_url(oec_tests::redis_url())
         .create_pool(Some(deadpool_redis::Runtime::Tokio1))
         .expect("redis");
     let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+    let reference = oec_common::db::deployments::reference(&pool, deployment)
+        .await
+        .expect("reference")
+        .expect("the deployment");
     let (log, writer) = Log::start(
         pool.clone(),
         Publisher::new(redis, &prefix, 10_000),
-        deployment,
+        reference,
         0,
-        EventContext {
-            org_id: org,
-            base: Default::default(),
-        },
-        Arc::new(Progress {
-            percent: Default::default(),
-        }),
+        Arc::new(Progress::default()),
         Default::default(),
     );
     (db, pool, deployment, log, writer)

@@ -342,12 +342,31 @@ async fn a_killed_worker_leaves_a_deployment_the_reaper_fails() {
         .await
         .body;
     assert_eq!(e["status"], "failed");
+    // The reaper's line, written with the final status, then the end.
     let seen = sse
         .until(Duration::from_secs(5), |m| {
-            m.json()["data"]["deployment_id"] == json!(id) && m.json()["data"]["status"] == "failed"
+            m.event.as_deref() == Some("deployment_finished")
+                && m.json()["data"]["deployment_id"] == json!(id)
         })
         .await;
+    let line = seen
+        .iter()
+        .find(|m| {
+            m.event.as_deref() == Some("deployment_progress")
+                && m.json()["data"]["deployment_id"] == json!(id)
+                && m.json()["data"]["level"] == "error"
+        })
+        .expect("the reaper's line");
+    assert_eq!(line.json()["data"]["status"], "failed", "{line:?}");
+    assert!(
+        line.json()["data"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Worker lost"),
+        "{line:?}"
+    );
     let last = seen.last().expect("events");
+    assert_eq!(last.json()["data"]["status"], "failed", "{last:?}");
     assert!(
         last.json()["data"]["error_message"]
             .as_str()

@@ -12,15 +12,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
-use oec_common::db::deployments::{self, NewLog, RunContext};
-use oec_common::events::Publisher;
+use oec_common::db::deployments::{NewLog, Referenced};
+use oec_common::events::{Envelope, Publisher};
+use oec_common::lifecycle;
 use oec_common::model::steps::Step;
 use oec_common::model::{DeploymentStatus, LogLevel};
 use oec_common::secrets::Masker;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::{mpsc, oneshot};
-use uuid::Uuid;
 
 const MAX_BATCH: usize = 1000;
 /// Lines waiting for the writer past which command output is left out.
@@ -29,31 +29,6 @@ pub const MAX_PENDING: usize = 50_000;
 enum Msg {
     Line(NewLog),
     Flush(oneshot::Sender<()>),
-}
-
-/// The fields every event of a deployment carries.
-#[derive(Clone)]
-pub struct EventContext {
-    pub org_id: Uuid,
-    pub base: serde_json::Map<String, Value>,
-}
-
-impl EventContext {
-    pub fn new(ctx: &RunContext) -> Self {
-        let base = json!({
-            "deployment_id": ctx.deployment_id,
-            "environment_id": ctx.environment_id,
-            "project_id": ctx.project_id,
-            "project_name": ctx.project_name,
-            "environment_name": ctx.environment_name,
-            "triggered_by": ctx.triggered_by,
-            "branch": ctx.branch,
-        });
-        EventContext {
-            org_id: ctx.organization_id,
-            base: base.as_object().cloned().unwrap_or_default(),
-        }
-    }
 }
 
 #[derive(Clone)]
@@ -65,9 +40,12 @@ pub struct Log {
     pending: Arc<AtomicUsize>,
     /// Debug lines left out since the last warning about it.
     dropped: Arc<AtomicU64>,
+    progress: Arc<Progress>,
 }
 
-/// State the writer reads when it builds events.
+/// The deployment's progress as the pipeline moves it; each line records
+/// it when written (its status is `running` while the worker writes lines).
+#[derive(Default)]
 pub struct Progress {
     pub percent: AtomicI32,
 }
@@ -78,23 +56,14 @@ impl Log {
     pub fn start(
         pool: PgPool,
         publisher: Publisher,
-        deployment: Uuid,
+        deployment: Referenced,
         first_seq: i64,
-        events: EventContext,
         progress: Arc<Progress>,
         masker: Masker,
     ) -> (Log, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let pending = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(writer(
-            pool,
-            publisher,
-            deployment,
-            rx,
-            events,
-            progress,
-            pending.clone(),
-        ));
+        let task = tokio::spawn(writer(pool, publisher, deployment, rx, pending.clone()));
         (
             Log {
                 tx,
@@ -102,6 +71,7 @@ impl Log {
                 masker: Arc::new(masker),
                 pending,
                 dropped: Arc::new(AtomicU64::new(0)),
+                progress,
             },
             task,
         )
@@ -134,6 +104,8 @@ impl Log {
             message,
             step: Some(step.id()),
             data,
+            status: DeploymentStatus::Running,
+            progress_percent: self.progress.percent.load(Ordering::SeqCst),
         }));
     }
 
@@ -153,6 +125,12 @@ impl Log {
     /// that is not a log line (step messages, the deployment's error).
     pub fn mask(&self, text: &str) -> String {
         self.masker.mask(text)
+    }
+
+    /// A line's text as the log stores it (printable, masked), for the
+    /// last lines the deployment's end writes itself.
+    pub fn clean(&self, text: &str) -> String {
+        self.masker.mask(&printable(text))
     }
 
     /// Waits until every line sent so far is stored and published.
@@ -230,10 +208,8 @@ fn skip_csi(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) {
 async fn writer(
     pool: PgPool,
     publisher: Publisher,
-    deployment: Uuid,
+    deployment: Referenced,
     mut rx: mpsc::UnboundedReceiver<Msg>,
-    events: EventContext,
-    progress: Arc<Progress>,
     pending: Arc<AtomicUsize>,
 ) {
     let mut batch = Vec::new();
@@ -252,7 +228,7 @@ async fn writer(
             };
         }
         if !batch.is_empty() {
-            write_batch(&pool, &publisher, deployment, &batch, &events, &progress).await;
+            write_batch(&pool, &publisher, &deployment, &batch).await;
             pending.fetch_sub(batch.len(), Ordering::SeqCst);
             batch.clear();
         }
@@ -265,25 +241,26 @@ async fn writer(
 async fn write_batch(
     pool: &PgPool,
     publisher: &Publisher,
-    deployment: Uuid,
+    deployment: &Referenced,
     batch: &[NewLog],
-    events: &EventContext,
-    progress: &Progress,
 ) {
+    let id = deployment.deployment.deployment_id;
     // A batch PostgreSQL refuses is split, so one bad line never takes
     // another with it; the parts are written in order.
     let mut parts = vec![batch];
     while let Some(part) = parts.pop() {
         match store(pool, deployment, part).await {
-            Ok(rows) => publish(publisher, deployment, &rows, events, progress).await,
+            // The lines are stored; live viewers catch up from PostgreSQL
+            // if publishing fails.
+            Ok(events) => publisher.publish_or_warn(&events).await,
             Err(e) if part.len() > 1 => {
-                tracing::warn!(%deployment, error = %e, lines = part.len(), "a batch of log lines was refused; splitting it");
+                tracing::warn!(deployment = %id, error = %e, lines = part.len(), "a batch of log lines was refused; splitting it");
                 let (first, second) = part.split_at(part.len() / 2);
                 parts.push(second);
                 parts.push(first);
             }
             Err(e) => {
-                tracing::error!(%deployment, seq = part[0].seq, error = %e, "a log line could not be stored");
+                tracing::error!(deployment = %id, seq = part[0].seq, error = %e, "a log line could not be stored");
             }
         }
     }
@@ -293,50 +270,19 @@ async fn write_batch(
 /// lost line is worse than a late one); a refusal is answered at once.
 async fn store(
     pool: &PgPool,
-    deployment: Uuid,
+    deployment: &Referenced,
     lines: &[NewLog],
-) -> sqlx::Result<Vec<deployments::LogLine>> {
+) -> sqlx::Result<Vec<Envelope>> {
     let mut attempt = 0u64;
     loop {
-        match deployments::insert_logs(pool, deployment, lines).await {
+        match lifecycle::log_lines(pool, deployment, lines).await {
             Err(e) if attempt < 4 && !matches!(e, sqlx::Error::Database(_)) => {
-                tracing::warn!(%deployment, error = %e, attempt, "storing log lines failed; retrying");
+                tracing::warn!(deployment = %deployment.deployment.deployment_id, error = %e, attempt, "storing log lines failed; retrying");
                 attempt += 1;
                 tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
             }
             result => return result,
         }
-    }
-}
-
-async fn publish(
-    publisher: &Publisher,
-    deployment: Uuid,
-    rows: &[deployments::LogLine],
-    events: &EventContext,
-    progress: &Progress,
-) {
-    let percent = progress.percent.load(Ordering::SeqCst);
-    let out: Vec<(Uuid, &str, Value)> = rows
-        .iter()
-        .map(|r| {
-            let mut data = events.base.clone();
-            data.insert("status".into(), json!(DeploymentStatus::Running));
-            data.insert("step".into(), json!(r.step));
-            data.insert("message".into(), json!(r.message));
-            data.insert("level".into(), json!(r.level));
-            data.insert("timestamp".into(), json!(r.timestamp));
-            data.insert("seq".into(), json!(r.seq));
-            data.insert("progress_percent".into(), json!(percent));
-            if let Some(d) = &r.data {
-                data.insert("data".into(), d.clone());
-            }
-            (events.org_id, "deployment_progress", Value::Object(data))
-        })
-        .collect();
-    if let Err(e) = publisher.publish_many(&out).await {
-        // The lines are stored; live viewers catch up from PostgreSQL.
-        tracing::warn!(%deployment, error = %e, "publishing log events failed");
     }
 }
 

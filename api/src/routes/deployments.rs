@@ -7,6 +7,7 @@ use futures_util::stream;
 use oec_common::auth::Permission;
 use oec_common::db;
 use oec_common::db::deployments::{Created, NewDeployment};
+use oec_common::lifecycle;
 use oec_common::model::steps::Step;
 use oec_common::model::{DeploymentStatus, LogLevel, StepStatus, Trigger};
 use oec_common::queue;
@@ -54,7 +55,7 @@ async fn create(
     let env = db::environments::get(&state.pool, body.environment_id)
         .await?
         .ok_or(ApiError::NotFound("environment"))?;
-    let org = access::project(
+    access::project(
         &state,
         &user,
         env.project_id,
@@ -91,17 +92,17 @@ async fn create(
         triggered_by: user.id,
         idempotency_key: key.as_deref(),
     };
-    let d = match db::deployments::create(&state.pool, &new).await? {
+    let (d, events) = match lifecycle::create(&state.pool, &new).await? {
         None => return Err(ApiError::NotFound("environment")),
-        Some(Created::Replayed(d)) => return Ok(HttpResponse::Accepted().json(d)),
-        Some(Created::KeyReused) => {
+        Some((Created::Replayed(d), _)) => return Ok(HttpResponse::Accepted().json(d)),
+        Some((Created::KeyReused, _)) => {
             return Err(ApiError::Unprocessable {
                 code: "idempotency_key_reused",
                 message: "This Idempotency-Key was used for another request (another environment or trigger); use a new key.".into(),
             });
         }
-        Some(Created::InProgress(d)) => return Err(ApiError::DeploymentInProgress(d.id)),
-        Some(Created::New(d)) => d,
+        Some((Created::InProgress(d), _)) => return Err(ApiError::DeploymentInProgress(d.id)),
+        Some((Created::New(d, _), events)) => (d, events),
     };
     let queued = match state.queue().await {
         Ok(mut storage) => queue::enqueue(&mut storage, d.id).await,
@@ -109,27 +110,18 @@ async fn create(
     };
     if let Err(e) = queued {
         tracing::error!(deployment_id = %d.id, error = %e, "enqueueing failed");
-        db::deployments::fail_pending(
+        let events = lifecycle::fail_pending(
             &state.pool,
             d.id,
             "The deployment could not be queued (Redis unavailable)",
         )
         .await?;
+        state.publisher.publish_or_warn(&events).await;
         return Err(ApiError::QueueUnavailable(
             "The deployment queue is unavailable; try again shortly.".into(),
         ));
     }
-    let data = json!({"deployment_id": d.id, "environment_id": d.environment_id, "project_id": d.project_id,
-                      "environment_name": env.name, "status": DeploymentStatus::Pending,
-                      "step": Step::Initializing.id(), "seq": 1, "level": LogLevel::Info, "message": "Deployment created and queued", "progress_percent": 0,
-                      "triggered_by": user.id, "branch": d.git_branch, "timestamp": d.created_at});
-    if let Err(e) = state
-        .publisher
-        .publish(org, "deployment_progress", data)
-        .await
-    {
-        tracing::warn!(error = %e, "publishing the creation event failed");
-    }
+    state.publisher.publish_or_warn(&events).await;
     Ok(HttpResponse::Accepted().json(d))
 }
 
@@ -363,7 +355,7 @@ async fn cancel(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let d = access::deployment(&state, &user, *id, Permission::ProjectDeploymentsCancel).await?;
-    let Some(after) = db::deployments::request_cancel(&state.pool, d.id).await? else {
+    let Some((_, events)) = lifecycle::cancel(&state.pool, d.id).await? else {
         return Err(ApiError::bad_request(
             "deployment_not_cancellable",
             format!(
@@ -372,18 +364,9 @@ async fn cancel(
             ),
         ));
     };
-    // A pending deployment ends here; a running one is ended by its worker,
-    // which notices the request at its next heartbeat.
-    if after.status == DeploymentStatus::Cancelled
-        && let Ok(Some((_, _, org))) = db::deployments::names(&state.pool, d.id).await
-    {
-        let data = json!({"deployment_id": d.id, "environment_id": d.environment_id, "project_id": d.project_id,
-                              "status": DeploymentStatus::Cancelled, "message": "Deployment cancelled"});
-        let _ = state
-            .publisher
-            .publish(org, "deployment_progress", data)
-            .await;
-    }
+    // A pending deployment ends here (and says so); a running one is ended
+    // by its worker, which notices the request at its next heartbeat.
+    state.publisher.publish_or_warn(&events).await;
     Ok(HttpResponse::Ok().json(json!({"message": "Deployment cancelled"})))
 }
 

@@ -14,6 +14,9 @@ pub mod users;
 
 use actix_web::{Resource, web};
 
+use oec_common::events::{Envelope, Event, PermissionsChanged};
+use oec_common::model::PermissionsReason;
+
 use crate::errors::method_not_allowed;
 use crate::state::AppState;
 
@@ -27,28 +30,35 @@ pub(crate) async fn permissions_changed(
     project: Option<uuid::Uuid>,
     user: Option<uuid::Uuid>,
 ) {
-    let data = serde_json::json!({"organization_id": org, "project_id": project, "user_id": user});
-    publish_permissions_changed(state, org, data).await;
+    let change = PermissionsChanged {
+        organization_id: Some(org),
+        project_id: project,
+        user_id: user,
+        reason: PermissionsReason::MembershipChanged,
+    };
+    publish_permissions_changed(state, org, change).await;
 }
 
 /// A `permissions_changed` for `user` alone, after sessions of theirs ended
 /// (logout, a password change, a reused refresh token, their deletion): each
 /// of their open streams re-checks its session and ends if it is gone.
 pub(crate) async fn sessions_ended(state: &AppState, user: uuid::Uuid) {
-    let data = serde_json::json!({
-        "organization_id": null, "project_id": null, "user_id": user, "reason": "sessions_ended"
-    });
-    publish_permissions_changed(state, uuid::Uuid::nil(), data).await;
+    let change = PermissionsChanged {
+        organization_id: None,
+        project_id: None,
+        user_id: Some(user),
+        reason: PermissionsReason::SessionsEnded,
+    };
+    publish_permissions_changed(state, uuid::Uuid::nil(), change).await;
 }
 
-async fn publish_permissions_changed(state: &AppState, org: uuid::Uuid, data: serde_json::Value) {
-    if let Err(e) = state
-        .publisher
-        .publish(org, oec_common::events::PERMISSIONS_CHANGED, data)
-        .await
-    {
-        tracing::warn!(error = %e, %org, "publishing permissions_changed failed");
-    }
+async fn publish_permissions_changed(
+    state: &AppState,
+    org: uuid::Uuid,
+    change: PermissionsChanged,
+) {
+    let event = Envelope::new(org, Event::PermissionsChanged(change));
+    state.publisher.publish_or_warn(&[event]).await;
 }
 
 /// A resource that answers 405 with a JSON body for methods it does not route.

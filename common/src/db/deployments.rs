@@ -6,6 +6,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::Page;
+use crate::events::DeploymentRef;
 use crate::model::steps::Step;
 use crate::model::{
     DeploymentStatus, EnvironmentKind, EnvironmentStatus, LogLevel, StepStatus, Trigger,
@@ -47,7 +48,8 @@ const COLUMNS: &str =
     progress_percent, cancel_requested_at, created_at, updated_at";
 
 pub enum Created {
-    New(Deployment),
+    /// A new pending deployment and its first log line.
+    New(Deployment, Vec<LogLine>),
     /// The same `Idempotency-Key` was used before by the same user for the
     /// same request (environment and trigger).
     Replayed(Deployment),
@@ -126,42 +128,66 @@ pub async fn create(pool: &PgPool, n: &NewDeployment<'_>) -> sqlx::Result<Option
     .bind(n.idempotency_key)
     .fetch_one(&mut *tx)
     .await?;
-    insert_log(
+    let lines = append_lines(
         &mut tx,
-        d.id,
-        1,
-        LogLevel::Info,
-        "Deployment created and queued",
-        Some("initializing"),
-        None,
+        &d,
+        &[(
+            LogLevel::Info,
+            Step::Initializing,
+            "Deployment created and queued",
+        )],
     )
     .await?;
     tx.commit().await?;
-    Ok(Some(Created::New(d)))
+    Ok(Some(Created::New(d, lines)))
 }
 
-async fn insert_log(
+/// Appends lines a transition writes itself (not the worker's log writer)
+/// after the deployment's last one, with its status and progress as
+/// `d` has them; the caller holds the deployment's row lock.
+async fn append_lines(
     tx: &mut Transaction<'_, Postgres>,
-    deployment: Uuid,
-    seq: i64,
-    level: LogLevel,
-    message: &str,
-    step: Option<&str>,
-    data: Option<&serde_json::Value>,
-) -> sqlx::Result<LogLine> {
+    d: &Deployment,
+    lines: &[(LogLevel, Step, &str)],
+) -> sqlx::Result<Vec<LogLine>> {
+    let levels: Vec<LogLevel> = lines.iter().map(|l| l.0).collect();
+    let steps: Vec<&str> = lines.iter().map(|l| l.1.id()).collect();
+    let messages: Vec<&str> = lines.iter().map(|l| l.2).collect();
+    sqlx::query_as(&format!(
+        "INSERT INTO deployment_logs (id, deployment_id, seq, timestamp, level, message, step, status, progress_percent)
+         SELECT gen_random_uuid(), $1,
+                (SELECT COALESCE(max(seq), 0) FROM deployment_logs WHERE deployment_id = $1) + t.n,
+                clock_timestamp(), t.level, t.message, t.step, $5, $6
+         FROM unnest($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS t(level, step, message, n)
+         RETURNING {LOG_COLUMNS}"
+    ))
+    .bind(d.id)
+    .bind(&levels)
+    .bind(&steps)
+    .bind(&messages)
+    .bind(d.status)
+    .bind(d.progress_percent)
+    .fetch_all(&mut **tx)
+    .await
+}
+
+/// What every event of a deployment carries, with its organization.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Referenced {
+    pub organization_id: Uuid,
+    #[sqlx(flatten)]
+    pub deployment: DeploymentRef,
+}
+
+pub async fn reference(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Referenced>> {
     sqlx::query_as(
-        "INSERT INTO deployment_logs (id, deployment_id, seq, timestamp, level, message, step, data)
-         VALUES ($1, $2, $3, now(), $4, $5, $6, $7)
-         RETURNING id, seq, timestamp, level, message, step, data",
+        "SELECT p.organization_id, d.id AS deployment_id, d.environment_id, d.project_id,
+                p.name AS project_name, e.name AS environment_name, d.triggered_by, d.git_branch AS branch
+         FROM deployments d JOIN projects p ON p.id = d.project_id JOIN environments e ON e.id = d.environment_id
+         WHERE d.id = $1",
     )
-    .bind(Uuid::new_v4())
-    .bind(deployment)
-    .bind(seq)
-    .bind(level.as_str())
-    .bind(message)
-    .bind(step)
-    .bind(data)
-    .fetch_one(&mut **tx)
+    .bind(id)
+    .fetch_optional(pool)
     .await
 }
 
@@ -210,10 +236,15 @@ pub async fn latest_for_environment(pool: &PgPool, env: Uuid) -> sqlx::Result<Op
 }
 
 /// Records a cancel request on a pending or running deployment; a pending one
-/// is cancelled at once (no worker holds it). Returns the new state, or `None`
-/// when the deployment is already terminal.
-pub async fn request_cancel(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Deployment>> {
-    sqlx::query_as(&format!(
+/// is cancelled at once (no worker holds it), with a last log line. Returns
+/// the new state and that line, or `None` when the deployment is already
+/// terminal.
+pub async fn request_cancel(
+    pool: &PgPool,
+    id: Uuid,
+) -> sqlx::Result<Option<(Deployment, Vec<LogLine>)>> {
+    let mut tx = pool.begin().await?;
+    let d: Option<Deployment> = sqlx::query_as(&format!(
         "UPDATE deployments SET
             cancel_requested_at = COALESCE(cancel_requested_at, now()),
             status = CASE WHEN status = $2 THEN $3 ELSE status END,
@@ -227,8 +258,26 @@ pub async fn request_cancel(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Depl
     .bind(DeploymentStatus::Pending)
     .bind(DeploymentStatus::Cancelled)
     .bind(DeploymentStatus::ACTIVE)
-    .fetch_optional(pool)
-    .await
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(d) = d else { return Ok(None) };
+    // A running deployment's lines are its worker's to write.
+    let lines = if d.status == DeploymentStatus::Cancelled {
+        append_lines(
+            &mut tx,
+            &d,
+            &[(
+                LogLevel::Warning,
+                Step::Completed,
+                "Deployment cancelled before it started",
+            )],
+        )
+        .await?
+    } else {
+        Vec::new()
+    };
+    tx.commit().await?;
+    Ok(Some((d, lines)))
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -240,7 +289,16 @@ pub struct LogLine {
     pub message: String,
     pub step: Option<String>,
     pub data: Option<serde_json::Value>,
+    /// The deployment's status and progress when the line was written (in
+    /// its events; the log API and exports show the line alone).
+    #[serde(skip)]
+    pub status: DeploymentStatus,
+    #[serde(skip)]
+    pub progress_percent: i32,
 }
+
+const LOG_COLUMNS: &str =
+    "id, seq, timestamp, level, message, step, data, status, progress_percent";
 
 /// Log lines in `seq` order, optionally of one level.
 pub async fn logs(
@@ -250,12 +308,12 @@ pub async fn logs(
     step: Option<&str>,
     page: Page,
 ) -> sqlx::Result<Vec<LogLine>> {
-    sqlx::query_as(
-        "SELECT id, seq, timestamp, level, message, step, data FROM deployment_logs
+    sqlx::query_as(&format!(
+        "SELECT {LOG_COLUMNS} FROM deployment_logs
          WHERE deployment_id = $1 AND ($2::text IS NULL OR level = $2)
            AND ($5::text IS NULL OR step = $5)
-         ORDER BY seq OFFSET $3 LIMIT $4",
-    )
+         ORDER BY seq OFFSET $3 LIMIT $4"
+    ))
     .bind(deployment)
     .bind(level)
     .bind(page.skip)
@@ -272,10 +330,10 @@ pub async fn logs_after(
     after_seq: i64,
     limit: i64,
 ) -> sqlx::Result<Vec<LogLine>> {
-    sqlx::query_as(
-        "SELECT id, seq, timestamp, level, message, step, data FROM deployment_logs
-         WHERE deployment_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-    )
+    sqlx::query_as(&format!(
+        "SELECT {LOG_COLUMNS} FROM deployment_logs
+         WHERE deployment_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+    ))
     .bind(deployment)
     .bind(after_seq)
     .bind(limit)
@@ -311,12 +369,12 @@ pub async fn step_log_tails(
     deployment: Uuid,
     per_step: i64,
 ) -> sqlx::Result<(Vec<LogLine>, Vec<(Option<String>, i64)>)> {
-    let tails = sqlx::query_as(
-        "SELECT id, seq, timestamp, level, message, step, data FROM (
+    let tails = sqlx::query_as(&format!(
+        "SELECT {LOG_COLUMNS} FROM (
              SELECT *, row_number() OVER (PARTITION BY step ORDER BY seq DESC) AS back
              FROM deployment_logs WHERE deployment_id = $1) t
-         WHERE back <= $2 ORDER BY seq",
-    )
+         WHERE back <= $2 ORDER BY seq"
+    ))
     .bind(deployment)
     .bind(per_step)
     .fetch_all(pool)
@@ -496,6 +554,9 @@ pub struct NewLog {
     pub message: String,
     pub step: Option<&'static str>,
     pub data: Option<serde_json::Value>,
+    /// The deployment's status and progress when the line was written.
+    pub status: DeploymentStatus,
+    pub progress_percent: i32,
 }
 
 /// Stores log lines in one statement (one commit); returns them as stored.
@@ -510,13 +571,16 @@ pub async fn insert_logs(
     let messages: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
     let steps: Vec<Option<&str>> = lines.iter().map(|l| l.step).collect();
     let data: Vec<Option<serde_json::Value>> = lines.iter().map(|l| l.data.clone()).collect();
+    let statuses: Vec<DeploymentStatus> = lines.iter().map(|l| l.status).collect();
+    let percents: Vec<i32> = lines.iter().map(|l| l.progress_percent).collect();
     sqlx::query_as(
-        "INSERT INTO deployment_logs (id, deployment_id, seq, timestamp, level, message, step, data)
-         SELECT id, $2, seq, clock_timestamp(), level, message, step, data
-         FROM unnest($1::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::jsonb[])
-              AS t(id, seq, level, message, step, data)
-         RETURNING id, seq, timestamp, level, message, step, data",
-    )
+&format!(
+        "INSERT INTO deployment_logs (id, deployment_id, seq, timestamp, level, message, step, data, status, progress_percent)
+         SELECT id, $2, seq, clock_timestamp(), level, message, step, data, status, progress_percent
+         FROM unnest($1::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::text[], $9::int[])
+              AS t(id, seq, level, message, step, data, status, progress_percent)
+         RETURNING {LOG_COLUMNS}"
+    ))
     .bind(&ids)
     .bind(deployment)
     .bind(&seqs)
@@ -524,6 +588,8 @@ pub async fn insert_logs(
     .bind(&messages)
     .bind(&steps)
     .bind(&data)
+    .bind(&statuses)
+    .bind(&percents)
     .fetch_all(pool)
     .await
 }
@@ -584,16 +650,25 @@ pub async fn step_finished(
     tx.commit().await
 }
 
-/// Ends a running deployment (success, failed or cancelled) and moves its
-/// environment to `environment_status`. Returns the final row, or `None` when
-/// it was not running any more.
+/// How a running deployment ends.
+pub struct Ending<'a> {
+    pub status: DeploymentStatus,
+    pub error_message: Option<&'a str>,
+    pub environment_status: EnvironmentStatus,
+    /// Its last log lines, written with the final status (after every line
+    /// the worker's writer stored: the caller flushed it).
+    pub lines: &'a [(LogLevel, Step, &'a str)],
+}
+
+/// Ends a running deployment (success, failed or cancelled), fails its
+/// running step, moves its environment and writes its last lines, in one
+/// transaction. Returns the final row and the lines, or `None` when it was
+/// not running any more.
 pub async fn finish(
     pool: &PgPool,
     deployment: Uuid,
-    status: DeploymentStatus,
-    error_message: Option<&str>,
-    environment_status: EnvironmentStatus,
-) -> sqlx::Result<Option<Deployment>> {
+    end: &Ending<'_>,
+) -> sqlx::Result<Option<(Deployment, Vec<LogLine>)>> {
     let mut tx = pool.begin().await?;
     let d: Option<Deployment> = sqlx::query_as(&format!(
         "UPDATE deployments SET status = $2, error_message = $3, completed_at = now(),
@@ -604,33 +679,33 @@ pub async fn finish(
          WHERE id = $1 AND status = $5 RETURNING {COLUMNS}"
     ))
     .bind(deployment)
-    .bind(status)
-    .bind(error_message)
+    .bind(end.status)
+    .bind(end.error_message)
     .bind(DeploymentStatus::Success)
     .bind(DeploymentStatus::Running)
     .bind(Step::Completed.id())
     .fetch_optional(&mut *tx)
     .await?;
-    if let Some(d) = &d {
-        // A running step is failed along with the deployment.
-        sqlx::query(
-            "UPDATE deployment_steps SET status = $2, completed_at = now(),
-                 duration_seconds = EXTRACT(EPOCH FROM now() - started_at)::float8
-             WHERE deployment_id = $1 AND status = $3",
-        )
-        .bind(deployment)
-        .bind(StepStatus::Failed)
-        .bind(StepStatus::Running)
+    let Some(d) = d else { return Ok(None) };
+    // A running step is failed along with the deployment.
+    sqlx::query(
+        "UPDATE deployment_steps SET status = $2, completed_at = now(),
+             duration_seconds = EXTRACT(EPOCH FROM now() - started_at)::float8
+         WHERE deployment_id = $1 AND status = $3",
+    )
+    .bind(deployment)
+    .bind(StepStatus::Failed)
+    .bind(StepStatus::Running)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE environments SET status = $2, updated_at = now() WHERE id = $1")
+        .bind(d.environment_id)
+        .bind(end.environment_status)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE environments SET status = $2, updated_at = now() WHERE id = $1")
-            .bind(d.environment_id)
-            .bind(environment_status)
-            .execute(&mut *tx)
-            .await?;
-    }
+    let lines = append_lines(&mut tx, &d, end.lines).await?;
     tx.commit().await?;
-    Ok(d)
+    Ok(Some((d, lines)))
 }
 
 /// How many deployments a worker still runs.
@@ -642,17 +717,31 @@ pub async fn running_for_worker(pool: &PgPool, worker: &str) -> sqlx::Result<i64
         .await
 }
 
-/// Fails a deployment that never reached a worker (e.g. it could not be queued).
-pub async fn fail_pending(pool: &PgPool, id: Uuid, message: &str) -> sqlx::Result<()> {
-    sqlx::query(
+/// Fails a deployment that never reached a worker (e.g. it could not be
+/// queued), with a last log line saying why; `None` when it was not pending.
+pub async fn fail_pending(
+    pool: &PgPool,
+    id: Uuid,
+    message: &str,
+) -> sqlx::Result<Option<(Deployment, Vec<LogLine>)>> {
+    let mut tx = pool.begin().await?;
+    let d: Option<Deployment> = sqlx::query_as(&format!(
         "UPDATE deployments SET status = $3, error_message = $2, completed_at = now(), updated_at = now()
-         WHERE id = $1 AND status = $4",
-    )
+         WHERE id = $1 AND status = $4 RETURNING {COLUMNS}"
+    ))
     .bind(id)
     .bind(message)
     .bind(DeploymentStatus::Failed)
     .bind(DeploymentStatus::Pending)
-    .execute(pool)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(())
+    let Some(d) = d else { return Ok(None) };
+    let lines = append_lines(
+        &mut tx,
+        &d,
+        &[(LogLevel::Error, Step::Initializing, message)],
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Some((d, lines)))
 }

@@ -127,6 +127,10 @@ text_enum!(
     Trigger { Manual => "manual", GitPush => "git_push", Api => "api", Scheduled => "scheduled", Rollback => "rollback" }
 );
 text_enum!(
+    /// Why a `permissions_changed` event was sent.
+    PermissionsReason { MembershipChanged => "membership_changed", SessionsEnded => "sessions_ended" }
+);
+text_enum!(
     LogLevel { Debug => "debug", Info => "info", Warning => "warning", Error => "error" }
 );
 text_enum!(

@@ -4,34 +4,14 @@
 //! whose job is gone from the queue is enqueued again once, then failed if it
 //! is still not picked up.
 
-use oec_common::db::{deployments, maintenance};
+use oec_common::db::deployments::Ending;
+use oec_common::db::maintenance;
+use oec_common::lifecycle;
+use oec_common::model::steps::Step;
 use oec_common::model::{DeploymentStatus, EnvironmentStatus, LogLevel};
 use oec_common::queue;
-use serde_json::json;
 
 use crate::Deps;
-
-async fn announce(deps: &Deps, s: &maintenance::Stuck, message: &str) {
-    let data = json!({"deployment_id": s.id, "environment_id": s.environment_id, "project_id": s.project_id,
-                      "status": DeploymentStatus::Failed, "error_message": message, "message": message,
-                      "level": LogLevel::Error});
-    if let Err(e) = deps
-        .publisher
-        .publish(s.organization_id, "deployment_progress", data)
-        .await
-    {
-        tracing::warn!(error = %e, "publishing the reaped deployment failed");
-    }
-    let data = json!({"environment_id": s.environment_id, "project_id": s.project_id,
-                      "status": EnvironmentStatus::Failed, "deployment_id": s.id});
-    if let Err(e) = deps
-        .publisher
-        .publish(s.organization_id, "environment_status", data)
-        .await
-    {
-        tracing::warn!(error = %e, "publishing environment_status failed");
-    }
-}
 
 pub async fn run(deps: &Deps) -> anyhow::Result<String> {
     let stale = deps.settings.reaper_stale_after.as_secs_f64();
@@ -42,18 +22,15 @@ pub async fn run(deps: &Deps) -> anyhow::Result<String> {
             .map(|t| t.to_rfc3339())
             .unwrap_or_else(|| "its start".into());
         let message = format!("Worker lost: no heartbeat since {since}");
-        if deployments::finish(
-            &deps.pool,
-            s.id,
-            DeploymentStatus::Failed,
-            Some(&message),
-            EnvironmentStatus::Failed,
-        )
-        .await?
-        .is_some()
-        {
+        let ending = Ending {
+            status: DeploymentStatus::Failed,
+            error_message: Some(&message),
+            environment_status: EnvironmentStatus::Failed,
+            lines: &[(LogLevel::Error, Step::Completed, &message)],
+        };
+        if let Some((_, events)) = lifecycle::finish(&deps.pool, s.id, &ending).await? {
             tracing::warn!(deployment_id = %s.id, "{message}");
-            announce(deps, &s, &message).await;
+            deps.publisher.publish_or_warn(&events).await;
             reaped += 1;
         }
     }
@@ -90,8 +67,8 @@ pub async fn run(deps: &Deps) -> anyhow::Result<String> {
                         > pending_after =>
                 {
                     let message = "Deployment was never picked up by a worker (its queued job was lost twice); check that oec-worker runs, then deploy again";
-                    deployments::fail_pending(&deps.pool, s.id, message).await?;
-                    announce(deps, s, message).await;
+                    let events = lifecycle::fail_pending(&deps.pool, s.id, message).await?;
+                    deps.publisher.publish_or_warn(&events).await;
                     failed += 1;
                 }
                 Some(_) => {}

@@ -13,17 +13,18 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use oec_common::config::Settings;
-use oec_common::db::deployments::{self, RunContext};
+use oec_common::db::deployments::{self, Ending, RunContext};
 use oec_common::events::Publisher;
+use oec_common::lifecycle;
 use oec_common::model::steps::{Step, progress_percent};
 use oec_common::model::{DeploymentStatus, EnvironmentStatus, LogLevel, StepStatus};
 use oec_common::secrets::Masker;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::log::{EventContext, Log, Progress};
+use crate::log::{Log, Progress};
 use crate::names;
 use crate::target::Target;
 
@@ -130,8 +131,12 @@ enum End {
 /// failure is recorded in PostgreSQL and is final; a job for a deployment
 /// that is not pending any more is skipped.
 pub async fn run_job(deps: Arc<Deps>, deployment_id: Uuid) {
-    let ctx = match deployments::claim(&deps.pool, deployment_id, &deps.worker_id).await {
-        Ok(Some(ctx)) => ctx,
+    let (ctx, reference) = match lifecycle::claim(&deps.pool, deployment_id, &deps.worker_id).await
+    {
+        Ok(Some((ctx, reference, events))) => {
+            deps.publisher.publish_or_warn(&events).await;
+            (ctx, reference)
+        }
         Ok(None) => {
             tracing::info!(%deployment_id, "deployment is not pending any more; job skipped");
             return;
@@ -162,23 +167,18 @@ pub async fn run_job(deps: Arc<Deps>, deployment_id: Uuid) {
             return;
         }
     };
-    let progress = Arc::new(Progress {
-        percent: Default::default(),
-    });
+    let progress = Arc::new(Progress::default());
     let first_seq = deployments::max_seq(&deps.pool, deployment_id)
         .await
         .unwrap_or(0);
-    let events = EventContext::new(&ctx);
     let (log, writer) = Log::start(
         deps.pool.clone(),
         deps.publisher.clone(),
-        deployment_id,
+        reference,
         first_seq,
-        events.clone(),
         progress.clone(),
         masker,
     );
-    publish_env_status(&deps, &ctx, EnvironmentStatus::Deploying).await;
 
     let (abort_tx, mut abort_rx) = watch::channel(None::<Abort>);
     let heartbeat = tokio::spawn(watch_liveness(deps.clone(), deployment_id, abort_tx));
@@ -340,71 +340,55 @@ async fn finish(deps: &Deps, ctx: &RunContext, log: Option<&Log>, end: End, star
             return;
         }
     };
-    if let Some(log) = log {
-        match &end {
-            End::Success => {
-                let line = format!(
+    // The last lines are written with the final status, in the same
+    // transaction as it, after everything the writer holds.
+    let clean = |text: &str| match log {
+        Some(log) => log.clean(text),
+        None => text.to_owned(),
+    };
+    let last: Vec<(LogLevel, String)> = match &end {
+        End::Success => vec![
+            (
+                LogLevel::Info,
+                format!(
                     "Deployment completed successfully! Total time: {total:.1}s ({:.1} min)",
                     total / 60.0
-                );
-                log.info(Step::Completed, &line);
-                log.info(
-                    Step::Completed,
-                    &format!(
-                        "Deployment completed! Total: {total:.1}s ({:.1} min)",
-                        total / 60.0
-                    ),
-                );
-            }
-            End::Aborted(Abort::Cancelled) => log.warning(Step::Completed, "Deployment cancelled"),
-            _ => {
-                if let Some(e) = &error {
-                    log.line(
-                        LogLevel::Error,
-                        Step::Completed,
-                        &format!("Deployment failed: {e}"),
-                        None,
-                    );
-                }
-            }
-        }
+                ),
+            ),
+            (
+                LogLevel::Info,
+                format!(
+                    "Deployment completed! Total: {total:.1}s ({:.1} min)",
+                    total / 60.0
+                ),
+            ),
+        ],
+        End::Aborted(Abort::Cancelled) => vec![(LogLevel::Warning, "Deployment cancelled".into())],
+        _ => error
+            .iter()
+            .map(|e| (LogLevel::Error, clean(&format!("Deployment failed: {e}"))))
+            .collect(),
+    };
+    if let Some(log) = log {
         log.flush().await;
     }
-    let row = match deployments::finish(
-        &deps.pool,
-        ctx.deployment_id,
+    let lines: Vec<(LogLevel, Step, &str)> = last
+        .iter()
+        .map(|(level, text)| (*level, Step::Completed, text.as_str()))
+        .collect();
+    let ending = Ending {
         status,
-        error.as_deref(),
-        env_status,
-    )
-    .await
-    {
-        Ok(row) => row,
+        error_message: error.as_deref(),
+        environment_status: env_status,
+        lines: &lines,
+    };
+    match lifecycle::finish(&deps.pool, ctx.deployment_id, &ending).await {
+        Ok(Some((_, events))) => deps.publisher.publish_or_warn(&events).await,
+        Ok(None) => {}
         Err(e) => {
             tracing::error!(deployment_id = %ctx.deployment_id, error = %e, "recording the end of the deployment failed");
-            None
         }
-    };
-    let Some(d) = row else { return };
-    let mut data = EventContext::new(ctx).base;
-    data.insert("status".into(), json!(d.status));
-    data.insert("step".into(), json!(d.current_step));
-    data.insert("progress_percent".into(), json!(d.progress_percent));
-    data.insert("error_message".into(), json!(d.error_message));
-    data.insert("duration_seconds".into(), json!(d.duration_seconds));
-    data.insert("message".into(), json!(format!("Deployment {}", d.status)));
-    if let Err(e) = deps
-        .publisher
-        .publish(
-            ctx.organization_id,
-            "deployment_progress",
-            Value::Object(data),
-        )
-        .await
-    {
-        tracing::warn!(error = %e, "publishing the final event failed");
     }
-    publish_env_status(deps, ctx, env_status).await;
     tracing::info!(deployment_id = %ctx.deployment_id, %status, seconds = total, "deployment finished");
 }
 
@@ -523,18 +507,6 @@ fn restore(ctx: &RunContext) -> EnvironmentStatus {
         | EnvironmentStatus::Stopped
         | EnvironmentStatus::Failed) => s,
         EnvironmentStatus::Created | EnvironmentStatus::Deploying => EnvironmentStatus::Created,
-    }
-}
-
-async fn publish_env_status(deps: &Deps, ctx: &RunContext, status: EnvironmentStatus) {
-    let data = json!({"environment_id": ctx.environment_id, "project_id": ctx.project_id, "status": status,
-                      "deployment_id": ctx.deployment_id});
-    if let Err(e) = deps
-        .publisher
-        .publish(ctx.organization_id, "environment_status", data)
-        .await
-    {
-        tracing::warn!(error = %e, "publishing environment_status failed");
     }
 }
 

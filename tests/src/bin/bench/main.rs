@@ -28,7 +28,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
-use oec_common::events::Publisher;
+use oec_common::events::{DeploymentProgress, DeploymentRef, Envelope, Event, Publisher};
+use oec_common::model::steps::Step;
+use oec_common::model::{DeploymentStatus, LogLevel};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -96,9 +98,27 @@ async fn publish_for(
     let mut sent = 0;
     while Instant::now() < end {
         tick.tick().await;
-        let data = json!({"deployment_id": Uuid::nil(), "project_id": project, "status": "running",
-                          "step": "pulling_image", "message": "Pulling Odoo 18.0 image...", "bench_sent_us": now_us()});
-        publisher.publish(org, "deployment_progress", data).await?;
+        let event = Event::DeploymentProgress(DeploymentProgress {
+            deployment: DeploymentRef {
+                deployment_id: Uuid::nil(),
+                environment_id: Uuid::nil(),
+                project_id: project,
+                project_name: "bench".into(),
+                environment_name: "bench".into(),
+                triggered_by: None,
+                branch: Some("main".into()),
+            },
+            status: DeploymentStatus::Running,
+            progress_percent: 45,
+            seq: sent as i64 + 1,
+            step: Some(Step::PullingImage.id().into()),
+            level: LogLevel::Info,
+            message: "Pulling Odoo 18.0 image...".into(),
+            timestamp: chrono::Utc::now(),
+            // The fleet reads the send time back from the frame.
+            data: Some(json!({"bench_sent_us": now_us()})),
+        });
+        publisher.publish(&Envelope::new(org, event)).await?;
         sent += 1;
     }
     Ok(sent)
@@ -220,8 +240,6 @@ async fn measure(
 
 async fn logs(args: &[String]) -> anyhow::Result<()> {
     use oec_common::db::deployments;
-    use oec_common::model::LogLevel;
-    use oec_common::model::steps::Step;
     let database = arg(args, "--database").context("--database")?;
     let redis_url = arg(args, "--redis").unwrap_or_else(|| "redis://127.0.0.1:6379".into());
     let lines: i64 = arg(args, "--lines")
@@ -236,20 +254,17 @@ async fn logs(args: &[String]) -> anyhow::Result<()> {
     let prefix = format!("bench:{}:", Uuid::new_v4().simple());
     let publisher = Publisher::new(redis, &prefix, 50_000);
     let ctx = oec_tests::bare_deployment(&pool).await?;
+    let reference = deployments::reference(&pool, ctx.0)
+        .await?
+        .context("the bench deployment")?;
 
     // oec: the worker's batching writer.
     let (log, writer) = oec_worker::log::Log::start(
         pool.clone(),
         publisher.clone(),
-        ctx.0,
+        reference.clone(),
         1000,
-        oec_worker::log::EventContext {
-            org_id: ctx.1,
-            base: Default::default(),
-        },
-        Arc::new(oec_worker::log::Progress {
-            percent: Default::default(),
-        }),
+        Default::default(),
         Default::default(),
     );
     let t0 = Instant::now();
@@ -277,15 +292,14 @@ async fn logs(args: &[String]) -> anyhow::Result<()> {
             message: format!("remote: Counting objects: {i}% (done)"),
             step: Some("cloning_project_repo"),
             data: None,
+            status: DeploymentStatus::Running,
+            progress_percent: 10,
         };
-        deployments::insert_logs(&pool, ctx.0, std::slice::from_ref(&line)).await?;
-        publisher
-            .publish(
-                ctx.1,
-                "deployment_progress",
-                json!({"message": line.message}),
-            )
-            .await?;
+        let rows = deployments::insert_logs(&pool, ctx.0, std::slice::from_ref(&line)).await?;
+        for row in &rows {
+            let event = oec_common::lifecycle::line_event(&reference.deployment, row);
+            publisher.publish(&Envelope::new(ctx.1, event)).await?;
+        }
     }
     let base_secs = t0.elapsed().as_secs_f64();
     let oec_rate = lines as f64 / oec_secs;
