@@ -17,6 +17,11 @@ pub const CHANNEL: &str = "sse:events";
 /// The replay stream (before the configured prefix).
 pub const STREAM: &str = "sse:stream";
 
+/// The documented schema of every event (JSON Schema), served at
+/// `/api/v1/events/schema`; the tests check every frame they receive
+/// against it.
+pub const SCHEMA: &str = include_str!("events.schema.json");
+
 /// The frame every event stream starts with: the spec's `connected` event,
 /// whose data is `{"status": "connected"}` alone.
 pub const CONNECTED: &[u8] = b"event: connected\ndata: {\"status\":\"connected\"}\n\n";
@@ -210,7 +215,126 @@ pub fn is_after(id: &str, last: Option<&str>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::is_after;
+    use super::*;
+    use crate::model::{DeploymentStatus, EnvironmentStatus, LogLevel, PermissionsReason};
+
+    fn schema_enum(def: &serde_json::Value) -> Vec<String> {
+        def["enum"]
+            .as_array()
+            .expect("an enum")
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    }
+
+    fn names<T: Copy>(all: &[T], name: impl Fn(T) -> &'static str) -> Vec<String> {
+        all.iter().map(|v| name(*v).to_owned()).collect()
+    }
+
+    #[test]
+    fn the_schemas_closed_sets_are_the_models() {
+        let s: serde_json::Value = serde_json::from_str(SCHEMA).expect("json");
+        let d = &s["$defs"];
+        assert_eq!(
+            schema_enum(&d["DeploymentStatus"]),
+            names(DeploymentStatus::ALL, DeploymentStatus::as_str)
+        );
+        assert_eq!(
+            schema_enum(&d["EnvironmentStatus"]),
+            names(EnvironmentStatus::ALL, EnvironmentStatus::as_str)
+        );
+        assert_eq!(
+            schema_enum(&d["LogLevel"]),
+            names(LogLevel::ALL, LogLevel::as_str)
+        );
+        let terminal: Vec<DeploymentStatus> = DeploymentStatus::ALL
+            .iter()
+            .copied()
+            .filter(|s| s.is_terminal())
+            .collect();
+        assert_eq!(
+            schema_enum(&d["deployment_finished"]["properties"]["data"]["properties"]["status"]),
+            names(&terminal, DeploymentStatus::as_str)
+        );
+        assert_eq!(
+            schema_enum(&d["permissions_changed"]["properties"]["data"]["properties"]["reason"]),
+            names(PermissionsReason::ALL, PermissionsReason::as_str)
+        );
+    }
+
+    /// Event bodies are made here (and by `lifecycle`) only: no other source
+    /// of api, worker, scheduler or common names an event type as a string
+    /// or builds a `{"type", "data"}` body with `json!`.
+    #[test]
+    fn no_event_body_is_built_outside_the_contract() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let mut files = Vec::new();
+        for krate in ["api/src", "worker/src", "scheduler/src", "common/src"] {
+            crate::model::tests::rust_files(&root.join(krate), &mut files);
+        }
+        let schema: serde_json::Value = serde_json::from_str(SCHEMA).expect("json");
+        let kinds: Vec<String> = schema["oneOf"]
+            .as_array()
+            .expect("oneOf")
+            .iter()
+            .filter_map(|r| r["$ref"].as_str()?.strip_prefix("#/$defs/"))
+            .map(|k| format!("\"{k}\""))
+            .collect();
+        assert_eq!(kinds.len(), 5, "{kinds:?}");
+        let here = root.join("common/src/events.rs");
+        let mut found = Vec::new();
+        for file in files.iter().filter(|f| **f != here) {
+            let text = std::fs::read_to_string(file).expect("read");
+            let lines: Vec<&str> = text.lines().collect();
+            for (n, line) in lines.iter().enumerate() {
+                if line.trim_start().starts_with("//") {
+                    continue;
+                }
+                for k in kinds.iter().filter(|k| line.contains(k.as_str())) {
+                    found.push(format!("{}:{}: {k}", file.display(), n + 1));
+                }
+                // A json! whose first lines hold "type" and "data" keys (a
+                // DNS record's "type" alone is not an event).
+                if line.contains("json!(") {
+                    let body = lines[n..lines.len().min(n + 3)].join(" ");
+                    if body.contains("\"type\"") && body.contains("\"data\"") {
+                        found.push(format!("{}:{}: json! event body", file.display(), n + 1));
+                    }
+                }
+            }
+        }
+        assert!(
+            found.is_empty(),
+            "event bodies outside common::events:\n{}",
+            found.join("\n")
+        );
+    }
+
+    #[test]
+    fn an_envelope_is_the_specs_type_and_data_plus_its_routing() {
+        let e = Envelope::new(
+            Uuid::nil(),
+            Event::EnvironmentStatus(EnvironmentStatusChanged {
+                environment_id: Uuid::from_u128(1),
+                project_id: Uuid::from_u128(2),
+                deployment_id: None,
+                status: EnvironmentStatus::Running,
+            }),
+        );
+        let json = serde_json::to_value(&e).expect("serialize");
+        assert_eq!(json["type"], "environment_status");
+        assert_eq!(json["data"]["status"], EnvironmentStatus::Running.as_str());
+        assert_eq!(json["org_id"], Uuid::nil().to_string());
+        assert!(json.get("id").is_none(), "no id before it is published");
+        let back: Envelope = serde_json::from_value(json).expect("deserialize");
+        assert_eq!(back, e);
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&e.event.to_json()).expect("json"),
+            serde_json::json!({"type": "environment_status", "data": {
+                "environment_id": Uuid::from_u128(1), "project_id": Uuid::from_u128(2),
+                "deployment_id": null, "status": EnvironmentStatus::Running}})
+        );
+    }
 
     #[test]
     fn stream_ids_order_by_time_then_sequence() {

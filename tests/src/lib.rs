@@ -5,6 +5,7 @@
 //! database when the test ends, so tests run in parallel without sharing state.
 
 pub mod git;
+pub mod schema;
 pub mod stack;
 pub mod standin;
 pub mod world;

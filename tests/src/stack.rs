@@ -427,16 +427,24 @@ impl SseMessage {
 }
 
 /// A live SSE connection; messages arrive on `rx`. Dropping it disconnects.
+/// Every frame with an `event:` is checked against the documented event
+/// schema as it arrives; a test whose client got a frame that does not match
+/// fails when the client is dropped.
 pub struct SseClient {
     pub rx: mpsc::UnboundedReceiver<SseMessage>,
     pub status: reqwest::StatusCode,
     pub headers: reqwest::header::HeaderMap,
     task: tokio::task::JoinHandle<()>,
+    violations: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Drop for SseClient {
     fn drop(&mut self) {
         self.task.abort();
+        if !std::thread::panicking() {
+            let v = self.violations.lock().expect("violations");
+            assert!(v.is_empty(), "frames that break the event schema: {v:#?}");
+        }
     }
 }
 
@@ -452,6 +460,9 @@ impl SseClient {
         let status = resp.status();
         let headers = resp.headers().clone();
         let (tx, rx) = mpsc::unbounded_channel();
+        let violations = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = violations.clone();
+        let schema = crate::schema::Schema::documented();
         let task = tokio::spawn(async move {
             let mut body = resp.bytes_stream();
             let mut buf = String::new();
@@ -474,6 +485,14 @@ impl SseClient {
                             m.data.push_str(v.strip_prefix(' ').unwrap_or(v));
                         }
                     }
+                    if let Some(event) = &m.event
+                        && status.is_success()
+                        && let Err(e) = schema.check_frame(event, &m.data)
+                    {
+                        seen.lock()
+                            .expect("violations")
+                            .push(format!("{e} in {}", m.data));
+                    }
                     if tx.send(m).is_err() {
                         return;
                     }
@@ -485,6 +504,7 @@ impl SseClient {
             status,
             headers,
             task,
+            violations,
         }
     }
 

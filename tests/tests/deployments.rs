@@ -865,3 +865,222 @@ async fn an_idempotency_key_answers_only_its_own_request_and_never_another_organ
     let (status, _) = deploy(ex, "manual").await;
     assert_eq!(status, 404);
 }
+
+/// `seq` → the `data:` of each `deployment_progress` frame of `id`.
+fn lines_of(frames: &[oec_tests::stack::SseMessage], id: uuid::Uuid) -> Vec<(i64, String)> {
+    frames
+        .iter()
+        .filter(|m| m.event.as_deref() == Some("deployment_progress"))
+        .filter(|m| m.json()["data"]["deployment_id"] == json!(id))
+        .map(|m| {
+            (
+                m.json()["data"]["seq"].as_i64().expect("seq"),
+                m.data.clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_log_line_is_the_same_json_live_and_replayed_on_both_streams() {
+    let stack = Stack::start(1, &[]).await;
+    let (_, project, server) = stack.world("acme", ServerLogin::Key).await;
+    let env = stack.environment(project, server, "staging").await;
+    let t = stack.admin_token.clone();
+    let global_url = stack.url(&format!("/api/v1/events/stream?token={t}"));
+    let mut global = SseClient::connect(&global_url, None).await;
+    assert_eq!(
+        global.next(WAIT).await.and_then(|m| m.event).as_deref(),
+        Some("connected")
+    );
+    let id = stack.deploy(env).await;
+    let deployment_url = stack.url(&format!("/api/v1/deployments/{id}/events?token={t}"));
+    let mut one = SseClient::connect(&deployment_url, None).await;
+    let finished = |m: &oec_tests::stack::SseMessage| {
+        m.event.as_deref() == Some("deployment_finished")
+            && m.json()["data"]["deployment_id"] == json!(id)
+    };
+    let global_live = lines_of(&global.until(WAIT, finished).await, id);
+    let one_live = lines_of(&one.until(WAIT, finished).await, id);
+    // Both again, from the start: the global stream from Redis, the
+    // deployment's from PostgreSQL.
+    let mut global_again = SseClient::connect(&global_url, Some("0-0")).await;
+    let global_replayed = lines_of(&global_again.until(WAIT, finished).await, id);
+    let mut one_again = SseClient::connect(&deployment_url, Some("0")).await;
+    let one_replayed = lines_of(&one_again.until(WAIT, finished).await, id);
+
+    let stored = stack
+        .get(&format!("/api/v1/deployments/{id}/logs?limit=500"), &t)
+        .await
+        .body["logs"]
+        .as_array()
+        .map(Vec::len)
+        .unwrap_or_default();
+    assert!(stored > 5, "{stored} lines");
+    assert_eq!(
+        global_live.len(),
+        stored,
+        "every line live on the global stream"
+    );
+    assert_eq!(one_replayed.len(), stored, "every line replayed");
+    assert_eq!(
+        global_live, one_replayed,
+        "live (global) and replayed (deployment) differ"
+    );
+    assert_eq!(
+        global_live, global_replayed,
+        "live and replayed (global) differ"
+    );
+    // The deployment's stream, connected after the first line, had it from
+    // PostgreSQL and the rest live: the same text either way.
+    assert_eq!(global_live, one_live, "the two live streams differ");
+
+    // Each line carries the deployment's state when it was written: the
+    // first pending, the stages running, the last lines the final status.
+    let states: Vec<(String, i64)> = one_replayed
+        .iter()
+        .map(|(_, d)| {
+            let v: Value = serde_json::from_str(d).expect("json");
+            (
+                v["data"]["status"].as_str().unwrap_or_default().to_owned(),
+                v["data"]["progress_percent"].as_i64().expect("progress"),
+            )
+        })
+        .collect();
+    assert_eq!(states.first().map(|s| s.0.as_str()), Some("pending"));
+    assert!(
+        states[1..states.len() - 1].iter().all(|s| s.0 == "running"),
+        "{states:?}"
+    );
+    assert_eq!(states.last().map(|s| s.0.as_str()), Some("failed"));
+    assert!(states.iter().any(|s| s.1 > 0), "progress moves: {states:?}");
+    let last: Value = serde_json::from_str(&one_replayed.last().expect("lines").1).expect("json");
+    assert_eq!(last["data"]["step"], "completed");
+    for field in [
+        "environment_id",
+        "project_id",
+        "project_name",
+        "environment_name",
+        "branch",
+        "triggered_by",
+    ] {
+        assert!(!last["data"][field].is_null(), "{field} in {last}");
+    }
+    remove_network(&format!("paasportal_net_{env}")).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_event_type_matches_the_documented_schema() {
+    let stack = Stack::start(1, &[]).await;
+    let (_, project, server) = stack.world("acme", ServerLogin::Key).await;
+    let env = stack.environment(project, server, "staging").await;
+    let t = stack.admin_token.clone();
+    // The schema is served as documented.
+    let r = stack
+        .client
+        .get(stack.url("/api/v1/events/schema"))
+        .send()
+        .await
+        .expect("schema");
+    assert_eq!(r.status(), 200);
+    let served: Value = r.json().await.expect("json");
+    assert_eq!(
+        served,
+        serde_json::from_str::<Value>(oec_common::events::SCHEMA).expect("json")
+    );
+
+    let (user, token) = stack.user("newcomer").await;
+    let mut theirs = SseClient::connect(
+        &stack.url(&format!("/api/v1/events/stream?token={token}")),
+        None,
+    )
+    .await;
+    let mut all = SseClient::connect(
+        &stack.url(&format!("/api/v1/events/stream?token={t}")),
+        None,
+    )
+    .await;
+    let id = stack.deploy(env).await;
+    let mut one = SseClient::connect(
+        &stack.url(&format!("/api/v1/deployments/{id}/events?token={t}")),
+        None,
+    )
+    .await;
+    let finished =
+        |m: &oec_tests::stack::SseMessage| m.event.as_deref() == Some("deployment_finished");
+    let mut frames = all.until(WAIT, finished).await;
+    // The environment's status follows the deployment's end.
+    frames.extend(
+        all.until(Duration::from_secs(5), |m| {
+            m.event.as_deref() == Some("environment_status")
+                && m.json()["data"]["status"] == "failed"
+        })
+        .await,
+    );
+    frames.extend(one.until(WAIT, finished).await);
+    let r = stack
+        .post(
+            &format!("/api/v1/projects/{project}/members"),
+            &t,
+            json!({"user_id": user, "role": "viewer"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    frames.extend(
+        theirs
+            .until(Duration::from_secs(5), |m| {
+                m.event.as_deref() == Some("permissions_changed")
+            })
+            .await,
+    );
+
+    let schema = oec_tests::schema::Schema::documented();
+    let mut kinds = std::collections::BTreeSet::new();
+    for m in &frames {
+        let Some(kind) = m.event.as_deref() else {
+            continue;
+        };
+        schema
+            .check_frame(kind, &m.data)
+            .unwrap_or_else(|e| panic!("{e}: {}", m.data));
+        kinds.insert(kind.to_owned());
+    }
+    let want: std::collections::BTreeSet<String> = [
+        "connected",
+        "deployment_progress",
+        "deployment_finished",
+        "environment_status",
+        "permissions_changed",
+    ]
+    .map(String::from)
+    .into();
+    assert_eq!(kinds, want);
+
+    // The check can fail: a missing field, a field the schema does not
+    // know, a value outside a closed set, a wrong type.
+    let line = frames
+        .iter()
+        .find(|m| m.event.as_deref() == Some("deployment_progress"))
+        .expect("a line")
+        .json();
+    let broken = |change: &dyn Fn(&mut Value)| {
+        let mut v = line.clone();
+        change(&mut v);
+        schema.check_event(&v)
+    };
+    assert!(schema.check_event(&line).is_ok());
+    assert!(
+        broken(&|v| {
+            v["data"]
+                .as_object_mut()
+                .expect("data")
+                .remove("progress_percent");
+        })
+        .is_err()
+    );
+    assert!(broken(&|v| v["data"]["extra"] = json!(1)).is_err());
+    assert!(broken(&|v| v["data"]["status"] = json!("exploded")).is_err());
+    assert!(broken(&|v| v["data"]["seq"] = json!("7")).is_err());
+    assert!(broken(&|v| v["data"]["deployment_id"] = json!("not-a-uuid")).is_err());
+    remove_network(&format!("paasportal_net_{env}")).await;
+}

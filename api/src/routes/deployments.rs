@@ -36,7 +36,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/deployments/{id}/progress").route(web::get().to(progress)))
     .service(resource("/deployments/{id}/cancel").route(web::post().to(cancel)))
     .service(resource("/deployments/{id}/events").route(web::get().to(sse::deployment_events)))
-    .service(resource("/events/stream").route(web::get().to(sse::events_stream)));
+    .service(resource("/events/stream").route(web::get().to(sse::events_stream)))
+    .service(resource("/events/schema").route(web::get().to(event_schema)));
+}
+
+/// `GET /api/v1/events/schema`: the JSON Schema of every event the streams
+/// send (public: it describes, it reveals nothing).
+async fn event_schema() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("application/schema+json")
+        .body(oec_common::events::SCHEMA)
 }
 
 #[derive(Deserialize)]

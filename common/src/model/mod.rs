@@ -158,7 +158,7 @@ impl DeploymentStatus {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// The closed sets whose values cross the database and the wire.
@@ -173,7 +173,7 @@ mod tests {
         v
     }
 
-    fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    pub(crate) fn rust_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
         for entry in std::fs::read_dir(dir).expect("read_dir").flatten() {
             let path = entry.path();
             if path.is_dir() {
