@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload, web};
-use oec_common::auth::{TokenError, TokenKind};
+use oec_common::auth::{Permission, Subject, TokenError, TokenKind, authorize};
 use oec_common::db;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -26,8 +26,14 @@ pub struct AuthUser {
 }
 
 impl AuthUser {
-    pub fn require_portal_admin(&self) -> Result<(), ApiError> {
-        if self.portal_admin {
+    /// A portal-level permission (`portal.*`), decided by `auth::authorize`
+    /// like every other: 403 `portal_admin_only` without it.
+    pub fn require_portal(&self, permission: Permission) -> Result<(), ApiError> {
+        let subject = Subject {
+            portal_admin: self.portal_admin,
+            ..Subject::default()
+        };
+        if authorize(&subject, permission) {
             Ok(())
         } else {
             Err(ApiError::PortalAdminOnly)

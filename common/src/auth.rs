@@ -183,10 +183,15 @@ pub enum Permission {
     ProjectDeploymentsView,
     ProjectDeploymentsList,
     ProjectDeploymentsCancel,
+    ProjectRepositoriesView,
+    // Portal level: the portal admin's alone.
+    PortalUsersManage,
+    PortalOdooVersionsManage,
+    PortalRepositoriesManage,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 22] = [
+    pub const ALL: [Permission; 26] = [
         Permission::OrgView,
         Permission::OrgUpdate,
         Permission::OrgDelete,
@@ -209,6 +214,10 @@ impl Permission {
         Permission::ProjectDeploymentsView,
         Permission::ProjectDeploymentsList,
         Permission::ProjectDeploymentsCancel,
+        Permission::ProjectRepositoriesView,
+        Permission::PortalUsersManage,
+        Permission::PortalOdooVersionsManage,
+        Permission::PortalRepositoriesManage,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -235,12 +244,67 @@ impl Permission {
             Permission::ProjectDeploymentsView => "project.deployments.view",
             Permission::ProjectDeploymentsList => "project.deployments.list",
             Permission::ProjectDeploymentsCancel => "project.deployments.cancel",
+            Permission::ProjectRepositoriesView => "project.repositories.view",
+            Permission::PortalUsersManage => "portal.users.manage",
+            Permission::PortalOdooVersionsManage => "portal.odoo_versions.manage",
+            Permission::PortalRepositoriesManage => "portal.repositories.manage",
         }
     }
 
     fn is_project_level(self) -> bool {
         self.as_str().starts_with("project.")
     }
+
+    fn is_portal_level(self) -> bool {
+        self.as_str().starts_with("portal.")
+    }
+}
+
+/// The organization roles that hold `permission` on their own (no project
+/// role), derived from [`authorize`]: what SQL visibility queries bind for
+/// organization-level lists.
+pub fn org_roles_with(permission: Permission) -> Vec<OrgRole> {
+    OrgRole::ALL
+        .iter()
+        .copied()
+        .filter(|r| {
+            let s = Subject {
+                org_role: Some(*r),
+                ..Subject::default()
+            };
+            authorize(&s, permission)
+        })
+        .collect()
+}
+
+/// The (organization role, project role) pairs of one project that hold
+/// `permission`, derived from [`authorize`], each as `"{org}/{project}"`
+/// with an empty side for no role (`"owner/"`, `"/viewer"`,
+/// `"member/admin"`). A visibility query computes the same text from the
+/// user's two memberships and binds this list, so a list shows exactly what
+/// `authorize` would let the user open.
+pub fn role_pairs_with(permission: Permission) -> Vec<String> {
+    let orgs = std::iter::once(None).chain(OrgRole::ALL.iter().copied().map(Some));
+    let mut out = Vec::new();
+    for org in orgs {
+        let projects = std::iter::once(None).chain(ProjectRole::ALL.iter().copied().map(Some));
+        for project in projects {
+            let s = Subject {
+                portal_admin: false,
+                org_role: org,
+                project_role: project,
+                in_some_project: project.is_some(),
+            };
+            if authorize(&s, permission) {
+                out.push(format!(
+                    "{}/{}",
+                    org.map(OrgRole::as_str).unwrap_or_default(),
+                    project.map(ProjectRole::as_str).unwrap_or_default()
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// What a user is, relative to one organization and (optionally) one project
@@ -275,6 +339,9 @@ pub fn authorize(subject: &Subject, permission: Permission) -> bool {
     if subject.portal_admin {
         return true;
     }
+    if permission.is_portal_level() {
+        return false;
+    }
     match subject.org_role {
         Some(OrgRole::Owner) => return true,
         // Organization admins hold every project permission in the
@@ -300,6 +367,7 @@ pub fn authorize(subject: &Subject, permission: Permission) -> bool {
                 | P::ProjectEnvironmentsView
                 | P::ProjectDeploymentsView
                 | P::ProjectDeploymentsList
+                | P::ProjectRepositoriesView
         ),
         Some(ProjectRole::Viewer) => {
             matches!(permission, P::ProjectView | P::ProjectDeploymentsView)
@@ -432,13 +500,24 @@ mod role_table {
             P::ProjectEnvironmentsView,
             P::ProjectDeploymentsView,
             P::ProjectDeploymentsList,
+            P::ProjectRepositoriesView,
+        ];
+        let portal = [
+            P::PortalUsersManage,
+            P::PortalOdooVersionsManage,
+            P::PortalRepositoriesManage,
         ];
         match role {
-            "portal.admin" | "org.owner" => P::ALL.to_vec(),
+            "portal.admin" => P::ALL.to_vec(),
+            "org.owner" => P::ALL
+                .iter()
+                .copied()
+                .filter(|p| !portal.contains(p))
+                .collect(),
             "org.admin" => P::ALL
                 .iter()
                 .copied()
-                .filter(|p| *p != P::OrgDelete)
+                .filter(|p| *p != P::OrgDelete && !portal.contains(p))
                 .collect(),
             "org.member" => vec![
                 P::OrgView,
@@ -484,6 +563,33 @@ mod role_table {
             }
         }
         assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+    }
+
+    #[test]
+    fn visibility_role_sets_come_from_authorize() {
+        let pairs = role_pairs_with(P::ProjectDeploymentsList);
+        for yes in [
+            "owner/",
+            "admin/viewer",
+            "/admin",
+            "/member",
+            "member/member",
+        ] {
+            assert!(pairs.contains(&yes.to_owned()), "{yes} in {pairs:?}");
+        }
+        for no in ["/", "member/", "/viewer", "member/viewer"] {
+            assert!(!pairs.contains(&no.to_owned()), "{no} in {pairs:?}");
+        }
+        // An organization member sees environments unless a project role
+        // narrower than that is theirs.
+        let envs = role_pairs_with(P::ProjectEnvironmentsView);
+        assert!(envs.contains(&"member/".to_owned()));
+        assert!(!envs.contains(&"member/viewer".to_owned()));
+        assert_eq!(
+            org_roles_with(P::OrgDnsView),
+            vec![OrgRole::Owner, OrgRole::Admin]
+        );
+        assert!(role_pairs_with(P::PortalUsersManage).is_empty());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Odoo versions and the image each deploys; portal admins manage them.
 
 use actix_web::{HttpResponse, web};
+use oec_common::auth::Permission;
 use oec_common::db;
 use oec_common::model::fields;
 use serde::Deserialize;
@@ -32,7 +33,7 @@ async fn create(
     user: AuthUser,
     body: Json<CreateVersion>,
 ) -> Result<HttpResponse, ApiError> {
-    user.require_portal_admin()?;
+    user.require_portal(Permission::PortalOdooVersionsManage)?;
     let version = fields::parse_odoo_version("version", &body.version)?;
     let image = fields::parse_image("image", &body.image)?;
     let (username, password) = match (&body.registry_username, &body.registry_password) {

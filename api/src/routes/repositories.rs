@@ -46,7 +46,7 @@ async fn create(
     })?;
     let (organization_id, project_id) = match (scope, body.organization_id, body.project_id) {
         (RepoScope::Platform, None, None) => {
-            user.require_portal_admin()?;
+            user.require_portal(Permission::PortalRepositoriesManage)?;
             (None, None)
         }
         (RepoScope::Organization, Some(org), None) => {

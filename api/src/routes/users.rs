@@ -1,6 +1,7 @@
 //! Users: portal admins create, list and delete them.
 
 use actix_web::{HttpResponse, web};
+use oec_common::auth::Permission;
 use oec_common::model::fields;
 use oec_common::{auth, db};
 use serde::Deserialize;
@@ -35,7 +36,7 @@ async fn create(
     user: AuthUser,
     body: Json<CreateUser>,
 ) -> Result<HttpResponse, ApiError> {
-    user.require_portal_admin()?;
+    user.require_portal(Permission::PortalUsersManage)?;
     let email = fields::parse_email("email", &body.email)?;
     let name = fields::parse_name("name", &body.name)?;
     let password = fields::parse_password("password", &body.password)?;
@@ -57,7 +58,7 @@ async fn list(
     user: AuthUser,
     q: Query<Pagination>,
 ) -> Result<HttpResponse, ApiError> {
-    user.require_portal_admin()?;
+    user.require_portal(Permission::PortalUsersManage)?;
     let page = q.page(50)?;
     Ok(HttpResponse::Ok().json(db::users::list(&state.pool, page).await?))
 }
@@ -70,7 +71,7 @@ async fn delete(
     user: AuthUser,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    user.require_portal_admin()?;
+    user.require_portal(Permission::PortalUsersManage)?;
     match db::users::delete(&state.pool, *id).await? {
         db::users::Deleted::Deleted => {
             super::sessions_ended(&state, *id).await;

@@ -3,7 +3,7 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::auth::Subject;
+use crate::auth::{Permission, Subject, role_pairs_with};
 use crate::model::{OrgRole, ProjectRole};
 
 #[derive(sqlx::FromRow)]
@@ -73,16 +73,36 @@ pub async fn for_project(
 /// What a user may watch live: every project of the organizations they own or
 /// administer, and the projects they belong to (any role may view progress).
 pub async fn event_scopes(pool: &PgPool, user: Uuid) -> sqlx::Result<(Vec<Uuid>, Vec<Uuid>)> {
+    // The organizations whose every deployment their role lets them view
+    // (whatever their project roles), and the projects where their two
+    // memberships do, both as `authorize` decides.
+    let pairs = role_pairs_with(Permission::ProjectDeploymentsView);
+    let whole_org: Vec<OrgRole> = OrgRole::ALL
+        .iter()
+        .copied()
+        .filter(|r| {
+            std::iter::once(String::new())
+                .chain(ProjectRole::ALL.iter().map(|p| p.to_string()))
+                .all(|p| pairs.contains(&format!("{r}/{p}")))
+        })
+        .collect();
     let orgs: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT organization_id FROM organization_members WHERE user_id = $1 AND role IN ('owner', 'admin')",
+        "SELECT organization_id FROM organization_members WHERE user_id = $1 AND role = ANY($2)",
     )
+    .bind(user)
+    .bind(whole_org)
+    .fetch_all(pool)
+    .await?;
+    let projects: Vec<Uuid> = sqlx::query_scalar(&format!(
+        "SELECT p.id FROM projects p
+         WHERE (p.id IN (SELECT project_id FROM project_members WHERE user_id = $2)
+                OR p.organization_id IN (SELECT organization_id FROM organization_members WHERE user_id = $2))
+           AND {ROLE_PAIR} = ANY($1)",
+        ROLE_PAIR = super::role_pair("p.id")
+    ))
+    .bind(pairs)
     .bind(user)
     .fetch_all(pool)
     .await?;
-    let projects: Vec<Uuid> =
-        sqlx::query_scalar("SELECT project_id FROM project_members WHERE user_id = $1")
-            .bind(user)
-            .fetch_all(pool)
-            .await?;
     Ok((orgs, projects))
 }

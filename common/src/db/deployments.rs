@@ -6,6 +6,7 @@ use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::Page;
+use crate::auth::{Permission, role_pairs_with};
 use crate::events::DeploymentRef;
 use crate::model::steps::Step;
 use crate::model::{
@@ -210,11 +211,9 @@ pub async fn list_visible(
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM deployments d
          WHERE ($3::uuid IS NULL OR d.project_id = $3) AND ($4::text IS NULL OR d.status = $4)
-           AND ($1 OR EXISTS (SELECT 1 FROM projects p JOIN organization_members m ON m.organization_id = p.organization_id
-                              WHERE p.id = d.project_id AND m.user_id = $2 AND m.role IN ('owner', 'admin'))
-                   OR EXISTS (SELECT 1 FROM project_members pm WHERE pm.project_id = d.project_id
-                              AND pm.user_id = $2 AND pm.role IN ('admin', 'member')))
-         ORDER BY created_at DESC, id DESC OFFSET $5 LIMIT $6"
+           AND ($1 OR {ROLE_PAIR} = ANY($7))
+         ORDER BY created_at DESC, id DESC OFFSET $5 LIMIT $6",
+        ROLE_PAIR = super::role_pair("d.project_id")
     ))
     .bind(portal_admin)
     .bind(user)
@@ -222,6 +221,7 @@ pub async fn list_visible(
     .bind(status)
     .bind(page.skip)
     .bind(page.limit)
+    .bind(role_pairs_with(Permission::ProjectDeploymentsList))
     .fetch_all(pool)
     .await
 }

@@ -53,7 +53,7 @@ pub async fn list_visible(
         "SELECT {COLUMNS} FROM dns_providers d
          WHERE ($3::uuid IS NULL OR d.organization_id = $3)
            AND ($1 OR EXISTS (SELECT 1 FROM organization_members m WHERE m.organization_id = d.organization_id
-                              AND m.user_id = $2 AND m.role IN ('owner', 'admin')))
+                              AND m.user_id = $2 AND m.role = ANY($6)))
          ORDER BY created_at, id OFFSET $4 LIMIT $5"
     ))
     .bind(portal_admin)
@@ -61,6 +61,7 @@ pub async fn list_visible(
     .bind(org)
     .bind(page.skip)
     .bind(page.limit)
+    .bind(crate::auth::org_roles_with(crate::auth::Permission::OrgDnsView))
     .fetch_all(pool)
     .await
 }

@@ -155,17 +155,18 @@ pub async fn list_visible(
     sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM environments e
          WHERE ($3::uuid IS NULL OR e.project_id = $3)
-           AND ($1 OR EXISTS (SELECT 1 FROM projects p JOIN organization_members m ON m.organization_id = p.organization_id
-                              WHERE p.id = e.project_id AND m.user_id = $2)
-                   OR EXISTS (SELECT 1 FROM project_members pm WHERE pm.project_id = e.project_id
-                              AND pm.user_id = $2 AND pm.role IN ('admin', 'member')))
-         ORDER BY created_at, id OFFSET $4 LIMIT $5"
+           AND ($1 OR {ROLE_PAIR} = ANY($6))
+         ORDER BY created_at, id OFFSET $4 LIMIT $5",
+        ROLE_PAIR = super::role_pair("e.project_id")
     ))
     .bind(portal_admin)
     .bind(user)
     .bind(project)
     .bind(page.skip)
     .bind(page.limit)
+    .bind(crate::auth::role_pairs_with(
+        crate::auth::Permission::ProjectEnvironmentsView,
+    ))
     .fetch_all(pool)
     .await
 }

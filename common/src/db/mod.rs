@@ -126,3 +126,15 @@ pub async fn ping(pool: &PgPool) -> sqlx::Result<()> {
         .await
         .map(|_| ())
 }
+
+/// The SQL text `"{org role}/{project role}"` of the user `$2` for the
+/// project in column `project`, empty sides for no membership: compared with
+/// `auth::role_pairs_with(permission)`, so visibility lists decide exactly as
+/// `auth::authorize` does.
+pub(crate) fn role_pair(project: &str) -> String {
+    format!(
+        "(COALESCE((SELECT m.role FROM projects rp JOIN organization_members m ON m.organization_id = rp.organization_id
+                    WHERE rp.id = {project} AND m.user_id = $2), '')
+          || '/' || COALESCE((SELECT pm.role FROM project_members pm WHERE pm.project_id = {project} AND pm.user_id = $2), ''))"
+    )
+}

@@ -34,9 +34,10 @@ pub async fn insert(
     .bind(owner)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query("INSERT INTO organization_members (organization_id, user_id, role) VALUES ($1, $2, 'owner')")
+    sqlx::query("INSERT INTO organization_members (organization_id, user_id, role) VALUES ($1, $2, $3)")
         .bind(org.id)
         .bind(owner)
+        .bind(OrgRole::Owner)
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
@@ -175,9 +176,10 @@ async fn lock_owners(
 ) -> sqlx::Result<Vec<Uuid>> {
     sqlx::query_scalar(
         "SELECT user_id FROM organization_members
-         WHERE organization_id = $1 AND role = 'owner' FOR UPDATE",
+         WHERE organization_id = $1 AND role = $2 FOR UPDATE",
     )
     .bind(org)
+    .bind(OrgRole::Owner)
     .fetch_all(&mut **tx)
     .await
 }

@@ -4,6 +4,7 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::Page;
+use crate::model::OrgRole;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct User {
@@ -169,11 +170,12 @@ pub async fn delete(pool: &PgPool, id: Uuid) -> sqlx::Result<Deleted> {
     }
     let owners: Vec<(Uuid, Uuid)> = sqlx::query_as(
         "SELECT organization_id, user_id FROM organization_members
-         WHERE role = 'owner' AND organization_id IN (
-             SELECT organization_id FROM organization_members WHERE user_id = $1 AND role = 'owner')
+         WHERE role = $2 AND organization_id IN (
+             SELECT organization_id FROM organization_members WHERE user_id = $1 AND role = $2)
          ORDER BY organization_id, user_id FOR UPDATE",
     )
     .bind(id)
+    .bind(OrgRole::Owner)
     .fetch_all(&mut *tx)
     .await?;
     let sole = owners

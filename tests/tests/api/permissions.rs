@@ -288,3 +288,151 @@ async fn visible_resources_without_the_permission_answer_403() {
         .await;
     assert_eq!(list.body.as_array().map(Vec::len), Some(1));
 }
+
+/// The list endpoints filter in SQL; `authorize` decides single resources.
+/// For every role (and a combination), what each list shows is what
+/// `authorize` grants: the role × permission table drives the visibility
+/// queries too.
+#[tokio::test]
+async fn every_visibility_list_shows_what_authorize_grants_for_every_role() {
+    use oec_common::auth::{Permission, Subject, authorize};
+    use oec_common::model::{OrgRole, ProjectRole};
+    let app = TestApp::spawn().await;
+    let w = World::build(&app, "acme").await;
+    let t = &app.admin_token;
+    let created = |r: oec_tests::Resp| {
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        r.id()
+    };
+    let deployment = app
+        .post(
+            "/api/v1/deployments",
+            t,
+            json!({"environment_id": w.environment}),
+        )
+        .await;
+    assert_eq!(
+        deployment.status,
+        StatusCode::ACCEPTED,
+        "{}",
+        deployment.text
+    );
+    let deployment = deployment.id();
+    let dns = created(
+        app.post(
+            "/api/v1/dns-providers",
+            t,
+            json!({"organization_id": w.org, "kind": "cloudflare", "api_token": "token-123",
+                   "zone_id": "zone", "apps_domain": "apps.oec.test"}),
+        )
+        .await,
+    );
+    let org_repo = created(app.post("/api/v1/repositories", t, json!({"scope": "organization",
+        "organization_id": w.org, "name": "org-addons", "git_url": "https://h.example/o.git", "branch": "main"})).await);
+    let project_repo = created(app.post("/api/v1/repositories", t, json!({"scope": "project",
+        "project_id": w.project, "name": "project-addons", "git_url": "https://h.example/p.git", "branch": "main"})).await);
+
+    let roles: Vec<(&str, Option<OrgRole>, Option<ProjectRole>)> = vec![
+        ("org owner", Some(OrgRole::Owner), None),
+        ("org admin", Some(OrgRole::Admin), None),
+        ("org member", Some(OrgRole::Member), None),
+        ("project admin", None, Some(ProjectRole::Admin)),
+        ("project member", None, Some(ProjectRole::Member)),
+        ("project viewer", None, Some(ProjectRole::Viewer)),
+        (
+            "org member and project viewer",
+            Some(OrgRole::Member),
+            Some(ProjectRole::Viewer),
+        ),
+        (
+            "org member and project admin",
+            Some(OrgRole::Member),
+            Some(ProjectRole::Admin),
+        ),
+        ("outsider", None, None),
+    ];
+    let mut mismatches = Vec::new();
+    for (i, (name, org_role, project_role)) in roles.into_iter().enumerate() {
+        let (user, token) = app.user(&format!("role{i}")).await;
+        if let Some(r) = org_role {
+            let r = app
+                .post(
+                    &format!("/api/v1/organizations/{}/members", w.org),
+                    t,
+                    json!({"user_id": user, "role": r.as_str()}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{name}: {}", r.text);
+        }
+        if let Some(r) = project_role {
+            let r = app
+                .post(
+                    &format!("/api/v1/projects/{}/members", w.project),
+                    t,
+                    json!({"user_id": user, "role": r.as_str()}),
+                )
+                .await;
+            assert_eq!(r.status, StatusCode::CREATED, "{name}: {}", r.text);
+        }
+        let subject = Subject {
+            portal_admin: false,
+            org_role,
+            project_role,
+            in_some_project: project_role.is_some(),
+        };
+        let lists = [
+            (
+                format!("/api/v1/deployments?project_id={}", w.project),
+                deployment,
+                Permission::ProjectDeploymentsList,
+            ),
+            (
+                format!("/api/v1/environments?project_id={}", w.project),
+                w.environment,
+                Permission::ProjectEnvironmentsView,
+            ),
+            (
+                format!("/api/v1/dns-providers?organization_id={}", w.org),
+                dns,
+                Permission::OrgDnsView,
+            ),
+            (
+                "/api/v1/repositories".to_owned(),
+                org_repo,
+                Permission::OrgRepositoriesView,
+            ),
+            (
+                "/api/v1/repositories".to_owned(),
+                project_repo,
+                Permission::ProjectRepositoriesView,
+            ),
+        ];
+        for (path, id, permission) in lists {
+            let r = app.get(&path, &token).await;
+            // A list filtered by a project or organization the user may not
+            // list answers 403 or 404: nothing shown.
+            assert!(
+                [StatusCode::OK, StatusCode::FORBIDDEN, StatusCode::NOT_FOUND].contains(&r.status),
+                "{name} {path}: {}",
+                r.text
+            );
+            let shown = r
+                .body
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x["id"] == json!(id)));
+            let granted = authorize(&subject, permission)
+                // A project's repository belongs to its organization too:
+                // whoever may view the organization's repositories sees it.
+                || (permission == Permission::ProjectRepositoriesView
+                    && authorize(&subject, Permission::OrgRepositoriesView));
+            if shown != granted {
+                mismatches.push(format!(
+                    "{name} × {}: the list {} it, authorize says {granted}",
+                    permission.as_str(),
+                    if shown { "shows" } else { "hides" }
+                ));
+            }
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
