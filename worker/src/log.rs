@@ -142,6 +142,43 @@ impl Log {
     }
 }
 
+/// A deployment's log bound to one step: what a stage writes to.
+#[derive(Clone)]
+pub struct StepLog {
+    log: Log,
+    step: Step,
+}
+
+impl StepLog {
+    pub fn new(log: Log, step: Step) -> Self {
+        StepLog { log, step }
+    }
+
+    pub fn step(&self) -> Step {
+        self.step
+    }
+
+    pub fn line(&self, level: LogLevel, message: &str, data: Option<Value>) {
+        self.log.line(level, self.step, message, data);
+    }
+
+    pub fn info(&self, message: &str) {
+        self.log.info(self.step, message);
+    }
+
+    pub fn warning(&self, message: &str) {
+        self.log.warning(self.step, message);
+    }
+
+    pub fn debug(&self, message: &str) {
+        self.log.debug(self.step, message);
+    }
+
+    pub fn mask(&self, text: &str) -> String {
+        self.log.mask(text)
+    }
+}
+
 fn mask_value(m: &Masker, v: Value) -> Value {
     match v {
         Value::String(s) => Value::String(m.mask(&printable(&s))),

@@ -34,12 +34,14 @@ pub async fn insert(
     .bind(owner)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query("INSERT INTO organization_members (organization_id, user_id, role) VALUES ($1, $2, $3)")
-        .bind(org.id)
-        .bind(owner)
-        .bind(OrgRole::Owner)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "INSERT INTO organization_members (organization_id, user_id, role) VALUES ($1, $2, $3)",
+    )
+    .bind(org.id)
+    .bind(owner)
+    .bind(OrgRole::Owner)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(org)
 }

@@ -24,7 +24,7 @@ use sqlx::PgPool;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::log::{Log, Progress};
+use crate::log::{Log, Progress, StepLog};
 use crate::names;
 use crate::target::Target;
 
@@ -74,16 +74,30 @@ impl From<anyhow::Error> for StageError {
     }
 }
 
-/// What the stages of one deployment share.
+/// What the stages of one deployment share. The runner owns it and runs
+/// `initializing` and `connecting` on it; every later stage gets a [`Stage`].
 pub struct Run {
     pub ctx: RunContext,
     pub pool: PgPool,
     pub log: Log,
     pub settings: Settings,
     pub secret: String,
-    pub plan: Option<plan::Plan>,
+    pub plan: plan::Plan,
+    /// Set by `connecting`; cleanup runs with whatever was reached.
     pub target: Option<Target>,
     pub state: RunState,
+}
+
+/// What a stage after `connecting` works with: the plan and the server
+/// (both always there by then), and the log bound to its own step.
+pub struct Stage<'a> {
+    pub ctx: &'a RunContext,
+    pub pool: &'a PgPool,
+    pub settings: &'a Settings,
+    pub plan: &'a plan::Plan,
+    pub target: &'a Target,
+    pub state: &'a mut RunState,
+    pub log: StepLog,
 }
 
 /// Facts one stage leaves for the later ones and for cleanup.
@@ -93,20 +107,6 @@ pub struct RunState {
     pub deps: Option<(crate::dependencies::Dependencies, String)>,
     /// The container started from an image that already has them.
     pub deps_cached: bool,
-}
-
-impl Run {
-    pub fn target(&self) -> Result<&Target, StageError> {
-        self.target
-            .as_ref()
-            .ok_or_else(|| StageError::new("not connected to the server"))
-    }
-
-    pub fn plan(&self) -> Result<&plan::Plan, StageError> {
-        self.plan
-            .as_ref()
-            .ok_or_else(|| StageError::new("deployment plan not loaded"))
-    }
 }
 
 /// Seconds with one decimal, as the spec's messages show them.
@@ -188,7 +188,7 @@ pub async fn run_job(deps: Arc<Deps>, deployment_id: Uuid) {
         log: log.clone(),
         settings: deps.settings.clone(),
         secret,
-        plan: Some(plan),
+        plan,
         target: None,
         state: RunState::default(),
     };
@@ -396,9 +396,8 @@ async fn finish(deps: &Deps, ctx: &RunContext, log: Option<&Log>, end: End, star
 /// earlier deployment left, with its volume: the Odoo now running was
 /// configured without it, so nothing reads from it any more.
 async fn retire_replica(run: &Run) {
-    let (Some(target), Some(plan)) = (&run.target, &run.plan) else {
-        return;
-    };
+    let Some(target) = &run.target else { return };
+    let plan = &run.plan;
     if plan.replica() {
         return;
     }
@@ -452,7 +451,7 @@ async fn retire_replica(run: &Run) {
 /// keeps everything, the database volume above all.
 async fn cleanup(deps: &Deps, run: &Run) {
     let Some(target) = &run.target else { return };
-    if run.plan.as_ref().is_none_or(|p| p.redeploy) {
+    if run.plan.redeploy {
         return;
     }
     let env = run.ctx.environment_id;

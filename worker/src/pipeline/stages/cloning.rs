@@ -15,49 +15,35 @@ use oec_common::model::steps::Step;
 use serde_json::json;
 
 use crate::pipeline::plan::{Repo, Scope};
-use crate::pipeline::{Outcome, Run, StageError, secs};
+use crate::pipeline::{Outcome, Stage, StageError, secs};
 use crate::target::shell::quote;
 
 /// Repositories cloned at once per stage (each is one SSH channel).
 const PARALLEL: usize = 4;
 
-pub async fn platform(run: &mut Run) -> Result<Outcome, StageError> {
-    shared(run, Step::CloningPlatformRepos, Scope::Platform, "platform").await
+pub async fn platform(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
+    shared(s, Scope::Platform, "platform").await
 }
 
-pub async fn organization(run: &mut Run) -> Result<Outcome, StageError> {
-    shared(
-        run,
-        Step::CloningOrgRepos,
-        Scope::Organization,
-        "organization",
-    )
-    .await
+pub async fn organization(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
+    shared(s, Scope::Organization, "organization").await
 }
 
 /// Platform and organization repositories: failures are warnings.
-async fn shared(
-    run: &mut Run,
-    step: Step,
-    scope: Scope,
-    label: &str,
-) -> Result<Outcome, StageError> {
+async fn shared(s: &mut Stage<'_>, scope: Scope, label: &str) -> Result<Outcome, StageError> {
     let t0 = Instant::now();
-    let repos = run.plan()?.repos_of(scope);
+    let repos = s.plan.repos_of(scope);
     if repos.is_empty() {
         let message = format!("No {label} addon repositories configured");
-        run.log.info(step, &message);
+        s.log.info(&message);
         return Ok(Outcome::Skipped(message));
     }
     let n = repos.len();
-    run.log.info(
-        step,
-        &format!(
-            "Cloning {n} {label} addon {}...",
-            plural(n, "repository", "repositories")
-        ),
-    );
-    let results = clone_all(run, step, &repos).await?;
+    s.log.info(&format!(
+        "Cloning {n} {label} addon {}...",
+        plural(n, "repository", "repositories")
+    ));
+    let results = clone_all(s, &repos).await?;
     let failed: Vec<&str> = results
         .iter()
         .zip(&repos)
@@ -66,7 +52,7 @@ async fn shared(
         .collect();
     if failed.is_empty() {
         let message = format!("All {n} {label} repos ready ({})", secs(t0));
-        run.log.info(step, &message);
+        s.log.info(&message);
         Ok(Outcome::Completed(message))
     } else {
         let message = format!(
@@ -75,35 +61,33 @@ async fn shared(
             failed.join(", "),
             secs(t0)
         );
-        run.log.warning(step, &message);
+        s.log.warning(&message);
         Ok(Outcome::Warning(message))
     }
 }
 
 /// The project's repository (and its additional ones): fatal, and records
 /// the commit on the deployment.
-pub async fn project(run: &mut Run) -> Result<Outcome, StageError> {
+pub async fn project(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     let t0 = Instant::now();
-    let step = Step::CloningProjectRepo;
-    let plan = run.plan()?;
+    let plan = s.plan;
     let mut repos = plan.repos_of(Scope::Primary);
     repos.extend(plan.repos_of(Scope::Project));
-    run.log.info(step, "Cloning project repository...");
-    let results = clone_all(run, step, &repos).await?;
+    s.log.info("Cloning project repository...");
+    let results = clone_all(s, &repos).await?;
     for (result, repo) in results.iter().zip(&repos) {
         if let Err(e) = result {
             return Err(e.clone_error(repo));
         }
     }
     let message = format!("Project repository cloned ({})", secs(t0));
-    run.log.info(step, &message);
+    s.log.info(&message);
     let primary = &repos[0];
-    let info = git_info(run, primary).await?;
+    let info = git_info(s, primary).await?;
     let short: String = info.commit.chars().take(7).collect();
     let subject = info.message.lines().next().unwrap_or_default().to_owned();
-    run.log.line(
+    s.log.line(
         oec_common::model::LogLevel::Info,
-        step,
         &format!("Commit: {short} by {} - {subject}", info.committer_name),
         Some(json!({
             "git_commit": info.commit, "git_message": info.message, "git_branch": info.branch,
@@ -111,7 +95,7 @@ pub async fn project(run: &mut Run) -> Result<Outcome, StageError> {
             "commit_date": info.commit_date,
         })),
     );
-    plan::record_git(&run.pool, run.ctx.deployment_id, &info)
+    plan::record_git(s.pool, s.ctx.deployment_id, &info)
         .await
         .map_err(|e| StageError::new(format!("Recording the commit failed: {e}")))?;
     Ok(Outcome::Completed(message))
@@ -150,26 +134,16 @@ impl CloneFailure {
 }
 
 async fn clone_all(
-    run: &Run,
-    step: Step,
+    s: &Stage<'_>,
     repos: &[Repo],
 ) -> Result<Vec<Result<(), CloneFailure>>, StageError> {
-    let target = run.target()?;
+    let target = s.target;
     let n = repos.len();
-    let env_dir = crate::names::env_dir(&run.settings.deploy_root, run.ctx.environment_id);
+    let env_dir = crate::names::env_dir(&s.settings.deploy_root, s.ctx.environment_id);
     let jobs: Vec<_> = repos
         .iter()
         .enumerate()
-        .map(|(i, repo)| {
-            clone_one(
-                &run.log,
-                target,
-                step,
-                format!("[{}/{n}]", i + 1),
-                repo,
-                &env_dir,
-            )
-        })
+        .map(|(i, repo)| clone_one(&s.log, target, format!("[{}/{n}]", i + 1), repo, &env_dir))
         .collect();
     let results = futures_util::stream::iter(jobs)
         .buffered(PARALLEL)
@@ -179,9 +153,8 @@ async fn clone_all(
 }
 
 async fn clone_one(
-    log: &crate::log::Log,
+    log: &crate::log::StepLog,
     target: &crate::target::Target,
-    step: Step,
     tag: String,
     repo: &Repo,
     env_dir: &str,
@@ -193,10 +166,7 @@ async fn clone_one(
     // The environment's own: a host key one tenant's URL made ssh accept
     // never vouches for a host in another tenant's URL.
     let known_hosts = format!("{env_dir}/.ssh_known_hosts");
-    log.info(
-        step,
-        &format!("{tag} Cloning {} ({})...", repo.name, repo.branch),
-    );
+    log.info(&format!("{tag} Cloning {} ({})...", repo.name, repo.branch));
     // A token reaches the server in a 0600 file that git's credential store
     // reads (removed when the command ends), never on a command line.
     let cred_file = match repo.credentials_line() {
@@ -219,7 +189,7 @@ async fn clone_one(
         cred_file.as_deref(),
         &known_hosts,
     );
-    let out = target.run(&cmd, &mut |line| log.debug(step, line)).await;
+    let out = target.run(&cmd, &mut |line| log.debug(line)).await;
     let result = match out {
         Ok(o) if o.success() => Ok(()),
         Ok(o) => Err(CloneFailure {
@@ -232,14 +202,13 @@ async fn clone_one(
         }),
     };
     match &result {
-        Ok(()) => log.info(step, &format!("{tag} {} ready ({})", repo.name, secs(t))),
+        Ok(()) => log.info(&format!("{tag} {} ready ({})", repo.name, secs(t))),
         Err(f) => log.line(
-            if step == Step::CloningProjectRepo {
+            if log.step() == Step::CloningProjectRepo {
                 oec_common::model::LogLevel::Error
             } else {
                 oec_common::model::LogLevel::Warning
             },
-            step,
             &format!("{tag} {} failed ({})", repo.name, secs(t)),
             Some(json!({"repository": repo.name, "exit_code": f.exit_code, "error": f.detail})),
         ),
@@ -305,10 +274,10 @@ pub fn sync_command(
     )
 }
 
-async fn git_info(run: &Run, repo: &Repo) -> Result<GitInfo, StageError> {
+async fn git_info(s: &Stage<'_>, repo: &Repo) -> Result<GitInfo, StageError> {
     let dir = format!(
         "{}/addons/{}",
-        crate::names::env_dir(&run.settings.deploy_root, run.ctx.environment_id),
+        crate::names::env_dir(&s.settings.deploy_root, s.ctx.environment_id),
         repo.dir
     );
     let cmd = format!(
@@ -316,8 +285,8 @@ async fn git_info(run: &Run, repo: &Repo) -> Result<GitInfo, StageError> {
         quote(&dir)
     );
     let mut lines = Vec::new();
-    let out = run
-        .target()?
+    let out = s
+        .target
         .run(&cmd, &mut |l| lines.push(l.to_owned()))
         .await?;
     if !out.success() {

@@ -5,28 +5,26 @@
 use std::time::{Duration, Instant};
 
 use oec_common::db::plan;
-use oec_common::model::steps::Step;
 use serde_json::{Value, json};
 
 use crate::pipeline::plan::server_ip;
-use crate::pipeline::{Outcome, Run, StageError, secs};
+use crate::pipeline::{Outcome, Stage, StageError, secs};
 
-pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
+pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     let t0 = Instant::now();
-    let step = Step::ConfiguringDns;
-    run.log
-        .info(step, "Configuring DNS record (early for propagation)...");
-    let plan = run.plan()?;
+    s.log
+        .info("Configuring DNS record (early for propagation)...");
+    let plan = s.plan;
     let Some(dns) = &plan.dns else {
         let message = format!(
             "DNS setup skipped ({}): No DNS provider configured",
             secs(t0)
         );
-        run.log.warning(step, &message);
+        s.log.warning(&message);
         return Ok(Outcome::Warning(message));
     };
-    let ip = server_ip(&run.ctx.server_host).await?;
-    let api = &run.settings.pipeline.cloudflare_api_url;
+    let ip = server_ip(&s.ctx.server_host).await?;
+    let api = &s.settings.pipeline.cloudflare_api_url;
     let name = &plan.hostname;
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
@@ -56,7 +54,7 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
     let request = match (&found_id, &ours) {
         (Some(id), Some(mine)) if id == mine => Some(client.put(format!("{records}/{id}"))),
         (Some(id), _) if found.and_then(|r| r["content"].as_str()) == Some(&ip.to_string()) => {
-            remember(run, id).await?;
+            remember(s, id).await?;
             None
         }
         (Some(_), _) => {
@@ -64,7 +62,7 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
                 "DNS setup skipped ({}): the record {name} exists and was not created by this environment; it was left alone",
                 secs(t0)
             );
-            run.log.warning(step, &message);
+            s.log.warning(&message);
             return Ok(Outcome::Warning(message));
         }
         (None, _) => Some(client.post(&records)),
@@ -77,17 +75,17 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
         if let Some(id) = answer["result"]["id"].as_str()
             && ours.as_deref() != Some(id)
         {
-            remember(run, id).await?;
+            remember(s, id).await?;
         }
     }
     let message = format!("DNS configured: {name} -> {ip} ({})", secs(t0));
-    run.log.info(step, &message);
+    s.log.info(&message);
     Ok(Outcome::Completed(message))
 }
 
 /// Stores the record as this environment's: the only one it may change.
-async fn remember(run: &Run, record_id: &str) -> Result<(), StageError> {
-    plan::record_dns_record(&run.pool, run.ctx.environment_id, record_id)
+async fn remember(s: &Stage<'_>, record_id: &str) -> Result<(), StageError> {
+    plan::record_dns_record(s.pool, s.ctx.environment_id, record_id)
         .await
         .map_err(|e| StageError::new(format!("Recording the DNS record failed: {e}")))
 }

@@ -5,20 +5,18 @@
 
 use std::time::Instant;
 
-use oec_common::model::steps::Step;
 use serde_json::json;
 
 use super::starting_container::traefik_labels;
 use crate::names::{TRAEFIK_NETWORK, odoo_container};
 use crate::pipeline::docker;
-use crate::pipeline::{Outcome, Run, StageError, secs};
+use crate::pipeline::{Outcome, Stage, StageError, secs};
 
-pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
+pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     let t0 = Instant::now();
-    let step = Step::ConfiguringTraefik;
-    let env = run.ctx.environment_id;
-    run.log.info(step, "Configuring Traefik routing...");
-    let docker = run.target()?.docker().clone();
+    let env = s.ctx.environment_id;
+    s.log.info("Configuring Traefik routing...");
+    let docker = s.target.docker().clone();
     let name = odoo_container(env);
     let Some(c) = docker::inspect(&docker, &name).await? else {
         return Err(StageError::new(format!("Container {name} is gone")));
@@ -28,7 +26,7 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
         .as_ref()
         .and_then(|c| c.labels.clone())
         .unwrap_or_default();
-    let wanted = traefik_labels(env, &run.plan()?.hostname);
+    let wanted = traefik_labels(env, &s.plan.hostname);
     let wrong: Vec<String> = wanted
         .iter()
         .filter(|(k, v)| labels.get(k) != Some(v))
@@ -51,16 +49,14 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
         )));
     }
     for (k, v) in &wanted {
-        run.log.debug(step, &format!("{k}: {v}"));
+        s.log.debug(&format!("{k}: {v}"));
     }
-    run.log.info(
-        step,
-        &format!(
+    s.log.info(&format!(
             "Router {env}: Host(`{}`) on websecure, TLS via letsencrypt, port 8069, middleware {env}-ratelimit (average 100, burst 50)",
-            run.plan()?.hostname
+            s.plan.hostname
         ),
     );
     let message = format!("Traefik configured ({})", secs(t0));
-    run.log.info(step, &message);
+    s.log.info(&message);
     Ok(Outcome::Completed(message))
 }

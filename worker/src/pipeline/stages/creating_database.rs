@@ -10,7 +10,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bollard::models::{ContainerCreateBody, EndpointSettings, HostConfig, NetworkingConfig};
-use oec_common::model::steps::Step;
 use serde_json::json;
 
 use crate::names::{
@@ -18,28 +17,27 @@ use crate::names::{
     replica_volume, volume,
 };
 use crate::pipeline::docker;
-use crate::pipeline::{Outcome, Run, StageError, secs};
+use crate::pipeline::{Outcome, Stage, StageError, secs};
 use crate::resources::{Share, pgbouncer_pool_size, pgtune};
 
-pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
+pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     let t0 = Instant::now();
-    let step = Step::CreatingDatabase;
-    let env = run.ctx.environment_id;
-    let plan = run.plan()?;
-    let settings = run.settings.pipeline.clone();
-    let docker = run.target()?.docker().clone();
+    let env = s.ctx.environment_id;
+    let plan = s.plan;
+    let settings = s.settings.pipeline.clone();
+    let docker = s.target.docker().clone();
     let name = db_container(env);
     let net = network(env);
     let share = plan.split.database;
-    let pool = pgbouncer_pool_size(run.ctx.ram_mb.max(0) as u64);
+    let pool = pgbouncer_pool_size(s.ctx.ram_mb.max(0) as u64);
     let password = plan.db_password.clone();
     let replica = plan.replica();
-    run.log
-        .info(step, &format!("Creating PostgreSQL container {name}..."));
+    s.log
+        .info(&format!("Creating PostgreSQL container {name}..."));
 
-    let log = run.log.clone();
+    let log = s.log.clone();
     for image in [&settings.postgres_image, &settings.pgbouncer_image] {
-        docker::ensure_image(&docker, image, None, &mut |l| log.debug(step, l)).await?;
+        docker::ensure_image(&docker, image, None, &mut |l| log.debug(l)).await?;
     }
     let tune = pgtune(share, pool);
     let mut cmd = vec!["postgres".to_owned()];
@@ -63,7 +61,7 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
         aliases,
         env,
     );
-    let reused = ensure_container(run, &docker, &name, body).await?;
+    let reused = ensure_container(s, &docker, &name, body).await?;
     let message = if reused {
         format!(
             "PostgreSQL container already running, reusing ({})",
@@ -72,16 +70,15 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
     } else {
         format!("PostgreSQL container running ({})", secs(t0))
     };
-    run.log.info(step, &message);
-    run.log
-        .info(step, "Waiting for PostgreSQL to accept connections...");
-    wait_ready(run, &docker, &name, settings.db_ready_tries).await?;
-    run.log
-        .info(step, "PostgreSQL is ready and accepting connections");
+    s.log.info(&message);
+    s.log
+        .info("Waiting for PostgreSQL to accept connections...");
+    wait_ready(s, &docker, &name, settings.db_ready_tries).await?;
+    s.log.info("PostgreSQL is ready and accepting connections");
     let t1 = Instant::now();
     let applied: Vec<String> = tune.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    run.log
-        .debug(step, &format!("PGTune settings: {}", applied.join(" ")));
+    s.log
+        .debug(&format!("PGTune settings: {}", applied.join(" ")));
 
     let bouncer = pgbouncer_container(env);
     let bouncer_body = pgbouncer_body(
@@ -94,28 +91,24 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
         &net,
         env,
     );
-    ensure_container(run, &docker, &bouncer, bouncer_body).await?;
+    ensure_container(s, &docker, &bouncer, bouncer_body).await?;
     wait_running(&docker, &bouncer).await?;
-    run.log.info(
-        step,
-        &format!("PgBouncer ready: {bouncer}:6432 (transaction mode, pool size {pool})"),
-    );
+    s.log.info(&format!(
+        "PgBouncer ready: {bouncer}:6432 (transaction mode, pool size {pool})"
+    ));
 
     if replica {
-        run.log
-            .info(step, "Configuring streaming read replica (Odoo 18+)...");
-        setup_replica(run, &docker, &settings.postgres_image, share, pool, &net).await?;
-    } else if run.plan()?.env.replica_enabled {
-        run.log.warning(
-            step,
-            &format!(
-                "Read replica requested but needs Odoo 18 or later (this environment runs {}): skipped",
-                run.ctx.odoo_version
-            ),
-        );
+        s.log
+            .info("Configuring streaming read replica (Odoo 18+)...");
+        setup_replica(s, &docker, &settings.postgres_image, share, pool, &net).await?;
+    } else if s.plan.env.replica_enabled {
+        s.log.warning(&format!(
+            "Read replica requested but needs Odoo 18 or later (this environment runs {}): skipped",
+            s.ctx.odoo_version
+        ));
     }
     let message = format!("PostgreSQL optimized ({})", secs(t1));
-    run.log.info(step, &message);
+    s.log.info(&message);
     Ok(Outcome::Completed(message))
 }
 
@@ -200,7 +193,7 @@ fn pgbouncer_body(
 /// Reuses a running container created from the same spec; otherwise
 /// replaces it. True when reused.
 async fn ensure_container(
-    run: &mut Run,
+    s: &mut Stage<'_>,
     docker: &bollard::Docker,
     name: &str,
     body: ContainerCreateBody,
@@ -220,10 +213,9 @@ async fn ensure_container(
         if docker::is_running(&c) && spec == wanted {
             return Ok(true);
         }
-        run.log.debug(
-            Step::CreatingDatabase,
-            &format!("Recreating {name} (settings changed or not running); data volume kept"),
-        );
+        s.log.debug(&format!(
+            "Recreating {name} (settings changed or not running); data volume kept"
+        ));
         docker::remove(docker, name).await?;
     }
     docker::create_and_start(docker, name, body).await?;
@@ -246,12 +238,12 @@ async fn wait_running(docker: &bollard::Docker, name: &str) -> Result<(), StageE
 }
 
 async fn wait_ready(
-    run: &Run,
+    s: &Stage<'_>,
     docker: &bollard::Docker,
     name: &str,
     tries: u32,
 ) -> Result<(), StageError> {
-    let env = run.ctx.environment_id;
+    let env = s.ctx.environment_id;
     let mut last = String::new();
     for attempt in 1..=tries {
         let probe = docker::exec(
@@ -276,10 +268,9 @@ async fn wait_ready(
             Ok(out) => last = out.tail.join(" "),
             Err(e) => last = format!("{e:#}"),
         }
-        run.log.debug(
-            Step::CreatingDatabase,
-            &format!("PostgreSQL not ready yet (attempt {attempt}/{tries}): {last}"),
-        );
+        s.log.debug(&format!(
+            "PostgreSQL not ready yet (attempt {attempt}/{tries}): {last}"
+        ));
         if attempt < tries {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
@@ -294,16 +285,16 @@ async fn wait_ready(
 /// A streaming replica of `{uuid}_db` (pg_basebackup on first start) and its
 /// own PgBouncer on 6433.
 async fn setup_replica(
-    run: &mut Run,
+    s: &mut Stage<'_>,
     docker: &bollard::Docker,
     image: &str,
     share: Share,
     pool: u64,
     net: &str,
 ) -> Result<(), StageError> {
-    let env = run.ctx.environment_id;
+    let env = s.ctx.environment_id;
     let primary = db_container(env);
-    let password = run.plan()?.db_password.clone();
+    let password = s.plan.db_password.clone();
     // Replication connections from the environment's network.
     let allow = "grep -q '^host replication odoo all' \"$PGDATA/pg_hba.conf\" || \
                  { echo 'host replication odoo all scram-sha-256' >> \"$PGDATA/pg_hba.conf\" && \
@@ -344,11 +335,11 @@ async fn setup_replica(
         None,
         env,
     );
-    ensure_container(run, docker, &replica, body).await?;
-    wait_ready(run, docker, &replica, run.settings.pipeline.db_ready_tries).await?;
+    ensure_container(s, docker, &replica, body).await?;
+    wait_ready(s, docker, &replica, s.settings.pipeline.db_ready_tries).await?;
     let bouncer = replica_pgbouncer_container(env);
     let body = pgbouncer_body(
-        &run.settings.pipeline.pgbouncer_image,
+        &s.settings.pipeline.pgbouncer_image,
         &replica,
         6433,
         pool,
@@ -357,11 +348,10 @@ async fn setup_replica(
         net,
         env,
     );
-    ensure_container(run, docker, &bouncer, body).await?;
+    ensure_container(s, docker, &bouncer, body).await?;
     wait_running(docker, &bouncer).await?;
-    run.log.info(
-        Step::CreatingDatabase,
-        &format!("Read replica ready: {replica} behind {bouncer}:6433"),
-    );
+    s.log.info(&format!(
+        "Read replica ready: {replica} behind {bouncer}:6433"
+    ));
     Ok(())
 }

@@ -4,19 +4,15 @@
 use std::time::Instant;
 
 use bollard::models::NetworkCreateRequest;
-use oec_common::model::steps::Step;
 
 use crate::names::network;
-use crate::pipeline::{Outcome, Run, StageError, secs};
+use crate::pipeline::{Outcome, Stage, StageError, secs};
 
-pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
+pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     let t0 = Instant::now();
-    let name = network(run.ctx.environment_id);
-    run.log.info(
-        Step::CreatingNetwork,
-        &format!("Creating network {name}..."),
-    );
-    let docker = run.target()?.docker();
+    let name = network(s.ctx.environment_id);
+    s.log.info(&format!("Creating network {name}..."));
+    let docker = s.target.docker();
     if docker
         .inspect_network(
             &name,
@@ -26,7 +22,7 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
         .is_ok()
     {
         let message = format!("Network exists, reusing ({})", secs(t0));
-        run.log.info(Step::CreatingNetwork, &message);
+        s.log.info(&message);
         return Ok(Outcome::Completed(message));
     }
     let request = NetworkCreateRequest {
@@ -35,7 +31,7 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
         labels: Some(
             [(
                 "oec.environment".to_owned(),
-                run.ctx.environment_id.to_string(),
+                s.ctx.environment_id.to_string(),
             )]
             .into(),
         ),
@@ -57,6 +53,6 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
         }
     }
     let message = format!("Network created ({})", secs(t0));
-    run.log.info(Step::CreatingNetwork, &message);
+    s.log.info(&message);
     Ok(Outcome::Completed(message))
 }

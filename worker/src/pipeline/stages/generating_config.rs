@@ -3,18 +3,15 @@
 
 use std::time::Instant;
 
-use oec_common::model::steps::Step;
-
 use crate::odoo_conf::{ConfInput, generate};
-use crate::pipeline::{Outcome, Run, StageError, secs};
+use crate::pipeline::{Outcome, Stage, StageError, secs};
 use crate::resources::odoo_workers;
 
-pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
+pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     let t0 = Instant::now();
-    let step = Step::GeneratingConfig;
-    run.log.info(step, "Generating Odoo configuration...");
-    let plan = run.plan()?;
-    let env = run.ctx.environment_id;
+    s.log.info("Generating Odoo configuration...");
+    let plan = s.plan;
+    let env = s.ctx.environment_id;
     let dirs = plan.addon_dirs();
     let (text, overrides) = generate(&ConfInput {
         environment: env,
@@ -28,18 +25,16 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
     });
     let path = format!(
         "{}/odoo.conf",
-        crate::names::env_dir(&run.settings.deploy_root, env)
+        crate::names::env_dir(&s.settings.deploy_root, env)
     );
-    run.target()?
+    s.target
         .write_file(&path, text.as_bytes(), 0o640)
         .await
         .map_err(|e| StageError::new(format!("Writing {path} failed: {e:#}")))?;
-    run.log.info(step, "Configuration generated");
-    run.log
-        .debug(step, &format!("Wrote {path} ({} bytes)", text.len()));
-    run.log
-        .debug(step, &format!("odoo.conf ready ({})", secs(t0)));
+    s.log.info("Configuration generated");
+    s.log.debug(&format!("Wrote {path} ({} bytes)", text.len()));
+    s.log.debug(&format!("odoo.conf ready ({})", secs(t0)));
     let message = format!("Generated odoo.conf with {overrides} custom overrides");
-    run.log.info(step, &message);
+    s.log.info(&message);
     Ok(Outcome::Completed(message))
 }

@@ -4,21 +4,18 @@
 
 use std::time::{Duration, Instant};
 
-use oec_common::model::steps::Step;
-
 use crate::names::network;
 use crate::names::odoo_container;
 use crate::pipeline::docker;
-use crate::pipeline::{Outcome, Run, StageError, secs};
+use crate::pipeline::{Outcome, Stage, StageError, secs};
 
-pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
+pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     let t0 = Instant::now();
-    let step = Step::HealthCheck;
-    let env = run.ctx.environment_id;
-    run.log.info(step, "Performing health check...");
-    let target = run.target()?;
+    let env = s.ctx.environment_id;
+    s.log.info("Performing health check...");
+    let target = s.target;
     let name = odoo_container(env);
-    let timeout = run.settings.pipeline.health_timeout;
+    let timeout = s.settings.pipeline.health_timeout;
     let deadline = Instant::now() + timeout;
     let mut last = String::from("no answer yet");
     let mut ip = None;
@@ -49,7 +46,7 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
             match target.http_status(ip, 8069, "/web/health").await {
                 Ok(200) => {
                     let message = format!("Health check passed! ({})", secs(t0));
-                    run.log.info(step, &message);
+                    s.log.info(&message);
                     return Ok(Outcome::Completed(message));
                 }
                 Ok(code) => last = format!("http://{ip}:8069/web/health answered {code}"),
@@ -58,15 +55,13 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    run.log.debug(step, &format!("Last attempt: {last}"));
+    s.log.debug(&format!("Last attempt: {last}"));
     let message = format!(
         "Health check did not pass within {}s ({last})",
         timeout.as_secs()
     );
-    run.log.warning(step, &message);
-    run.log.warning(
-        step,
-        "Environment may need a few more minutes to become fully responsive",
-    );
+    s.log.warning(&message);
+    s.log
+        .warning("Environment may need a few more minutes to become fully responsive");
     Ok(Outcome::Warning(message))
 }

@@ -10,47 +10,42 @@
 use std::time::Instant;
 
 use oec_common::db::plan;
-use oec_common::model::steps::Step;
 use serde_json::json;
 
 use crate::names::{db_container, odoo_container};
 use crate::pipeline::docker;
-use crate::pipeline::{Outcome, Run, StageError, secs};
+use crate::pipeline::{Outcome, Stage, StageError, secs};
 
-pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
+pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     let t0 = Instant::now();
-    let step = Step::InitializingDatabase;
-    let env = run.ctx.environment_id;
-    let docker = run.target()?.docker().clone();
-    let log = run.log.clone();
-    let plan = run.plan()?;
+    let env = s.ctx.environment_id;
+    let docker = s.target.docker().clone();
+    let log = s.log.clone();
+    let plan = s.plan;
     if let Some(url) = plan.env.migration_source_url.clone()
         && !plan.env.migration_restore_completed
     {
-        log.info(step, "Restoring from migration backup...");
-        restore(run, &url).await?;
-        plan::mark_migration_restored(&run.pool, env)
+        log.info("Restoring from migration backup...");
+        restore(s, &url).await?;
+        plan::mark_migration_restored(s.pool, env)
             .await
             .map_err(|e| StageError::new(format!("Recording the restore failed: {e}")))?;
         let message = format!("Migration restore complete ({})", secs(t0));
-        log.info(step, &message);
+        log.info(&message);
         return Ok(Outcome::Completed(message));
     }
     if initialized(&docker, env).await? {
         if plan.env.odoo_admin_password_pending {
-            set_admin_password(run).await?;
+            set_admin_password(s).await?;
         }
         let message = format!(
             "Database {env} already initialized, skipping initialization ({})",
             secs(t0)
         );
-        log.info(step, &message);
+        log.info(&message);
         return Ok(Outcome::Completed(message));
     }
-    log.info(
-        step,
-        "Initializing Odoo database (this may take 1-2 minutes)...",
-    );
+    log.info("Initializing Odoo database (this may take 1-2 minutes)...");
     let out = docker::exec(
         &docker,
         &odoo_container(env),
@@ -69,7 +64,7 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
         .to_vec(),
         None,
         Vec::new(),
-        &mut |l| log.debug(step, l),
+        &mut |l| log.debug(l),
     )
     .await?;
     if out.exit_code != 0 {
@@ -78,12 +73,12 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
             json!({"database": env, "output": out.tail}),
         ));
     }
-    plan::mark_database_initialized(&run.pool, env)
+    plan::mark_database_initialized(s.pool, env)
         .await
         .map_err(|e| StageError::new(format!("Recording the initialization failed: {e}")))?;
-    set_admin_password(run).await?;
+    set_admin_password(s).await?;
     let message = format!("Database initialization complete ({})", secs(t0));
-    log.info(step, &message);
+    log.info(&message);
     Ok(Outcome::Completed(message))
 }
 
@@ -100,12 +95,11 @@ print("oec: password of Odoo user %s set" % admin.login)
 /// Gives Odoo's `admin` user the environment's generated password (readable
 /// once through `GET /environments/{id}/credentials`), replacing stock
 /// Odoo's `admin`.
-async fn set_admin_password(run: &mut Run) -> Result<(), StageError> {
-    let step = Step::InitializingDatabase;
-    let env = run.ctx.environment_id;
-    let docker = run.target()?.docker().clone();
-    let log = run.log.clone();
-    let password = run.plan()?.odoo_admin_password.clone();
+async fn set_admin_password(s: &mut Stage<'_>) -> Result<(), StageError> {
+    let env = s.ctx.environment_id;
+    let docker = s.target.docker().clone();
+    let log = s.log.clone();
+    let password = s.plan.odoo_admin_password.clone();
     let script = format!(
         "exec odoo shell -c /etc/odoo/odoo.conf -d \"$1\" --no-http <<'OEC'\n{SET_ADMIN_PASSWORD}\nOEC\n"
     );
@@ -121,7 +115,7 @@ async fn set_admin_password(run: &mut Run) -> Result<(), StageError> {
         ],
         None,
         vec![format!("OEC_ODOO_ADMIN_PASSWORD={password}")],
-        &mut |l| log.debug(step, l),
+        &mut |l| log.debug(l),
     )
     .await?;
     if out.exit_code != 0 {
@@ -133,12 +127,10 @@ async fn set_admin_password(run: &mut Run) -> Result<(), StageError> {
             json!({"database": env, "output": out.tail}),
         ));
     }
-    plan::mark_odoo_admin_password_set(&run.pool, env)
+    plan::mark_odoo_admin_password_set(s.pool, env)
         .await
         .map_err(|e| StageError::new(format!("Recording the admin password failed: {e}")))?;
-    log.info(
-        step,
-        "Odoo's admin user has a generated password (read it once: GET /api/v1/environments/{id}/credentials)",
+    log.info("Odoo's admin user has a generated password (read it once: GET /api/v1/environments/{id}/credentials)",
     );
     Ok(())
 }
@@ -234,11 +226,11 @@ finally:
     shutil.rmtree(work, ignore_errors=True)
 "#;
 
-async fn restore(run: &Run, url: &str) -> Result<(), StageError> {
-    let env = run.ctx.environment_id;
-    let docker = run.target()?.docker();
-    let log = run.log.clone();
-    let plan = run.plan()?;
+async fn restore(s: &Stage<'_>, url: &str) -> Result<(), StageError> {
+    let env = s.ctx.environment_id;
+    let docker = s.target.docker();
+    let log = s.log.clone();
+    let plan = s.plan;
     let base_url = format!("https://{}", plan.hostname);
     let out = docker::exec(
         docker,
@@ -257,7 +249,7 @@ async fn restore(run: &Run, url: &str) -> Result<(), StageError> {
             format!("PGPASSWORD={}", plan.db_password),
             format!("OEC_MIGRATION_URL={url}"),
         ],
-        &mut |l| log.info(Step::InitializingDatabase, l),
+        &mut |l| log.info(l),
     )
     .await?;
     if out.exit_code != 0 {

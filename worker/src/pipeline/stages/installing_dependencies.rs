@@ -10,48 +10,40 @@ use bollard::models::ContainerConfig;
 use bollard::query_parameters::{
     CommitContainerOptionsBuilder, ListImagesOptionsBuilder, RemoveImageOptions,
 };
-use oec_common::model::steps::Step;
 use serde_json::json;
 
 use crate::names::{deps_image, odoo_container};
 use crate::pipeline::docker;
-use crate::pipeline::{Outcome, Run, StageError, secs};
+use crate::pipeline::{Outcome, Stage, StageError, secs};
 
-pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
+pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     let t0 = Instant::now();
-    let step = Step::InstallingDependencies;
-    let env = run.ctx.environment_id;
-    let log = run.log.clone();
-    log.info(
-        step,
-        "Checking ALL repositories for dependencies (apt.txt, requirements.txt)...",
-    );
-    log.info(
-        step,
-        "Scanning all repos for apt.txt and requirements.txt...",
-    );
-    let Some((deps, fingerprint)) = run.state.deps.clone() else {
+    let env = s.ctx.environment_id;
+    let log = s.log.clone();
+    log.info("Checking ALL repositories for dependencies (apt.txt, requirements.txt)...");
+    log.info("Scanning all repos for apt.txt and requirements.txt...");
+    let Some((deps, fingerprint)) = s.state.deps.clone() else {
         return Err(StageError::new("dependencies were not scanned"));
     };
     for line in &deps.ignored {
-        log.warning(step, &format!("Ignored: {line}"));
+        log.warning(&format!("Ignored: {line}"));
     }
     if deps.is_empty() {
         let message = format!("No dependencies to install ({})", secs(t0));
-        log.info(step, &message);
+        log.info(&message);
         return Ok(Outcome::Completed(message));
     }
-    if run.state.deps_cached {
+    if s.state.deps_cached {
         let message = format!(
             "Dependencies unchanged since the last install ({} apt, {} pip), skipped ({})",
             deps.apt.len(),
             deps.pip.len(),
             secs(t0)
         );
-        log.info(step, &message);
+        log.info(&message);
         return Ok(Outcome::Completed(message));
     }
-    let docker = run.target()?.docker().clone();
+    let docker = s.target.docker().clone();
     let container = odoo_container(env);
     if !deps.apt.is_empty() {
         exec(
@@ -84,12 +76,12 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
         argv.extend(deps.pip.iter().cloned());
         exec(&docker, &container, &log, "pip3 install", argv).await?;
     }
-    log.info(
-        step,
-        &format!("Dependencies installed from: {}", deps.sources.join(", ")),
-    );
-    log.info(step, &format!("Total apt packages: {}", deps.apt.len()));
-    log.info(step, &format!("Total pip packages: {}", deps.pip.len()));
+    log.info(&format!(
+        "Dependencies installed from: {}",
+        deps.sources.join(", ")
+    ));
+    log.info(&format!("Total apt packages: {}", deps.apt.len()));
+    log.info(&format!("Total pip packages: {}", deps.pip.len()));
     // Keep the result for the next deployment, and only the newest one.
     let tag = deps_image(env, &fingerprint);
     let (repo, tag_name) = docker::split_image(&tag);
@@ -124,16 +116,13 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
                 }
             }
         }
-        Err(e) => log.warning(
-            step,
-            &format!(
-                "Keeping the installed dependencies for the next deployment failed: {}",
-                docker::message(&e)
-            ),
-        ),
+        Err(e) => log.warning(&format!(
+            "Keeping the installed dependencies for the next deployment failed: {}",
+            docker::message(&e)
+        )),
     }
     let message = format!("All dependencies installed ({})", secs(t0));
-    log.info(step, &message);
+    log.info(&message);
     Ok(Outcome::Completed(message))
 }
 
@@ -141,18 +130,17 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
 async fn exec(
     docker: &bollard::Docker,
     container: &str,
-    log: &crate::log::Log,
+    log: &crate::log::StepLog,
     what: &str,
     argv: Vec<String>,
 ) -> Result<(), StageError> {
-    let step = Step::InstallingDependencies;
     let out = docker::exec(
         docker,
         container,
         argv,
         Some("root"),
         vec!["DEBIAN_FRONTEND=noninteractive".into()],
-        &mut |l| log.debug(step, l),
+        &mut |l| log.debug(l),
     )
     .await?;
     if out.exit_code == 0 {

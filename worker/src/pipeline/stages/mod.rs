@@ -17,26 +17,57 @@ mod verifying_dns;
 
 use oec_common::model::steps::Step;
 
-use super::{Outcome, Run, StageError};
+use super::{Outcome, Run, Stage, StageError};
+use crate::log::StepLog;
 
 pub async fn run(step: Step, run: &mut Run) -> Result<Outcome, StageError> {
+    // The runner's own stages: they make what the later ones get.
     match step {
-        Step::Initializing => initializing::run(run).await,
-        Step::Connecting => connecting::run(run).await,
-        Step::CreatingNetwork => creating_network::run(run).await,
-        Step::ConfiguringDns => configuring_dns::run(run).await,
-        Step::CreatingDatabase => creating_database::run(run).await,
-        Step::CloningPlatformRepos => cloning::platform(run).await,
-        Step::CloningOrgRepos => cloning::organization(run).await,
-        Step::CloningProjectRepo => cloning::project(run).await,
-        Step::PullingImage => pulling_image::run(run).await,
-        Step::GeneratingConfig => generating_config::run(run).await,
-        Step::StartingContainer => starting_container::run(run).await,
-        Step::InstallingDependencies => installing_dependencies::run(run).await,
-        Step::InitializingDatabase => initializing_database::run(run).await,
-        Step::VerifyingDns => verifying_dns::run(run).await,
-        Step::ConfiguringTraefik => configuring_traefik::run(run).await,
-        Step::HealthCheck => health_check::run(run).await,
+        Step::Initializing => return initializing::run(run).await,
+        Step::Connecting => return connecting::run(run).await,
+        _ => {}
+    }
+    let Run {
+        ctx,
+        pool,
+        log,
+        settings,
+        plan,
+        target,
+        state,
+        ..
+    } = run;
+    let Some(target) = target.as_ref() else {
+        return Err(StageError::new("not connected to the server"));
+    };
+    let mut s = Stage {
+        ctx,
+        pool,
+        settings,
+        plan,
+        target,
+        state,
+        log: StepLog::new(log.clone(), step),
+    };
+    let s = &mut s;
+    match step {
+        Step::Initializing | Step::Connecting => {
+            Err(StageError::new("a runner stage cannot run as a later one"))
+        }
+        Step::CreatingNetwork => creating_network::run(s).await,
+        Step::ConfiguringDns => configuring_dns::run(s).await,
+        Step::CreatingDatabase => creating_database::run(s).await,
+        Step::CloningPlatformRepos => cloning::platform(s).await,
+        Step::CloningOrgRepos => cloning::organization(s).await,
+        Step::CloningProjectRepo => cloning::project(s).await,
+        Step::PullingImage => pulling_image::run(s).await,
+        Step::GeneratingConfig => generating_config::run(s).await,
+        Step::StartingContainer => starting_container::run(s).await,
+        Step::InstallingDependencies => installing_dependencies::run(s).await,
+        Step::InitializingDatabase => initializing_database::run(s).await,
+        Step::VerifyingDns => verifying_dns::run(s).await,
+        Step::ConfiguringTraefik => configuring_traefik::run(s).await,
+        Step::HealthCheck => health_check::run(s).await,
         Step::Completed => Ok(super::Outcome::Completed("Deployment completed".into())),
     }
 }

@@ -3,30 +3,25 @@
 
 use std::time::Instant;
 
-use oec_common::model::steps::Step;
-
 use crate::pipeline::docker;
-use crate::pipeline::{Outcome, Run, StageError, secs};
+use crate::pipeline::{Outcome, Stage, StageError, secs};
 
-pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
+pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     let t0 = Instant::now();
-    let step = Step::PullingImage;
-    let plan = run.plan()?;
+    let plan = s.plan;
     let image = plan.env.odoo_image.clone();
     let auth = plan.registry_auth.clone();
-    run.log.info(
-        step,
-        &format!("Pulling Odoo {} image...", run.ctx.odoo_version),
-    );
-    run.log.debug(step, &format!("Image: {image}"));
-    let docker = run.target()?.docker().clone();
-    let log = run.log.clone();
-    if docker::ensure_image(&docker, &image, auth.as_ref(), &mut |l| log.debug(step, l)).await? {
+    s.log
+        .info(&format!("Pulling Odoo {} image...", s.ctx.odoo_version));
+    s.log.debug(&format!("Image: {image}"));
+    let docker = s.target.docker().clone();
+    let log = s.log.clone();
+    if docker::ensure_image(&docker, &image, auth.as_ref(), &mut |l| log.debug(l)).await? {
         let message = format!("Image ready (cached) ({})", secs(t0));
-        run.log.info(step, &message);
+        s.log.info(&message);
         return Ok(Outcome::Completed(message));
     }
     let message = format!("Image ready ({})", secs(t0));
-    run.log.info(step, &message);
+    s.log.info(&message);
     Ok(Outcome::Completed(message))
 }

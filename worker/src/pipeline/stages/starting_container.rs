@@ -14,13 +14,12 @@ use bollard::models::{
 };
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 use oec_common::db::plan;
-use oec_common::model::steps::Step;
 use serde_json::json;
 
 use crate::dependencies::{self, DepFile};
 use crate::names::{TRAEFIK_NETWORK, deps_image, network, odoo_container};
 use crate::pipeline::docker;
-use crate::pipeline::{Outcome, Run, StageError, secs};
+use crate::pipeline::{Outcome, Stage, StageError, secs};
 use crate::target::shell::quote;
 
 /// The spec's Traefik labels (stage 15), rate limit included.
@@ -44,23 +43,21 @@ pub fn traefik_labels(env: uuid::Uuid, hostname: &str) -> Vec<(String, String)> 
     ]
 }
 
-pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
+pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     let t0 = Instant::now();
-    let step = Step::StartingContainer;
-    let env = run.ctx.environment_id;
+    let env = s.ctx.environment_id;
     let name = odoo_container(env);
-    let root = crate::names::env_dir(&run.settings.deploy_root, env);
-    run.log
-        .info(step, &format!("Starting Odoo container {name}..."));
-    let docker = run.target()?.docker().clone();
-    let plan = run.plan()?;
+    let root = crate::names::env_dir(&s.settings.deploy_root, env);
+    s.log.info(&format!("Starting Odoo container {name}..."));
+    let docker = s.target.docker().clone();
+    let plan = s.plan;
     let base_image = plan.env.odoo_image.clone();
     let odoo = plan.split.odoo;
     let hostname = plan.hostname.clone();
 
     // 1. The dependencies the repositories ask for, and whether an image
     //    with exactly them on this base image exists.
-    let deps = dependencies::merge(&read_dependency_files(run).await?);
+    let deps = dependencies::merge(&read_dependency_files(s).await?);
     let base_id = docker
         .inspect_image(&base_image)
         .await
@@ -76,31 +73,31 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
     let fingerprint = dependencies::fingerprint(&deps.canonical(&base_id));
     let cached = deps_image(env, &fingerprint);
     let image = if !deps.is_empty() && docker::has_image(&docker, &cached).await? {
-        run.state.deps_cached = true;
+        s.state.deps_cached = true;
         cached.clone()
     } else {
         base_image.clone()
     };
-    run.state.deps = Some((deps, fingerprint));
+    s.state.deps = Some((deps, fingerprint));
 
     // 2. Stop and remove the previous container.
     if docker::inspect(&docker, &name).await?.is_some() {
-        run.log
-            .info(step, "Stopping and removing the existing container...");
+        s.log
+            .info("Stopping and removing the existing container...");
         docker::remove(&docker, &name).await?;
     }
 
     // 3. Directories, owned by Odoo's uid 100 / gid 101 (through Docker, so
     //    the SSH user needs no root).
-    let target = run.target()?;
-    let log = run.log.clone();
+    let target = s.target;
+    let log = s.log.clone();
     let mk = format!(
         "mkdir -p {}/data {}/logs {}/addons",
         quote(&root),
         quote(&root),
         quote(&root)
     );
-    let out = target.run(&mk, &mut |l| log.debug(step, l)).await?;
+    let out = target.run(&mk, &mut |l| log.debug(l)).await?;
     if !out.success() {
         return Err(StageError::new(format!(
             "Creating {root} failed: {}",
@@ -151,18 +148,15 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
     }
 
     // 4. The container, on the internal network and traefik-public.
-    run.log.info(
-        step,
-        &format!(
-            "Applying Odoo resource limits: CPU={} cores, RAM={}m (70% of allocated)",
-            odoo.cpu_cores, odoo.ram_mb
-        ),
-    );
+    s.log.info(&format!(
+        "Applying Odoo resource limits: CPU={} cores, RAM={}m (70% of allocated)",
+        odoo.cpu_cores, odoo.ram_mb
+    ));
     ensure_traefik_network(&docker).await?;
     let net = network(env);
     let mut labels: HashMap<String, String> = traefik_labels(env, &hostname).into_iter().collect();
     labels.insert("oec.environment".into(), env.to_string());
-    labels.insert("oec.deployment".into(), run.ctx.deployment_id.to_string());
+    labels.insert("oec.deployment".into(), s.ctx.deployment_id.to_string());
     let body = ContainerCreateBody {
         image: Some(image.clone()),
         env: Some(vec!["ODOO_RC=/etc/odoo/odoo.conf".into()]),
@@ -224,16 +218,13 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
         })?;
     let short: String = created.id.chars().take(12).collect();
     let message = format!("Container started: {short} ({})", secs(t0));
-    run.log.info(step, &message);
-    run.log.info(
-        step,
-        &format!("Odoo container started on internal network: {net}"),
-    );
-    run.log.info(
-        step,
-        &format!("Container connected to {TRAEFIK_NETWORK} network"),
-    );
-    plan::record_container(&run.pool, run.ctx.deployment_id, &created.id, &base_image)
+    s.log.info(&message);
+    s.log.info(&format!(
+        "Odoo container started on internal network: {net}"
+    ));
+    s.log
+        .info(&format!("Container connected to {TRAEFIK_NETWORK} network"));
+    plan::record_container(s.pool, s.ctx.deployment_id, &created.id, &base_image)
         .await
         .map_err(|e| StageError::new(format!("Recording the container failed: {e}")))?;
     Ok(Outcome::Completed(message))
@@ -276,11 +267,11 @@ pub const MAX_DEPENDENCY_FILE: u64 = 64 * 1024;
 /// Every repository's apt.txt and requirements.txt, read in one command
 /// from the checked-out commit's git objects (never by following a path on
 /// the server, so a symlink in a repository reads nothing outside it).
-async fn read_dependency_files(run: &Run) -> Result<Vec<DepFile>, StageError> {
-    let plan = run.plan()?;
+async fn read_dependency_files(s: &Stage<'_>) -> Result<Vec<DepFile>, StageError> {
+    let plan = s.plan;
     let addons = format!(
         "{}/addons",
-        crate::names::env_dir(&run.settings.deploy_root, run.ctx.environment_id)
+        crate::names::env_dir(&s.settings.deploy_root, s.ctx.environment_id)
     );
     let nonce = uuid::Uuid::new_v4().simple().to_string();
     let dirs: Vec<(String, String)> = plan
@@ -292,8 +283,8 @@ async fn read_dependency_files(run: &Run) -> Result<Vec<DepFile>, StageError> {
     let mut files: Vec<DepFile> = Vec::new();
     let mut refused: Vec<String> = Vec::new();
     let marker = format!("@@oec-{nonce} ");
-    let out = run
-        .target()?
+    let out = s
+        .target
         .run(&cmd, &mut |line| {
             if let Some(rest) = line.strip_prefix(&marker) {
                 let mut parts = rest.splitn(3, ' ');
@@ -326,7 +317,7 @@ async fn read_dependency_files(run: &Run) -> Result<Vec<DepFile>, StageError> {
         )));
     }
     for r in refused {
-        run.log.warning(Step::StartingContainer, &r);
+        s.log.warning(&r);
     }
     Ok(files)
 }

@@ -7,36 +7,31 @@ use std::time::Instant;
 use hickory_resolver::Resolver;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
-use oec_common::model::steps::Step;
 
 use crate::pipeline::plan::server_ip;
-use crate::pipeline::{Outcome, Run, StageError, secs};
+use crate::pipeline::{Outcome, Stage, StageError, secs};
 
-pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
+pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     let t0 = Instant::now();
-    let step = Step::VerifyingDns;
-    let log = run.log.clone();
-    log.info(step, "Verifying DNS propagation before SSL...");
-    let plan = run.plan()?;
+    let log = s.log.clone();
+    log.info("Verifying DNS propagation before SSL...");
+    let plan = s.plan;
     if plan.dns.is_none() {
         let message = format!(
             "DNS verification skipped ({}): No DNS provider configured",
             secs(t0)
         );
-        log.warning(step, &message);
+        log.warning(&message);
         return Ok(Outcome::Warning(message));
     }
     let host = plan.hostname.clone();
-    let expected = server_ip(&run.ctx.server_host).await?;
-    let settings = &run.settings.pipeline;
+    let expected = server_ip(&s.ctx.server_host).await?;
+    let settings = &s.settings.pipeline;
     let resolver = resolver(&settings.dns_nameservers)?;
-    log.info(
-        step,
-        &format!(
-            "Verifying DNS propagation (may take up to {})...",
-            human(settings.dns_verify_timeout.as_secs())
-        ),
-    );
+    log.info(&format!(
+        "Verifying DNS propagation (may take up to {})...",
+        human(settings.dns_verify_timeout.as_secs())
+    ));
     let deadline = tokio::time::Instant::now() + settings.dns_verify_timeout;
     loop {
         let seen = match resolver.ipv4_lookup(format!("{host}.")).await {
@@ -49,23 +44,20 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
                 })
                 .collect::<Vec<_>>(),
             Err(e) => {
-                log.debug(step, &format!("{host}: {e}"));
+                log.debug(&format!("{host}: {e}"));
                 Vec::new()
             }
         };
         if seen.iter().any(|ip| *ip == expected.to_string()) {
             let message = format!("DNS verified - safe to proceed with SSL ({})", secs(t0));
-            log.info(step, &message);
+            log.info(&message);
             return Ok(Outcome::Completed(message));
         }
         if !seen.is_empty() {
-            log.debug(
-                step,
-                &format!(
-                    "{host} resolves to {} (expected {expected})",
-                    seen.join(", ")
-                ),
-            );
+            log.debug(&format!(
+                "{host} resolves to {} (expected {expected})",
+                seen.join(", ")
+            ));
         }
         if tokio::time::Instant::now() + settings.dns_verify_interval > deadline {
             break;
@@ -76,8 +68,8 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
         "DNS verification timed out ({}) - proceeding anyway",
         secs(t0)
     );
-    log.warning(step, &message);
-    log.warning(step, "SSL may take longer to provision");
+    log.warning(&message);
+    log.warning("SSL may take longer to provision");
     Ok(Outcome::Warning(message))
 }
 
