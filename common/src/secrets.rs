@@ -29,13 +29,34 @@ pub enum SecretError {
     Decrypt,
 }
 
+/// A secret as it is stored: base64(nonce ‖ ciphertext ‖ tag) under
+/// `OEC_SECRET_KEY`. Only [`SecretKey::seal`] makes one and only
+/// [`SecretKey::open`] reads it; the database hands back what was stored
+/// (the `*_encrypted` columns decode into it). It is never serialized.
+#[derive(Clone, PartialEq, Eq, sqlx::Type)]
+#[sqlx(transparent)]
+pub struct Sealed(String);
+
+impl Sealed {
+    /// The stored text (ciphertext: showing it reveals nothing).
+    pub fn as_stored(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Sealed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Sealed(..)")
+    }
+}
+
 impl SecretKey {
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
         (bytes.len() == 32).then(|| SecretKey(*Key::<Aes256Gcm>::from_slice(bytes)))
     }
 
-    /// Encrypts `plaintext` under a fresh random nonce: base64(nonce ‖ ciphertext ‖ tag).
-    pub fn encrypt(&self, plaintext: &str) -> String {
+    /// Encrypts `plaintext` under a fresh random nonce.
+    pub fn seal(&self, plaintext: &str) -> Sealed {
         let cipher = Aes256Gcm::new(&self.0);
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
         // Encryption with a valid key and nonce cannot fail for in-memory input.
@@ -44,11 +65,11 @@ impl SecretKey {
             .unwrap_or_default();
         let mut out = nonce.to_vec();
         out.extend_from_slice(&ciphertext);
-        B64.encode(out)
+        Sealed(B64.encode(out))
     }
 
-    pub fn decrypt(&self, stored: &str) -> Result<String, SecretError> {
-        let bytes = B64.decode(stored).map_err(|_| SecretError::Malformed)?;
+    pub fn open(&self, sealed: &Sealed) -> Result<String, SecretError> {
+        let bytes = B64.decode(&sealed.0).map_err(|_| SecretError::Malformed)?;
         if bytes.len() < 12 + 16 {
             return Err(SecretError::Malformed);
         }
@@ -183,19 +204,22 @@ mod tests {
     #[test]
     fn encrypt_then_decrypt_round_trips_and_hides_the_plaintext() {
         let k = key();
-        let a = k.encrypt("hunter2-password");
-        let b = k.encrypt("hunter2-password");
+        let a = k.seal("hunter2-password");
+        let b = k.seal("hunter2-password");
         assert_ne!(a, b, "nonces must differ");
-        assert!(!a.contains("hunter2"));
-        assert_eq!(k.decrypt(&a).expect("decrypts"), "hunter2-password");
+        assert!(!a.as_stored().contains("hunter2"));
+        assert_eq!(k.open(&a).expect("decrypts"), "hunter2-password");
     }
 
     #[test]
     fn a_wrong_key_or_tampered_text_fails_cleanly() {
-        let stored = key().encrypt("s3cret");
+        let stored = key().seal("s3cret");
         let other = SecretKey::from_bytes(&[8u8; 32]).expect("32 bytes");
-        assert!(matches!(other.decrypt(&stored), Err(SecretError::Decrypt)));
-        assert!(matches!(key().decrypt("!!"), Err(SecretError::Malformed)));
+        assert!(matches!(other.open(&stored), Err(SecretError::Decrypt)));
+        assert!(matches!(
+            key().open(&Sealed("!!".into())),
+            Err(SecretError::Malformed)
+        ));
         assert!(SecretKey::from_bytes(&[0u8; 31]).is_none());
     }
 

@@ -6,6 +6,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use oec_common::secrets::Sealed;
 use oec_tests::TargetEnv;
 use oec_tests::world::*;
 use serde_json::json;
@@ -957,7 +958,7 @@ async fn a_secret_scan_over_everything_two_deployments_produce_finds_no_secret_i
         t.clone(),
     ];
     for env in [fresh, migrated] {
-        let stored: (String, String, Option<String>) = sqlx::query_as(
+        let stored: (Sealed, Sealed, Option<Sealed>) = sqlx::query_as(
             "SELECT db_password_encrypted, admin_passwd_encrypted, odoo_admin_password_encrypted
              FROM environments WHERE id = $1",
         )
@@ -965,15 +966,15 @@ async fn a_secret_scan_over_everything_two_deployments_produce_finds_no_secret_i
         .fetch_one(&w.stack.pool)
         .await
         .expect("stored");
-        let db_password = key.decrypt(&stored.0).expect("db password");
-        let master = key.decrypt(&stored.1).expect("master");
+        let db_password = key.open(&stored.0).expect("db password");
+        let master = key.open(&stored.1).expect("master");
         let creds = w
             .get(&format!("/api/v1/environments/{env}/credentials"))
             .await;
         assert_eq!(creds.body["master_password"], master.as_str());
         secrets.extend([db_password, master]);
         if let Some(admin) = stored.2 {
-            let admin = key.decrypt(&admin).expect("admin password");
+            let admin = key.open(&admin).expect("admin password");
             if env == fresh {
                 assert_eq!(creds.body["admin_password"], admin.as_str());
             }

@@ -57,7 +57,7 @@ async fn create(
     let token = fields::parse_secret("api_token", &body.api_token)?;
     let zone_id = fields::parse_external_id("zone_id", &body.zone_id)?;
     let apps_domain = fields::parse_domain("apps_domain", &body.apps_domain)?;
-    let encrypted = state.settings.secret_key.encrypt(&token);
+    let encrypted = state.settings.secret_key.seal(&token);
     match db::dns_providers::insert(
         &state.pool,
         body.organization_id,

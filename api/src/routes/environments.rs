@@ -259,7 +259,7 @@ async fn create(
         odoo_conf_overrides: p.overrides.as_ref(),
         replica_enabled: body.replica_enabled,
         migration_source_url: p.migration_source_url.as_deref().map(secrets::shown_url),
-        migration_source_encrypted: sealed_url.as_deref(),
+        migration_source_encrypted: sealed_url.as_ref(),
         clear_migration_source_url: p.clear_migration_source_url,
     };
     let env = db::environments::insert(&state.pool, project_id, &f)
@@ -347,7 +347,7 @@ async fn update(
         odoo_conf_overrides: p.overrides.as_ref(),
         replica_enabled: body.replica_enabled,
         migration_source_url: p.migration_source_url.as_deref().map(secrets::shown_url),
-        migration_source_encrypted: sealed_url.as_deref(),
+        migration_source_encrypted: sealed_url.as_ref(),
         clear_migration_source_url: p.clear_migration_source_url,
     };
     let env = db::environments::update(&state.pool, *id, &f)
@@ -359,8 +359,8 @@ async fn update(
 
 /// The migration URL, encrypted for storage (its query string may be a
 /// presigned link's signature).
-fn seal(state: &AppState, url: Option<&str>) -> Option<String> {
-    url.map(|u| state.settings.secret_key.encrypt(u))
+fn seal(state: &AppState, url: Option<&str>) -> Option<oec_common::secrets::Sealed> {
+    url.map(|u| state.settings.secret_key.seal(u))
 }
 
 async fn delete(
@@ -386,11 +386,11 @@ async fn credentials(
     let (env, _) = load(&state, &user, *id, Permission::ProjectEnvironmentsManage).await?;
     match db::environments::take_credentials(&state.pool, env.id, user.id).await? {
         db::environments::Credentials::First(master, admin) => {
-            let decrypt = |what: &str, v: &str| {
+            let decrypt = |what: &str, v: &oec_common::secrets::Sealed| {
                 state
                     .settings
                     .secret_key
-                    .decrypt(v)
+                    .open(v)
                     .map_err(|e| ApiError::Internal(anyhow::anyhow!("{what}: {e}")))
             };
             let master = decrypt("the master password", &master)?;

@@ -43,7 +43,7 @@ async fn create(
                 state
                     .settings
                     .secret_key
-                    .encrypt(&fields::parse_secret("registry_password", p)?),
+                    .seal(&fields::parse_secret("registry_password", p)?),
             ),
         ),
         (None, None) => (None, None),
@@ -65,7 +65,7 @@ async fn create(
         &version,
         &image,
         username.as_deref(),
-        password.as_deref(),
+        password.as_ref(),
     )
     .await
     {

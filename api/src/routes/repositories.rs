@@ -90,7 +90,7 @@ async fn create(
     let token = body
         .token
         .as_deref()
-        .map(|t| fields::parse_secret("token", t).map(|t| state.settings.secret_key.encrypt(&t)))
+        .map(|t| fields::parse_secret("token", t).map(|t| state.settings.secret_key.seal(&t)))
         .transpose()?;
     let new = NewRepository {
         scope: scope.as_str(),
@@ -100,7 +100,7 @@ async fn create(
         git_url: &git_url,
         branch: &branch,
         priority,
-        token_encrypted: token.as_deref(),
+        token_encrypted: token.as_ref(),
     };
     match db::repositories::insert(&state.pool, &new).await {
         Ok(r) => Ok(HttpResponse::Created().json(r)),

@@ -94,7 +94,7 @@ async fn create(
         .as_deref()
         .map(|f| fields::parse_fingerprint("host_key_fingerprint", f))
         .transpose()?;
-    let encrypted = state.settings.secret_key.encrypt(&secret);
+    let encrypted = state.settings.secret_key.seal(&secret);
     let new = NewServer {
         organization_id: body.organization_id,
         name: &name,

@@ -5,6 +5,8 @@ use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use crate::secrets::Sealed;
+
 use super::Page;
 use crate::auth::{Permission, role_pairs_with};
 use crate::events::DeploymentRef;
@@ -486,7 +488,7 @@ pub struct RunContext {
     pub ssh_port: i32,
     pub ssh_user: String,
     pub auth_method: String,
-    pub secret_encrypted: String,
+    pub secret_encrypted: Sealed,
     pub host_key_fingerprint: Option<String>,
 }
 

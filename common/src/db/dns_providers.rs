@@ -3,6 +3,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::secrets::Sealed;
+
 use super::Page;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -23,7 +25,7 @@ pub async fn insert(
     pool: &PgPool,
     org: Uuid,
     kind: &str,
-    api_token_encrypted: &str,
+    api_token_encrypted: &Sealed,
     zone_id: &str,
     apps_domain: &str,
 ) -> sqlx::Result<DnsProvider> {

@@ -3,6 +3,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::secrets::Sealed;
+
 use super::Page;
 use crate::model::{EnvironmentKind, EnvironmentStatus};
 
@@ -60,7 +62,7 @@ pub struct EnvironmentFields<'a> {
     /// query string, which may hold a presigned signature) ...
     pub migration_source_url: Option<&'a str>,
     /// ... and the whole URL, encrypted. Set both or neither.
-    pub migration_source_encrypted: Option<&'a str>,
+    pub migration_source_encrypted: Option<&'a Sealed>,
     /// On update: remove the migration source (`migration_source_url: null`).
     pub clear_migration_source_url: bool,
 }
@@ -175,7 +177,7 @@ pub async fn list_visible(
 pub enum Credentials {
     /// The encrypted master password and, when oec set it, the encrypted
     /// password of Odoo's `admin` user; the read is now recorded.
-    First(String, Option<String>),
+    First(Sealed, Option<Sealed>),
     /// Read before, at this time.
     AlreadyRead(DateTime<Utc>),
     /// No deployment generated them yet.
@@ -188,7 +190,7 @@ pub enum Credentials {
 /// oec never initialized the database (restored from a backup, or
 /// initialized before migration 0008 by a deployment that succeeded).
 pub async fn take_credentials(pool: &PgPool, id: Uuid, user: Uuid) -> sqlx::Result<Credentials> {
-    let taken: Option<(String, Option<String>)> = sqlx::query_as(
+    let taken: Option<(Sealed, Option<Sealed>)> = sqlx::query_as(
         "UPDATE environments e SET credentials_read_at = now(), credentials_read_by = $2
          WHERE id = $1 AND credentials_read_at IS NULL AND admin_passwd_encrypted IS NOT NULL
            AND (odoo_admin_password_set_at IS NOT NULL OR migration_restore_completed
@@ -239,7 +241,7 @@ pub async fn seal_migration_sources(
         .bind(id)
         .bind(&url)
         .bind(crate::secrets::shown_url(&url))
-        .bind(key.encrypt(&url))
+        .bind(key.seal(&url))
         .execute(pool)
         .await?;
         sealed += r.rows_affected();

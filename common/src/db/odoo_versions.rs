@@ -3,6 +3,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::secrets::Sealed;
+
 use super::Page;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -23,7 +25,7 @@ pub async fn insert(
     version: &str,
     image: &str,
     registry_username: Option<&str>,
-    registry_password_encrypted: Option<&str>,
+    registry_password_encrypted: Option<&Sealed>,
 ) -> sqlx::Result<OdooVersion> {
     sqlx::query_as(&format!(
         "INSERT INTO odoo_versions (id, version, image, registry_username, registry_password_encrypted)

@@ -7,23 +7,25 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::secrets::Sealed;
+
 /// The environment's deployment settings. Secrets stay encrypted here.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EnvironmentPlan {
     pub project_git_url: String,
     pub odoo_image: String,
     pub registry_username: Option<String>,
-    pub registry_password_encrypted: Option<String>,
+    pub registry_password_encrypted: Option<Sealed>,
     pub odoo_conf_overrides: serde_json::Value,
     pub replica_enabled: bool,
     /// Shown part only; the worker replaces it with the decrypted URL.
     pub migration_source_url: Option<String>,
-    pub migration_source_encrypted: Option<String>,
+    pub migration_source_encrypted: Option<Sealed>,
     pub migration_restore_completed: bool,
-    pub db_password_encrypted: Option<String>,
-    pub admin_passwd_encrypted: Option<String>,
+    pub db_password_encrypted: Option<Sealed>,
+    pub admin_passwd_encrypted: Option<Sealed>,
     /// The password of Odoo's `admin` user (migration 0008).
-    pub odoo_admin_password_encrypted: Option<String>,
+    pub odoo_admin_password_encrypted: Option<Sealed>,
     /// oec initialized the database and has not set the admin's password yet.
     pub odoo_admin_password_pending: bool,
     /// The hostname the api fixed (older environments may have none yet).
@@ -42,13 +44,13 @@ pub struct RepoPlan {
     pub git_url: String,
     pub branch: String,
     pub priority: i32,
-    pub token_encrypted: Option<String>,
+    pub token_encrypted: Option<Sealed>,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct DnsPlan {
     pub kind: String,
-    pub api_token_encrypted: String,
+    pub api_token_encrypted: Sealed,
     pub zone_id: String,
     pub apps_domain: String,
 }
@@ -132,8 +134,8 @@ pub async fn ensure_secret(
     pool: &PgPool,
     environment: Uuid,
     secret: EnvironmentSecret,
-    encrypted: &str,
-) -> sqlx::Result<String> {
+    encrypted: &Sealed,
+) -> sqlx::Result<Sealed> {
     // The column is one of three constants, never input.
     let c = secret.column();
     sqlx::query_scalar(&format!(

@@ -3,6 +3,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::secrets::Sealed;
+
 use super::Page;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
@@ -30,7 +32,7 @@ pub struct NewRepository<'a> {
     pub git_url: &'a str,
     pub branch: &'a str,
     pub priority: i32,
-    pub token_encrypted: Option<&'a str>,
+    pub token_encrypted: Option<&'a Sealed>,
 }
 
 pub async fn insert(pool: &PgPool, r: &NewRepository<'_>) -> sqlx::Result<Repository> {

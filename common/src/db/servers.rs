@@ -3,6 +3,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::secrets::Sealed;
+
 use super::Page;
 
 /// A server as the API shows it: the secret is never selected, only whether
@@ -34,7 +36,7 @@ pub struct NewServer<'a> {
     pub ssh_port: u16,
     pub ssh_user: &'a str,
     pub auth_method: &'a str,
-    pub secret_encrypted: &'a str,
+    pub secret_encrypted: &'a Sealed,
     pub host_key_fingerprint: Option<&'a str>,
 }
 

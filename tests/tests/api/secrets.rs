@@ -1,5 +1,6 @@
 //! Secrets are encrypted at rest and never appear in any response.
 
+use oec_common::secrets::Sealed;
 use oec_tests::{TestApp, World};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -73,7 +74,7 @@ async fn no_response_ever_contains_a_stored_secret() {
         );
     }
     // At rest, every secret column holds ciphertext.
-    let stored: Vec<String> = sqlx::query_scalar(
+    let stored: Vec<Sealed> = sqlx::query_scalar(
         "SELECT secret_encrypted FROM servers UNION ALL SELECT registry_password_encrypted FROM odoo_versions WHERE registry_password_encrypted IS NOT NULL
          UNION ALL SELECT token_encrypted FROM addon_repositories WHERE token_encrypted IS NOT NULL
          UNION ALL SELECT api_token_encrypted FROM dns_providers",
@@ -84,10 +85,10 @@ async fn no_response_ever_contains_a_stored_secret() {
     assert_eq!(stored.len(), 5);
     for s in &stored {
         for secret in secrets {
-            assert!(!s.contains(secret));
+            assert!(!s.as_stored().contains(secret));
         }
         assert!(
-            app.settings.secret_key.decrypt(s).is_ok(),
+            app.settings.secret_key.open(s).is_ok(),
             "stored value decrypts with OEC_SECRET_KEY"
         );
     }
@@ -112,7 +113,7 @@ async fn the_presigned_migration_url_is_encrypted_at_rest_and_sealed_when_stored
         "https://backups.example.com/db.zip"
     );
     let row = |id: uuid::Uuid| {
-        sqlx::query_as::<_, (String, Option<String>, Option<String>)>(
+        sqlx::query_as::<_, (String, Option<String>, Option<Sealed>)>(
             "SELECT row_to_json(e)::text, migration_source_url, migration_source_encrypted
              FROM environments e WHERE id = $1",
         )
@@ -124,7 +125,7 @@ async fn the_presigned_migration_url_is_encrypted_at_rest_and_sealed_when_stored
     assert_eq!(shown.as_deref(), Some("https://backups.example.com/db.zip"));
     let sealed = sealed.expect("encrypted URL");
     assert_eq!(
-        app.settings.secret_key.decrypt(&sealed).expect("decrypts"),
+        app.settings.secret_key.open(&sealed).expect("decrypts"),
         signed
     );
 
@@ -148,7 +149,7 @@ async fn the_presigned_migration_url_is_encrypted_at_rest_and_sealed_when_stored
     assert_eq!(
         app.settings
             .secret_key
-            .decrypt(&sealed.expect("sealed"))
+            .open(&sealed.expect("sealed"))
             .expect("decrypts"),
         signed
     );

@@ -147,7 +147,7 @@ pub async fn run_job(deps: Arc<Deps>, deployment_id: Uuid) {
         }
     };
     let started = Instant::now();
-    let secret = match deps.settings.secret_key.decrypt(&ctx.secret_encrypted) {
+    let secret = match deps.settings.secret_key.open(&ctx.secret_encrypted) {
         Ok(s) => s,
         Err(e) => {
             let msg = format!("Server credentials cannot be read: {e}");

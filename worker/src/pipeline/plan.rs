@@ -9,6 +9,7 @@ use oec_common::config::Settings;
 use oec_common::db::deployments::RunContext;
 use oec_common::db::plan::{self, EnvironmentPlan};
 use oec_common::secrets::Masker;
+use oec_common::secrets::Sealed;
 use sqlx::PgPool;
 
 use crate::resources::{self, Split};
@@ -148,7 +149,7 @@ pub async fn load(
         let token = match &r.token_encrypted {
             Some(t) => {
                 let t = key
-                    .decrypt(t)
+                    .open(t)
                     .with_context(|| format!("the token of repository {}", r.name))?;
                 masker.add(t.clone());
                 // As git sends it: `Authorization: Basic base64(user:password)`.
@@ -194,7 +195,7 @@ pub async fn load(
     {
         Some(d) => {
             let token = key
-                .decrypt(&d.api_token_encrypted)
+                .open(&d.api_token_encrypted)
                 .context("the DNS provider's token")?;
             masker.add(token.clone());
             Some((
@@ -212,8 +213,8 @@ pub async fn load(
         .map(|(_, domain)| domain.clone())
         .unwrap_or_else(|| settings.pipeline.apps_domain.clone());
     // The secrets the pipeline generates, each masked from here on.
-    let mut generated = async |which, stored: &Option<String>, what: &'static str| {
-        let secret = environment_secret(pool, key, ctx.environment_id, which, stored.as_deref())
+    let mut generated = async |which, stored: &Option<Sealed>, what: &'static str| {
+        let secret = environment_secret(pool, key, ctx.environment_id, which, stored.as_ref())
             .await
             .context(what)?;
         masker.add(secret.clone());
@@ -241,7 +242,7 @@ pub async fn load(
     // sealed yet holds it in the clear); a presigned link's signature is a
     // credential too.
     if let Some(sealed) = env.migration_source_encrypted.take() {
-        env.migration_source_url = Some(key.decrypt(&sealed).context("the migration URL")?);
+        env.migration_source_url = Some(key.open(&sealed).context("the migration URL")?);
     }
     if let Some((_, query)) = env
         .migration_source_url
@@ -252,7 +253,7 @@ pub async fn load(
     }
     let registry_auth = match (&env.registry_username, &env.registry_password_encrypted) {
         (Some(user), Some(pw)) => {
-            let pw = key.decrypt(pw).context("the registry password")?;
+            let pw = key.open(pw).context("the registry password")?;
             masker.add(pw.clone());
             Some((user.clone(), pw))
         }
@@ -304,20 +305,20 @@ async fn environment_secret(
     key: &oec_common::secrets::SecretKey,
     environment: uuid::Uuid,
     which: plan::EnvironmentSecret,
-    stored: Option<&str>,
+    stored: Option<&Sealed>,
 ) -> anyhow::Result<String> {
     let encrypted = match stored {
-        Some(s) => s.to_owned(),
+        Some(s) => s.clone(),
         None => {
             let fresh = format!(
                 "{}{}",
                 uuid::Uuid::new_v4().simple(),
                 uuid::Uuid::new_v4().simple()
             );
-            plan::ensure_secret(pool, environment, which, &key.encrypt(&fresh)).await?
+            plan::ensure_secret(pool, environment, which, &key.seal(&fresh)).await?
         }
     };
-    Ok(key.decrypt(&encrypted)?)
+    Ok(key.open(&encrypted)?)
 }
 
 #[cfg(test)]
