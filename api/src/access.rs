@@ -4,6 +4,7 @@
 
 use oec_common::auth::{Permission, Subject, authorize};
 use oec_common::db;
+use oec_common::model::ids::DeploymentId;
 use uuid::Uuid;
 
 use crate::errors::ApiError;
@@ -60,7 +61,7 @@ pub async fn deployment(
     id: Uuid,
     permission: Permission,
 ) -> Result<db::deployments::Deployment, ApiError> {
-    let d = db::deployments::get(&state.pool, id)
+    let d = db::deployments::get(&state.pool, DeploymentId(id))
         .await?
         .ok_or(ApiError::NotFound("deployment"))?;
     project(state, user, d.project_id, permission)

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use actix_web::{HttpRequest, web};
 use oec_common::events::{CONNECTED, DeploymentRef, is_after, parse_id};
+use oec_common::model::ids::DeploymentId;
 use oec_common::{db, lifecycle};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
@@ -376,7 +377,7 @@ impl DeploymentStream {
         let pool = &self.state.pool;
         let id = self.deployment.deployment_id;
         // Read the status first: if it is terminal, every line is already stored.
-        let d = match db::deployments::get(pool, id).await {
+        let d = match db::deployments::get(pool, DeploymentId(id)).await {
             Ok(Some(d)) => d,
             _ => return false,
         };
@@ -452,7 +453,7 @@ pub async fn deployment_events(
         oec_common::auth::Permission::ProjectDeploymentsView,
     )
     .await?;
-    let deployment = db::deployments::reference(&state.pool, *id)
+    let deployment = db::deployments::reference(&state.pool, DeploymentId(*id))
         .await?
         .ok_or(ApiError::NotFound("deployment"))?
         .deployment;

@@ -9,7 +9,6 @@
 //! deployment's status and progress at the time it was written.
 
 use sqlx::PgPool;
-use uuid::Uuid;
 
 use crate::db::deployments::{
     self, Created, Deployment, Ending, LogLine, NewDeployment, NewLog, Referenced, RunContext,
@@ -19,6 +18,7 @@ use crate::events::{
     Event,
 };
 use crate::model::EnvironmentStatus;
+use crate::model::ids::DeploymentId;
 
 /// The event of a stored log line: the only way one is made, live (as the
 /// line is stored) and on replay (as it is read back), so both are the same
@@ -88,7 +88,7 @@ fn ended(
     out
 }
 
-async fn referenced(pool: &PgPool, id: Uuid) -> sqlx::Result<Referenced> {
+async fn referenced(pool: &PgPool, id: DeploymentId) -> sqlx::Result<Referenced> {
     deployments::reference(pool, id)
         .await?
         .ok_or(sqlx::Error::RowNotFound)
@@ -113,7 +113,7 @@ pub async fn create(
 /// A worker takes a pending deployment: its environment is `deploying`.
 pub async fn claim(
     pool: &PgPool,
-    id: Uuid,
+    id: DeploymentId,
     worker: &str,
 ) -> sqlx::Result<Option<(RunContext, Referenced, Vec<Envelope>)>> {
     let Some(ctx) = deployments::claim(pool, id, worker).await? else {
@@ -144,7 +144,7 @@ pub async fn log_lines(
 /// when it was not running any more.
 pub async fn finish(
     pool: &PgPool,
-    id: Uuid,
+    id: DeploymentId,
     end: &Ending<'_>,
 ) -> sqlx::Result<Option<(Deployment, Vec<Envelope>)>> {
     let Some((d, last)) = deployments::finish(pool, id, end).await? else {
@@ -158,7 +158,10 @@ pub async fn finish(
 /// A cancel request: a pending deployment ends at once (its environment
 /// never moved); a running one is ended by its worker, which notices the
 /// request at its next heartbeat. `None` when it is already terminal.
-pub async fn cancel(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<(Deployment, Vec<Envelope>)>> {
+pub async fn cancel(
+    pool: &PgPool,
+    id: DeploymentId,
+) -> sqlx::Result<Option<(Deployment, Vec<Envelope>)>> {
     let Some((d, last)) = deployments::request_cancel(pool, id).await? else {
         return Ok(None);
     };
@@ -171,7 +174,11 @@ pub async fn cancel(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<(Deployment,
 }
 
 /// Fails a deployment that never reached a worker.
-pub async fn fail_pending(pool: &PgPool, id: Uuid, message: &str) -> sqlx::Result<Vec<Envelope>> {
+pub async fn fail_pending(
+    pool: &PgPool,
+    id: DeploymentId,
+    message: &str,
+) -> sqlx::Result<Vec<Envelope>> {
     let Some((d, last)) = deployments::fail_pending(pool, id, message).await? else {
         return Ok(Vec::new());
     };

@@ -8,14 +8,15 @@ use std::time::Duration;
 use anyhow::Context as _;
 use apalis_redis::{Config, ConnectionManager, RedisStorage};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+
+use crate::model::ids::DeploymentId;
 
 /// The queue name before the configured prefix, as DESIGN fixes it.
 pub const QUEUE: &str = "oec:deployments";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeploymentJob {
-    pub deployment_id: Uuid,
+    pub deployment_id: DeploymentId,
 }
 
 pub type Storage = RedisStorage<DeploymentJob, ConnectionManager>;
@@ -40,7 +41,7 @@ pub async fn storage(redis_url: &str, prefix: &str, batch_size: usize) -> anyhow
 }
 
 /// Puts one deployment job on the queue.
-pub async fn enqueue(storage: &mut Storage, deployment_id: Uuid) -> anyhow::Result<()> {
+pub async fn enqueue(storage: &mut Storage, deployment_id: DeploymentId) -> anyhow::Result<()> {
     use apalis_core::backend::TaskSink as _;
     storage
         .push(DeploymentJob { deployment_id })
@@ -53,7 +54,7 @@ pub async fn enqueue(storage: &mut Storage, deployment_id: Uuid) -> anyhow::Resu
 pub async fn queued_deployments(
     conn: &mut deadpool_redis::Connection,
     prefix: &str,
-) -> anyhow::Result<std::collections::HashSet<Uuid>> {
+) -> anyhow::Result<std::collections::HashSet<DeploymentId>> {
     let cfg = config(prefix, 1);
     let finished: std::collections::HashSet<String> = redis::cmd("SUNION")
         .arg(cfg.done_jobs_set())

@@ -24,10 +24,13 @@ async fn start() -> (
         .create_pool(Some(deadpool_redis::Runtime::Tokio1))
         .expect("redis");
     let prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
-    let reference = oec_common::db::deployments::reference(&pool, deployment)
-        .await
-        .expect("reference")
-        .expect("the deployment");
+    let reference = oec_common::db::deployments::reference(
+        &pool,
+        oec_common::model::ids::DeploymentId(deployment),
+    )
+    .await
+    .expect("reference")
+    .expect("the deployment");
     let (log, writer) = Log::start(
         pool.clone(),
         Publisher::new(redis, &prefix, 10_000),

@@ -110,7 +110,9 @@ async fn create(
                 message: "This Idempotency-Key was used for another request (another environment or trigger); use a new key.".into(),
             });
         }
-        Some((Created::InProgress(d), _)) => return Err(ApiError::DeploymentInProgress(d.id)),
+        Some((Created::InProgress(d), _)) => {
+            return Err(ApiError::DeploymentInProgress(d.id.uuid()));
+        }
         Some((Created::New(d, _), events)) => (d, events),
     };
     let queued = match state.queue().await {
@@ -428,7 +430,7 @@ async fn export(
     }
     let cursor = Cursor {
         pool: state.pool.clone(),
-        id: d.id,
+        id: d.id.uuid(),
         last: 0,
         first: true,
         done: false,

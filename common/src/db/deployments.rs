@@ -10,6 +10,7 @@ use crate::secrets::Sealed;
 use super::Page;
 use crate::auth::{Permission, role_pairs_with};
 use crate::events::DeploymentRef;
+use crate::model::ids::DeploymentId;
 use crate::model::steps::Step;
 use crate::model::{
     DeploymentStatus, EnvironmentKind, EnvironmentStatus, LogLevel, StepStatus, Trigger,
@@ -17,7 +18,7 @@ use crate::model::{
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Deployment {
-    pub id: Uuid,
+    pub id: DeploymentId,
     pub project_id: Uuid,
     pub environment_id: Uuid,
     pub vm_id: Option<Uuid>,
@@ -182,7 +183,7 @@ pub struct Referenced {
     pub deployment: DeploymentRef,
 }
 
-pub async fn reference(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Referenced>> {
+pub async fn reference(pool: &PgPool, id: DeploymentId) -> sqlx::Result<Option<Referenced>> {
     sqlx::query_as(
         "SELECT p.organization_id, d.id AS deployment_id, d.environment_id, d.project_id,
                 p.name AS project_name, e.name AS environment_name, d.triggered_by, d.git_branch AS branch
@@ -194,7 +195,7 @@ pub async fn reference(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Reference
     .await
 }
 
-pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Deployment>> {
+pub async fn get(pool: &PgPool, id: DeploymentId) -> sqlx::Result<Option<Deployment>> {
     sqlx::query_as(&format!("SELECT {COLUMNS} FROM deployments WHERE id = $1"))
         .bind(id)
         .fetch_optional(pool)
@@ -243,7 +244,7 @@ pub async fn latest_for_environment(pool: &PgPool, env: Uuid) -> sqlx::Result<Op
 /// terminal.
 pub async fn request_cancel(
     pool: &PgPool,
-    id: Uuid,
+    id: DeploymentId,
 ) -> sqlx::Result<Option<(Deployment, Vec<LogLine>)>> {
     let mut tx = pool.begin().await?;
     let d: Option<Deployment> = sqlx::query_as(&format!(
@@ -353,7 +354,7 @@ pub struct StepRow {
     pub latest_message: Option<String>,
 }
 
-pub async fn steps(pool: &PgPool, deployment: Uuid) -> sqlx::Result<Vec<StepRow>> {
+pub async fn steps(pool: &PgPool, deployment: DeploymentId) -> sqlx::Result<Vec<StepRow>> {
     sqlx::query_as(
         "SELECT step, status, started_at, completed_at, duration_seconds, latest_message
          FROM deployment_steps WHERE deployment_id = $1",
@@ -368,7 +369,7 @@ pub async fn steps(pool: &PgPool, deployment: Uuid) -> sqlx::Result<Vec<StepRow>
 /// however long a deployment's log is.
 pub async fn step_log_tails(
     pool: &PgPool,
-    deployment: Uuid,
+    deployment: DeploymentId,
     per_step: i64,
 ) -> sqlx::Result<(Vec<LogLine>, Vec<(Option<String>, i64)>)> {
     let tails = sqlx::query_as(&format!(
@@ -448,7 +449,7 @@ pub async fn stage_averages(pool: &PgPool, project: Uuid) -> sqlx::Result<Vec<(S
 /// The names the export header shows.
 pub async fn names(
     pool: &PgPool,
-    deployment: Uuid,
+    deployment: DeploymentId,
 ) -> sqlx::Result<Option<(String, String, Uuid)>> {
     sqlx::query_as(
         "SELECT p.name, e.name, p.organization_id FROM deployments d JOIN projects p ON p.id = d.project_id
@@ -465,7 +466,7 @@ pub async fn names(
 /// Everything a worker needs to run one deployment, loaded at claim time.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RunContext {
-    pub deployment_id: Uuid,
+    pub deployment_id: DeploymentId,
     pub version: i32,
     pub trigger: Trigger,
     pub triggered_by: Option<Uuid>,
@@ -495,7 +496,11 @@ pub struct RunContext {
 /// Takes a pending deployment for this worker: `None` when it is not pending
 /// any more (terminal, cancelled, or running elsewhere), so a redelivered job
 /// never runs a deployment twice.
-pub async fn claim(pool: &PgPool, id: Uuid, worker: &str) -> sqlx::Result<Option<RunContext>> {
+pub async fn claim(
+    pool: &PgPool,
+    id: DeploymentId,
+    worker: &str,
+) -> sqlx::Result<Option<RunContext>> {
     let mut tx = pool.begin().await?;
     let claimed: Option<(Uuid,)> = sqlx::query_as(
         "UPDATE deployments SET status = $3, started_at = now(), worker_id = $2, heartbeat_at = now(),
@@ -535,7 +540,7 @@ pub async fn claim(pool: &PgPool, id: Uuid, worker: &str) -> sqlx::Result<Option
 }
 
 /// Marks the deployment alive; true when a cancel was requested.
-pub async fn heartbeat(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
+pub async fn heartbeat(pool: &PgPool, id: DeploymentId) -> sqlx::Result<bool> {
     let cancel: Option<bool> = sqlx::query_scalar(
         "UPDATE deployments SET heartbeat_at = now() WHERE id = $1 AND status = $2
          RETURNING cancel_requested_at IS NOT NULL",
@@ -596,14 +601,14 @@ pub async fn insert_logs(
     .await
 }
 
-pub async fn max_seq(pool: &PgPool, deployment: Uuid) -> sqlx::Result<i64> {
+pub async fn max_seq(pool: &PgPool, deployment: DeploymentId) -> sqlx::Result<i64> {
     sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM deployment_logs WHERE deployment_id = $1")
         .bind(deployment)
         .fetch_one(pool)
         .await
 }
 
-pub async fn step_started(pool: &PgPool, deployment: Uuid, step: &str) -> sqlx::Result<()> {
+pub async fn step_started(pool: &PgPool, deployment: DeploymentId, step: &str) -> sqlx::Result<()> {
     let mut tx = pool.begin().await?;
     sqlx::query(
         "INSERT INTO deployment_steps (deployment_id, step, status, started_at) VALUES ($1, $2, $3, now())
@@ -625,7 +630,7 @@ pub async fn step_started(pool: &PgPool, deployment: Uuid, step: &str) -> sqlx::
 
 pub async fn step_finished(
     pool: &PgPool,
-    deployment: Uuid,
+    deployment: DeploymentId,
     step: &str,
     status: StepStatus,
     latest_message: Option<&str>,
@@ -668,7 +673,7 @@ pub struct Ending<'a> {
 /// not running any more.
 pub async fn finish(
     pool: &PgPool,
-    deployment: Uuid,
+    deployment: DeploymentId,
     end: &Ending<'_>,
 ) -> sqlx::Result<Option<(Deployment, Vec<LogLine>)>> {
     let mut tx = pool.begin().await?;
@@ -723,7 +728,7 @@ pub async fn running_for_worker(pool: &PgPool, worker: &str) -> sqlx::Result<i64
 /// queued), with a last log line saying why; `None` when it was not pending.
 pub async fn fail_pending(
     pool: &PgPool,
-    id: Uuid,
+    id: DeploymentId,
     message: &str,
 ) -> sqlx::Result<Option<(Deployment, Vec<LogLine>)>> {
     let mut tx = pool.begin().await?;

@@ -4,6 +4,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::model::ids::DeploymentId;
+
 use crate::model::DeploymentStatus;
 
 /// Claims one tick of a job for this replica; false when another replica has it.
@@ -73,7 +75,7 @@ pub async fn delete_orphan_steps(pool: &PgPool, cutoff: DateTime<Utc>) -> sqlx::
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Stuck {
-    pub id: Uuid,
+    pub id: DeploymentId,
     pub organization_id: Uuid,
     pub project_id: Uuid,
     pub environment_id: Uuid,
@@ -111,7 +113,7 @@ pub async fn old_pending(pool: &PgPool, secs: f64) -> sqlx::Result<Vec<Stuck>> {
     .await
 }
 
-pub async fn mark_requeued(pool: &PgPool, id: Uuid) -> sqlx::Result<()> {
+pub async fn mark_requeued(pool: &PgPool, id: DeploymentId) -> sqlx::Result<()> {
     sqlx::query("UPDATE deployments SET requeued_at = now(), updated_at = now() WHERE id = $1")
         .bind(id)
         .execute(pool)

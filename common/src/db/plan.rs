@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::model::ids::DeploymentId;
 use crate::secrets::Sealed;
 
 /// The environment's deployment settings. Secrets stay encrypted here.
@@ -55,7 +56,7 @@ pub struct DnsPlan {
     pub apps_domain: String,
 }
 
-pub async fn environment(pool: &PgPool, deployment: Uuid) -> sqlx::Result<EnvironmentPlan> {
+pub async fn environment(pool: &PgPool, deployment: DeploymentId) -> sqlx::Result<EnvironmentPlan> {
     sqlx::query_as(
         "SELECT p.git_url AS project_git_url, v.image AS odoo_image, v.registry_username,
                 v.registry_password_encrypted, e.odoo_conf_overrides, e.replica_enabled,
@@ -182,7 +183,7 @@ pub struct GitInfo {
     pub commit_date: Option<DateTime<Utc>>,
 }
 
-pub async fn record_git(pool: &PgPool, deployment: Uuid, g: &GitInfo) -> sqlx::Result<()> {
+pub async fn record_git(pool: &PgPool, deployment: DeploymentId, g: &GitInfo) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE deployments SET git_commit = $2, git_message = $3, git_branch = $4, committer_name = $5,
                 committer_email = $6, commit_date = $7, updated_at = now() WHERE id = $1",
@@ -201,7 +202,7 @@ pub async fn record_git(pool: &PgPool, deployment: Uuid, g: &GitInfo) -> sqlx::R
 
 pub async fn record_container(
     pool: &PgPool,
-    deployment: Uuid,
+    deployment: DeploymentId,
     container_id: &str,
     image: &str,
 ) -> sqlx::Result<()> {

@@ -2,6 +2,7 @@
 //! validated field types every request is parsed into.
 
 pub mod fields;
+pub mod ids;
 pub mod overrides;
 pub mod steps;
 

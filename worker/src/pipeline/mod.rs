@@ -16,13 +16,13 @@ use oec_common::config::Settings;
 use oec_common::db::deployments::{self, Ending, RunContext};
 use oec_common::events::Publisher;
 use oec_common::lifecycle;
+use oec_common::model::ids::DeploymentId;
 use oec_common::model::steps::{Step, progress_percent};
 use oec_common::model::{DeploymentStatus, EnvironmentStatus, LogLevel, StepStatus};
 use oec_common::secrets::Masker;
 use serde_json::Value;
 use sqlx::PgPool;
 use tokio::sync::watch;
-use uuid::Uuid;
 
 use crate::log::{Log, Progress, StepLog};
 use crate::names;
@@ -130,7 +130,7 @@ enum End {
 /// Runs one deployment job. Never fails towards the queue: a pipeline
 /// failure is recorded in PostgreSQL and is final; a job for a deployment
 /// that is not pending any more is skipped.
-pub async fn run_job(deps: Arc<Deps>, deployment_id: Uuid) {
+pub async fn run_job(deps: Arc<Deps>, deployment_id: DeploymentId) {
     let (ctx, reference) = match lifecycle::claim(&deps.pool, deployment_id, &deps.worker_id).await
     {
         Ok(Some((ctx, reference, events))) => {
@@ -279,7 +279,7 @@ async fn pipeline(deps: &Deps, run: &mut Run, progress: &Progress) -> End {
 
 /// Heartbeats the deployment and turns a cancel request, a lost deployment or
 /// the end of the shutdown grace period into an abort.
-async fn watch_liveness(deps: Arc<Deps>, id: Uuid, abort: watch::Sender<Option<Abort>>) {
+async fn watch_liveness(deps: Arc<Deps>, id: DeploymentId, abort: watch::Sender<Option<Abort>>) {
     let mut shutdown = deps.shutdown.clone();
     let mut grace_deadline: Option<tokio::time::Instant> = None;
     let mut tick = tokio::time::interval(deps.settings.heartbeat_interval);

@@ -254,7 +254,7 @@ async fn logs(args: &[String]) -> anyhow::Result<()> {
     let prefix = format!("bench:{}:", Uuid::new_v4().simple());
     let publisher = Publisher::new(redis, &prefix, 50_000);
     let ctx = oec_tests::bare_deployment(&pool).await?;
-    let reference = deployments::reference(&pool, ctx.0)
+    let reference = deployments::reference(&pool, oec_common::model::ids::DeploymentId(ctx.0))
         .await?
         .context("the bench deployment")?;
 
