@@ -344,6 +344,7 @@ impl Settings {
 
         let image = |v: &str| -> Result<String, String> {
             crate::model::fields::parse_image("image", v)
+                .map(|i| i.as_str().to_owned())
                 .map_err(|_| "must be an image reference such as postgres:15".into())
         };
         let secs = |lo: u64, hi: u64| {

@@ -66,11 +66,11 @@ pub struct ListQuery {
 
 /// Validated values of a body; `None` where the body left a field out.
 struct Parsed {
-    name: Option<String>,
+    name: Option<fields::DnsLabel>,
     kind: Option<EnvironmentKind>,
-    subdomain: Option<String>,
+    subdomain: Option<fields::DnsLabel>,
     odoo_version: Option<String>,
-    branch: Option<String>,
+    branch: Option<fields::Branch>,
     cpu_cores: Option<f64>,
     ram_mb: Option<i32>,
     disk_gb: Option<i32>,
@@ -335,12 +335,12 @@ async fn update(
     let sealed_url = seal(&state, p.migration_source_url.as_deref());
     let f = EnvironmentFields {
         server_id: body.server_id,
-        name: p.name.as_deref(),
+        name: p.name.as_ref(),
         kind: p.kind,
-        subdomain: p.subdomain.as_deref(),
+        subdomain: p.subdomain.as_ref(),
         hostname: hostname.as_deref(),
         odoo_version: p.odoo_version.as_deref(),
-        branch: p.branch.as_deref(),
+        branch: p.branch.as_ref(),
         cpu_cores: p.cpu_cores,
         ram_mb: p.ram_mb,
         disk_gb: p.disk_gb,

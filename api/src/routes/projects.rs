@@ -163,9 +163,9 @@ async fn update(
         .transpose()?;
     let patch = ProjectPatch {
         name: name.as_deref(),
-        slug: slug.as_deref(),
-        git_url: git_url.as_deref(),
-        git_branch: git_branch.as_deref(),
+        slug: slug.as_ref(),
+        git_url: git_url.as_ref(),
+        git_branch: git_branch.as_ref(),
     };
     match db::projects::update(&state.pool, *id, &patch).await {
         Ok(Some(p)) => Ok(HttpResponse::Ok().json(p)),

@@ -10,6 +10,7 @@ use crate::secrets::Sealed;
 use super::Page;
 use crate::auth::{Permission, role_pairs_with};
 use crate::events::DeploymentRef;
+use crate::model::fields::{Branch, DnsLabel};
 use crate::model::ids::DeploymentId;
 use crate::model::steps::Step;
 use crate::model::{
@@ -473,13 +474,13 @@ pub struct RunContext {
     pub organization_id: Uuid,
     pub project_id: Uuid,
     pub project_name: String,
-    pub project_slug: String,
+    pub project_slug: DnsLabel,
     pub environment_id: Uuid,
     pub environment_name: String,
     pub environment_kind: EnvironmentKind,
     pub environment_status: EnvironmentStatus,
-    pub branch: String,
-    pub subdomain: String,
+    pub branch: Branch,
+    pub subdomain: DnsLabel,
     pub odoo_version: String,
     pub cpu_cores: f64,
     pub ram_mb: i32,

@@ -3,6 +3,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::model::fields::{Branch, DnsLabel};
+
 use crate::secrets::Sealed;
 
 use super::Page;
@@ -13,13 +15,13 @@ pub struct Environment {
     pub id: Uuid,
     pub project_id: Uuid,
     pub server_id: Uuid,
-    pub name: String,
+    pub name: DnsLabel,
     pub kind: EnvironmentKind,
-    pub subdomain: String,
+    pub subdomain: DnsLabel,
     /// `{subdomain}.{apps_domain}`, unique across the platform.
     pub hostname: Option<String>,
     pub odoo_version: String,
-    pub branch: String,
+    pub branch: Branch,
     pub cpu_cores: f64,
     pub ram_mb: i32,
     pub disk_gb: i32,
@@ -46,13 +48,13 @@ const COLUMNS: &str =
 #[derive(Debug, Default)]
 pub struct EnvironmentFields<'a> {
     pub server_id: Option<Uuid>,
-    pub name: Option<&'a str>,
+    pub name: Option<&'a DnsLabel>,
     pub kind: Option<EnvironmentKind>,
-    pub subdomain: Option<&'a str>,
+    pub subdomain: Option<&'a DnsLabel>,
     /// Set with the subdomain, lowercase.
     pub hostname: Option<&'a str>,
     pub odoo_version: Option<&'a str>,
-    pub branch: Option<&'a str>,
+    pub branch: Option<&'a Branch>,
     pub cpu_cores: Option<f64>,
     pub ram_mb: Option<i32>,
     pub disk_gb: Option<i32>,

@@ -3,6 +3,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::model::fields::ImageRef;
+
 use crate::secrets::Sealed;
 
 use super::Page;
@@ -11,7 +13,7 @@ use super::Page;
 pub struct OdooVersion {
     pub id: Uuid,
     pub version: String,
-    pub image: String,
+    pub image: ImageRef,
     pub registry_username: Option<String>,
     pub has_registry_password: bool,
     pub created_at: DateTime<Utc>,
@@ -23,7 +25,7 @@ const COLUMNS: &str = "id, version, image, registry_username,
 pub async fn insert(
     pool: &PgPool,
     version: &str,
-    image: &str,
+    image: &ImageRef,
     registry_username: Option<&str>,
     registry_password_encrypted: Option<&Sealed>,
 ) -> sqlx::Result<OdooVersion> {

@@ -3,6 +3,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::model::fields::DnsLabel;
+
 use super::Page;
 use crate::model::OrgRole;
 
@@ -10,7 +12,7 @@ use crate::model::OrgRole;
 pub struct Organization {
     pub id: Uuid,
     pub name: String,
-    pub slug: String,
+    pub slug: DnsLabel,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -21,7 +23,7 @@ const COLUMNS: &str = "id, name, slug, created_at, updated_at";
 pub async fn insert(
     pool: &PgPool,
     name: &str,
-    slug: &str,
+    slug: &DnsLabel,
     owner: Uuid,
 ) -> sqlx::Result<Organization> {
     let mut tx = pool.begin().await?;

@@ -7,13 +7,15 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::model::fields::{Branch, DnsLabel, GitUrl};
+
 use crate::model::ids::DeploymentId;
 use crate::secrets::Sealed;
 
 /// The environment's deployment settings. Secrets stay encrypted here.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct EnvironmentPlan {
-    pub project_git_url: String,
+    pub project_git_url: GitUrl,
     pub odoo_image: String,
     pub registry_username: Option<String>,
     pub registry_password_encrypted: Option<Sealed>,
@@ -41,9 +43,9 @@ pub struct EnvironmentPlan {
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct RepoPlan {
     pub scope: String,
-    pub name: String,
-    pub git_url: String,
-    pub branch: String,
+    pub name: DnsLabel,
+    pub git_url: GitUrl,
+    pub branch: Branch,
     pub priority: i32,
     pub token_encrypted: Option<Sealed>,
 }

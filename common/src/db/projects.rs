@@ -3,6 +3,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::model::fields::{Branch, DnsLabel, GitUrl};
+
 use super::Page;
 use crate::model::ProjectRole;
 
@@ -11,9 +13,9 @@ pub struct Project {
     pub id: Uuid,
     pub organization_id: Uuid,
     pub name: String,
-    pub slug: String,
-    pub git_url: String,
-    pub git_branch: String,
+    pub slug: DnsLabel,
+    pub git_url: GitUrl,
+    pub git_branch: Branch,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -24,9 +26,9 @@ const COLUMNS: &str =
 pub struct NewProject<'a> {
     pub organization_id: Uuid,
     pub name: &'a str,
-    pub slug: &'a str,
-    pub git_url: &'a str,
-    pub git_branch: &'a str,
+    pub slug: &'a DnsLabel,
+    pub git_url: &'a GitUrl,
+    pub git_branch: &'a Branch,
 }
 
 pub async fn insert(pool: &PgPool, p: &NewProject<'_>) -> sqlx::Result<Project> {
@@ -79,9 +81,9 @@ pub async fn list_visible(
 #[derive(Default)]
 pub struct ProjectPatch<'a> {
     pub name: Option<&'a str>,
-    pub slug: Option<&'a str>,
-    pub git_url: Option<&'a str>,
-    pub git_branch: Option<&'a str>,
+    pub slug: Option<&'a DnsLabel>,
+    pub git_url: Option<&'a GitUrl>,
+    pub git_branch: Option<&'a Branch>,
 }
 
 pub async fn update(

@@ -3,6 +3,8 @@ use serde::Serialize;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::model::fields::{Branch, DnsLabel, GitUrl};
+
 use crate::secrets::Sealed;
 
 use super::Page;
@@ -13,9 +15,9 @@ pub struct Repository {
     pub scope: String,
     pub organization_id: Option<Uuid>,
     pub project_id: Option<Uuid>,
-    pub name: String,
-    pub git_url: String,
-    pub branch: String,
+    pub name: DnsLabel,
+    pub git_url: GitUrl,
+    pub branch: Branch,
     pub priority: i32,
     pub has_token: bool,
     pub created_at: DateTime<Utc>,
@@ -28,9 +30,9 @@ pub struct NewRepository<'a> {
     pub scope: &'a str,
     pub organization_id: Option<Uuid>,
     pub project_id: Option<Uuid>,
-    pub name: &'a str,
-    pub git_url: &'a str,
-    pub branch: &'a str,
+    pub name: &'a DnsLabel,
+    pub git_url: &'a GitUrl,
+    pub branch: &'a Branch,
     pub priority: i32,
     pub token_encrypted: Option<&'a Sealed>,
 }

@@ -20,6 +20,55 @@ pub fn invalid<T>(field: &str, message: impl Into<String>) -> FieldResult<T> {
     })
 }
 
+/// A text value that only its `parse_*` function (or the database, which
+/// holds only parsed values) makes: what reaches shells, paths and SQL is
+/// typed as parsed, not as any `String`.
+macro_rules! parsed_text {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, sqlx::Type)]
+        #[serde(transparent)]
+        #[sqlx(transparent)]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+parsed_text!(
+    /// A DNS label (slugs, subdomains, repository names): see [`parse_dns_label`].
+    DnsLabel
+);
+parsed_text!(
+    /// A git remote: see [`parse_git_url`].
+    GitUrl
+);
+parsed_text!(
+    /// A git branch name: see [`parse_branch`].
+    Branch
+);
+parsed_text!(
+    /// A Docker image reference: see [`parse_image`].
+    ImageRef
+);
+
 fn has_control(s: &str) -> bool {
     s.chars().any(char::is_control)
 }
@@ -121,7 +170,7 @@ fn is_common_password(v: &str) -> bool {
 
 /// One DNS label: lowercase letters, digits and inner hyphens, 1–63 characters.
 /// Slugs and subdomains follow it, since both end up in host and path names.
-pub fn parse_dns_label(field: &str, v: &str) -> FieldResult<String> {
+pub fn parse_dns_label(field: &str, v: &str) -> FieldResult<DnsLabel> {
     let ok = (1..=63).contains(&v.len())
         && v.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
@@ -133,7 +182,7 @@ pub fn parse_dns_label(field: &str, v: &str) -> FieldResult<String> {
             "must be 1 to 63 lowercase letters, digits or hyphens, not starting or ending with a hyphen",
         );
     }
-    Ok(v.to_owned())
+    Ok(DnsLabel(v.to_owned()))
 }
 
 /// A host name (DNS rules) or an IP address.
@@ -189,7 +238,7 @@ pub fn parse_unix_user(field: &str, v: &str) -> FieldResult<String> {
 /// A git remote: `https://`, `ssh://` or scp-like `user@host:path`; `file://`
 /// only when the operator allows it (`OEC_ALLOW_FILE_REPOS=1`). Credentials
 /// never travel in the URL: they go in the separate, encrypted `token`.
-pub fn parse_git_url(field: &str, v: &str, allow_file: bool) -> FieldResult<String> {
+pub fn parse_git_url(field: &str, v: &str, allow_file: bool) -> FieldResult<GitUrl> {
     if v.is_empty() || v.len() > 2048 || v.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return invalid(
             field,
@@ -223,7 +272,7 @@ pub fn parse_git_url(field: &str, v: &str, allow_file: bool) -> FieldResult<Stri
         if parse_host(field, host).is_err() || rest.len() <= authority.len() + 1 {
             return invalid(field, "must name a host and a repository path");
         }
-        return Ok(v.to_owned());
+        return Ok(GitUrl(v.to_owned()));
     }
     if let Some(rest) = after_scheme("http://") {
         if !allow_file {
@@ -238,7 +287,7 @@ pub fn parse_git_url(field: &str, v: &str, allow_file: bool) -> FieldResult<Stri
                 "must not contain credentials; put the token in `token`",
             );
         }
-        return Ok(v.to_owned());
+        return Ok(GitUrl(v.to_owned()));
     }
     if let Some(path) = after_scheme("file://") {
         if !allow_file {
@@ -250,7 +299,7 @@ pub fn parse_git_url(field: &str, v: &str, allow_file: bool) -> FieldResult<Stri
         if !path.starts_with('/') {
             return invalid(field, "file:// URLs must be absolute");
         }
-        return Ok(v.to_owned());
+        return Ok(GitUrl(v.to_owned()));
     }
     if v.contains("://") {
         return invalid(field, "scheme must be https, ssh or file");
@@ -262,7 +311,7 @@ pub fn parse_git_url(field: &str, v: &str, allow_file: bool) -> FieldResult<Stri
         && parse_host(field, host).is_ok()
         && !path.is_empty()
     {
-        return Ok(v.to_owned());
+        return Ok(GitUrl(v.to_owned()));
     }
     invalid(
         field,
@@ -292,7 +341,7 @@ pub fn parse_download_url(field: &str, v: &str) -> FieldResult<String> {
 }
 
 /// A branch name under git's ref-name rules (`git check-ref-format --branch`).
-pub fn parse_branch(field: &str, v: &str) -> FieldResult<String> {
+pub fn parse_branch(field: &str, v: &str) -> FieldResult<Branch> {
     const BAD: &[char] = &[' ', '~', '^', ':', '?', '*', '[', '\\'];
     let ok = !v.is_empty()
         && v.len() <= 255
@@ -312,7 +361,7 @@ pub fn parse_branch(field: &str, v: &str) -> FieldResult<String> {
     if !ok {
         return invalid(field, "must be a valid git branch name");
     }
-    Ok(v.to_owned())
+    Ok(Branch(v.to_owned()))
 }
 
 /// An Odoo version such as `18.0`.
@@ -327,7 +376,7 @@ pub fn parse_odoo_version(field: &str, v: &str) -> FieldResult<String> {
 }
 
 /// A Docker image reference such as `registry.example.com/ns/odoo:18.0`.
-pub fn parse_image(field: &str, v: &str) -> FieldResult<String> {
+pub fn parse_image(field: &str, v: &str) -> FieldResult<ImageRef> {
     let ok = (1..=255).contains(&v.len())
         && v.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
         && v.bytes()
@@ -335,7 +384,7 @@ pub fn parse_image(field: &str, v: &str) -> FieldResult<String> {
     if !ok {
         return invalid(field, "must be an image reference like odoo:18.0");
     }
-    Ok(v.to_owned())
+    Ok(ImageRef(v.to_owned()))
 }
 
 /// A secret such as a password or token: 1–4096 characters, one line.

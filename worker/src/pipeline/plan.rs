@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use oec_common::config::Settings;
 use oec_common::db::deployments::RunContext;
 use oec_common::db::plan::{self, EnvironmentPlan};
+use oec_common::model::fields::{Branch, DnsLabel, GitUrl};
 use oec_common::secrets::Masker;
 use oec_common::secrets::Sealed;
 use sqlx::PgPool;
@@ -27,11 +28,11 @@ pub enum Scope {
 #[derive(Debug, Clone)]
 pub struct Repo {
     pub scope: Scope,
-    pub name: String,
+    pub name: DnsLabel,
     /// Directory under `addons/`.
     pub dir: String,
-    pub url: String,
-    pub branch: String,
+    pub url: GitUrl,
+    pub branch: Branch,
     pub token: Option<String>,
 }
 
@@ -325,6 +326,10 @@ async fn environment_secret(
 mod tests {
     use super::*;
 
+    fn git_url(v: &str) -> GitUrl {
+        oec_common::model::fields::parse_git_url("git_url", v, false).expect("git url")
+    }
+
     #[test]
     fn directory_names_are_safe() {
         assert_eq!(dir_name("Platform Reporting"), "platform-reporting");
@@ -337,10 +342,10 @@ mod tests {
     fn tokens_become_percent_encoded_credential_lines_for_http_urls_only() {
         let mut r = Repo {
             scope: Scope::Platform,
-            name: "x".into(),
+            name: oec_common::model::fields::parse_dns_label("name", "x").expect("label"),
             dir: "x".into(),
-            url: "https://git.example.com:8443/a/b.git".into(),
-            branch: "main".into(),
+            url: git_url("https://git.example.com:8443/a/b.git"),
+            branch: oec_common::model::fields::parse_branch("branch", "main").expect("branch"),
             token: Some("t@k/1#2".into()),
         };
         assert_eq!(
@@ -352,9 +357,9 @@ mod tests {
             r.credentials_line().as_deref(),
             Some("https://oauth2:glpat-x%20y@git.example.com:8443\n")
         );
-        r.url = "git@git.example.com:a/b.git".into();
+        r.url = git_url("git@git.example.com:a/b.git");
         assert_eq!(r.credentials_line(), None);
-        r.url = "https://git.example.com/a.git".into();
+        r.url = git_url("https://git.example.com/a.git");
         r.token = None;
         assert_eq!(r.credentials_line(), None);
     }

@@ -307,7 +307,7 @@ async fn git_info(s: &Stage<'_>, repo: &Repo) -> Result<GitInfo, StageError> {
     Ok(GitInfo {
         commit,
         message,
-        branch: repo.branch.clone(),
+        branch: repo.branch.to_string(),
         committer_name,
         committer_email,
         commit_date: chrono::DateTime::parse_from_rfc3339(&date)
