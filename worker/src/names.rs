@@ -4,52 +4,52 @@
 //! `paasportal_pgdata_{uuid}`, `paasportal_net_{uuid}`); whatever finds,
 //! replaces or removes an object goes through these.
 
-use uuid::Uuid;
+use oec_common::model::ids::EnvironmentId;
 
 /// The Traefik network every routed Odoo container joins.
 pub const TRAEFIK_NETWORK: &str = "traefik-public";
 
-pub fn odoo_container(env: Uuid) -> String {
+pub fn odoo_container(env: EnvironmentId) -> String {
     format!("{env}_odoo")
 }
 
-pub fn db_container(env: Uuid) -> String {
+pub fn db_container(env: EnvironmentId) -> String {
     format!("{env}_db")
 }
 
-pub fn pgbouncer_container(env: Uuid) -> String {
+pub fn pgbouncer_container(env: EnvironmentId) -> String {
     format!("{env}_pgbouncer")
 }
 
-pub fn replica_container(env: Uuid) -> String {
+pub fn replica_container(env: EnvironmentId) -> String {
     format!("postgres-replica-{env}")
 }
 
-pub fn replica_pgbouncer_container(env: Uuid) -> String {
+pub fn replica_pgbouncer_container(env: EnvironmentId) -> String {
     format!("{env}_pgbouncer-replica")
 }
 
 /// The one-off root container that sets the ownership of `data/`, `logs/`
 /// and `odoo.conf`.
-pub fn chown_container(env: Uuid) -> String {
+pub fn chown_container(env: EnvironmentId) -> String {
     format!("{env}_oec_chown")
 }
 
-pub fn volume(env: Uuid) -> String {
+pub fn volume(env: EnvironmentId) -> String {
     format!("paasportal_pgdata_{env}")
 }
 
-pub fn replica_volume(env: Uuid) -> String {
+pub fn replica_volume(env: EnvironmentId) -> String {
     format!("paasportal_pgdata_replica_{env}")
 }
 
 /// The environment's Docker network: `paasportal_net_{uuid}`.
-pub fn network(env: Uuid) -> String {
+pub fn network(env: EnvironmentId) -> String {
     format!("paasportal_net_{env}")
 }
 
 /// The image that carries an environment's installed dependencies.
-pub fn deps_image(env: Uuid, fingerprint: &str) -> String {
+pub fn deps_image(env: EnvironmentId, fingerprint: &str) -> String {
     format!(
         "oec-deps-{env}:{}",
         &fingerprint[..16.min(fingerprint.len())]
@@ -57,6 +57,6 @@ pub fn deps_image(env: Uuid, fingerprint: &str) -> String {
 }
 
 /// The environment's directory on the server: `{deploy_root}/{uuid}`.
-pub fn env_dir(deploy_root: &str, env: Uuid) -> String {
+pub fn env_dir(deploy_root: &str, env: EnvironmentId) -> String {
     format!("{deploy_root}/{env}")
 }

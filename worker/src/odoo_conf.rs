@@ -12,7 +12,7 @@ pub const BASE_ADDONS: &str = "/usr/lib/python3/dist-packages/odoo/addons";
 pub const EXTRA_ADDONS: &str = "/mnt/extra-addons";
 
 pub struct ConfInput<'a> {
-    pub environment: uuid::Uuid,
+    pub environment: oec_common::model::ids::EnvironmentId,
     /// Repository directories under `addons/`, highest priority first.
     pub addon_dirs: &'a [String],
     pub db_password: &'a str,
@@ -140,7 +140,7 @@ admin_passwd = {generated_master_password}
 list_db = False
 ";
         let (text, n) = generate(&ConfInput {
-            environment: ENV.parse().expect("uuid"),
+            environment: oec_common::model::ids::EnvironmentId(ENV.parse().expect("uuid")),
             addon_dirs: &dirs(),
             db_password: "{generated_secure_password}",
             admin_passwd: "{generated_master_password}",
@@ -156,7 +156,7 @@ list_db = False
     #[test]
     fn replica_keys_for_odoo_18() {
         let (text, _) = generate(&ConfInput {
-            environment: ENV.parse().expect("uuid"),
+            environment: oec_common::model::ids::EnvironmentId(ENV.parse().expect("uuid")),
             addon_dirs: &[],
             db_password: "pw",
             admin_passwd: "master",
@@ -179,7 +179,7 @@ list_db = False
             "server": {"list_db": false}
         });
         let (text, n) = generate(&ConfInput {
-            environment: ENV.parse().expect("uuid"),
+            environment: oec_common::model::ids::EnvironmentId(ENV.parse().expect("uuid")),
             addon_dirs: &dirs(),
             db_password: "pw",
             admin_passwd: "master",

@@ -11,7 +11,7 @@ use super::Page;
 use crate::auth::{Permission, role_pairs_with};
 use crate::events::DeploymentRef;
 use crate::model::fields::{Branch, DnsLabel};
-use crate::model::ids::DeploymentId;
+use crate::model::ids::{DeploymentId, EnvironmentId};
 use crate::model::steps::Step;
 use crate::model::{
     DeploymentStatus, EnvironmentKind, EnvironmentStatus, LogLevel, StepStatus, Trigger,
@@ -475,7 +475,7 @@ pub struct RunContext {
     pub project_id: Uuid,
     pub project_name: String,
     pub project_slug: DnsLabel,
-    pub environment_id: Uuid,
+    pub environment_id: EnvironmentId,
     pub environment_name: String,
     pub environment_kind: EnvironmentKind,
     pub environment_status: EnvironmentStatus,

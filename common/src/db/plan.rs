@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::model::fields::{Branch, DnsLabel, GitUrl};
 
-use crate::model::ids::DeploymentId;
+use crate::model::ids::{DeploymentId, EnvironmentId};
 use crate::secrets::Sealed;
 
 /// The environment's deployment settings. Secrets stay encrypted here.
@@ -135,7 +135,7 @@ impl EnvironmentSecret {
 /// one that is stored (so two racing runs agree).
 pub async fn ensure_secret(
     pool: &PgPool,
-    environment: Uuid,
+    environment: EnvironmentId,
     secret: EnvironmentSecret,
     encrypted: &Sealed,
 ) -> sqlx::Result<Sealed> {
@@ -154,7 +154,10 @@ pub async fn ensure_secret(
 
 /// Records that oec ran `-i base` on the environment's database: its admin
 /// password is to be set (again) now.
-pub async fn mark_database_initialized(pool: &PgPool, environment: Uuid) -> sqlx::Result<()> {
+pub async fn mark_database_initialized(
+    pool: &PgPool,
+    environment: EnvironmentId,
+) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE environments SET database_initialized_at = now(), odoo_admin_password_set_at = NULL
          WHERE id = $1",
@@ -166,7 +169,10 @@ pub async fn mark_database_initialized(pool: &PgPool, environment: Uuid) -> sqlx
 }
 
 /// Records that the admin user of Odoo has the stored password.
-pub async fn mark_odoo_admin_password_set(pool: &PgPool, environment: Uuid) -> sqlx::Result<()> {
+pub async fn mark_odoo_admin_password_set(
+    pool: &PgPool,
+    environment: EnvironmentId,
+) -> sqlx::Result<()> {
     sqlx::query("UPDATE environments SET odoo_admin_password_set_at = now() WHERE id = $1")
         .bind(environment)
         .execute(pool)
@@ -220,7 +226,10 @@ pub async fn record_container(
 }
 
 /// Marks the migration restore done, so that it never runs again.
-pub async fn mark_migration_restored(pool: &PgPool, environment: Uuid) -> sqlx::Result<()> {
+pub async fn mark_migration_restored(
+    pool: &PgPool,
+    environment: EnvironmentId,
+) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE environments SET migration_restore_completed = TRUE,
                 migration_restore_completed_at = now(), updated_at = now()
@@ -233,7 +242,11 @@ pub async fn mark_migration_restored(pool: &PgPool, environment: Uuid) -> sqlx::
 }
 
 /// Remembers the DNS record the environment created (or adopted).
-pub async fn record_dns_record(pool: &PgPool, environment: Uuid, id: &str) -> sqlx::Result<()> {
+pub async fn record_dns_record(
+    pool: &PgPool,
+    environment: EnvironmentId,
+    id: &str,
+) -> sqlx::Result<()> {
     sqlx::query("UPDATE environments SET dns_record_id = $2 WHERE id = $1")
         .bind(environment)
         .bind(id)

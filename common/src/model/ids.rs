@@ -1,6 +1,7 @@
 //! Ids with their own types where a mix-up would go unnoticed: the one that
 //! crosses the queue (`DeploymentId`), from the job through the worker's
-//! transitions and the deployment row. Each is a `Uuid` on the
+//! transitions and the deployment row, and the environment's the worker
+//! names its server-side objects after (`EnvironmentId`). Each is a `Uuid` on the
 //! wire and in PostgreSQL (serde and sqlx transparent).
 
 use uuid::Uuid;
@@ -37,4 +38,9 @@ macro_rules! id_type {
 id_type!(
     /// A deployment's id: what a queue job carries.
     DeploymentId
+);
+id_type!(
+    /// An environment's id: what every server-side name of an environment
+    /// (containers, volumes, network, directory) is made from.
+    EnvironmentId
 );

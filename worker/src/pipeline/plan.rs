@@ -304,7 +304,7 @@ pub async fn server_ip(host: &str) -> anyhow::Result<IpAddr> {
 async fn environment_secret(
     pool: &sqlx::PgPool,
     key: &oec_common::secrets::SecretKey,
-    environment: uuid::Uuid,
+    environment: oec_common::model::ids::EnvironmentId,
     which: plan::EnvironmentSecret,
     stored: Option<&Sealed>,
 ) -> anyhow::Result<String> {

@@ -121,7 +121,7 @@ fn container_body(
     net: &str,
     volume_bind: Option<String>,
     aliases: Option<Vec<String>>,
-    env: uuid::Uuid,
+    env: oec_common::model::ids::EnvironmentId,
 ) -> ContainerCreateBody {
     let mut labels = HashMap::from([("oec.environment".to_owned(), env.to_string())]);
     // What the container was created from: a change recreates it.
@@ -169,7 +169,7 @@ fn pgbouncer_body(
     password: &str,
     db_share: Share,
     net: &str,
-    env: uuid::Uuid,
+    env: oec_common::model::ids::EnvironmentId,
 ) -> ContainerCreateBody {
     let vars = vec![
         format!("DB_HOST={db_host}"),

@@ -136,7 +136,10 @@ async fn set_admin_password(s: &mut Stage<'_>) -> Result<(), StageError> {
 }
 
 /// Whether Odoo's module table exists in the environment's database.
-async fn initialized(docker: &bollard::Docker, env: uuid::Uuid) -> Result<bool, StageError> {
+async fn initialized(
+    docker: &bollard::Docker,
+    env: oec_common::model::ids::EnvironmentId,
+) -> Result<bool, StageError> {
     let mut answer = String::new();
     let out = docker::exec(
         docker,

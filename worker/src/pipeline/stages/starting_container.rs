@@ -23,7 +23,10 @@ use crate::pipeline::{Outcome, Stage, StageError, secs};
 use crate::target::shell::quote;
 
 /// The spec's Traefik labels (stage 15), rate limit included.
-pub fn traefik_labels(env: uuid::Uuid, hostname: &str) -> Vec<(String, String)> {
+pub fn traefik_labels(
+    env: oec_common::model::ids::EnvironmentId,
+    hostname: &str,
+) -> Vec<(String, String)> {
     let r = format!("traefik.http.routers.{env}");
     let m = format!("traefik.http.middlewares.{env}-ratelimit.ratelimit");
     vec![
@@ -355,9 +358,11 @@ mod tests {
 
     #[test]
     fn labels_are_the_specs() {
-        let env: uuid::Uuid = "3f4a5e2b-9c1d-4e8a-b2c3-7d6e5f4a3b2c"
-            .parse()
-            .unwrap_or_default();
+        let env = oec_common::model::ids::EnvironmentId(
+            "3f4a5e2b-9c1d-4e8a-b2c3-7d6e5f4a3b2c"
+                .parse()
+                .unwrap_or_default(),
+        );
         let labels: HashMap<_, _> = traefik_labels(env, "staging-myproject.oecsh.com")
             .into_iter()
             .collect();
