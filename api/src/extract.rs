@@ -97,24 +97,31 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<AuthUser, Api
     })
 }
 
+/// The user of `token` (found by `from_request` of either extractor; none
+/// is a 401 `missing_token` saying where it goes).
+fn authenticated(
+    req: &HttpRequest,
+    token: Result<Option<String>, ApiError>,
+    where_it_goes: &'static str,
+) -> Pin<Box<dyn Future<Output = Result<AuthUser, ApiError>>>> {
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    Box::pin(async move {
+        let state = state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("AppState missing")))?;
+        let token = token?.ok_or_else(|| ApiError::unauthorized("missing_token", where_it_goes))?;
+        authenticate(&state, &token).await
+    })
+}
+
 impl FromRequest for AuthUser {
     type Error = ApiError;
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        let token = bearer(req);
-        Box::pin(async move {
-            let state =
-                state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("AppState missing")))?;
-            let token = token?.ok_or_else(|| {
-                ApiError::unauthorized(
-                    "missing_token",
-                    "Authentication required: send `Authorization: Bearer <access token>`.",
-                )
-            })?;
-            authenticate(&state, &token).await
-        })
+        authenticated(
+            req,
+            bearer(req),
+            "Authentication required: send `Authorization: Bearer <access token>`.",
+        )
     }
 }
 
@@ -128,23 +135,17 @@ impl FromRequest for SseUser {
     type Future = Pin<Box<dyn Future<Output = Result<Self, Self::Error>>>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        let header = bearer(req);
         let query =
             web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
                 .ok()
                 .and_then(|q| q.get("token").cloned());
-        Box::pin(async move {
-            let state =
-                state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("AppState missing")))?;
-            let token = header?.or(query).ok_or_else(|| {
-                ApiError::unauthorized(
-                    "missing_token",
-                    "Pass the access token as `?token=` or `Authorization: Bearer`.",
-                )
-            })?;
-            authenticate(&state, &token).await.map(SseUser)
-        })
+        let token = bearer(req).map(|header| header.or(query));
+        let user = authenticated(
+            req,
+            token,
+            "Pass the access token as `?token=` or `Authorization: Bearer`.",
+        );
+        Box::pin(async move { user.await.map(SseUser) })
     }
 }
 

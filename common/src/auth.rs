@@ -277,6 +277,23 @@ pub fn org_roles_with(permission: Permission) -> Vec<OrgRole> {
         .collect()
 }
 
+/// The organization roles that hold `permission` on every project of their
+/// organization, whatever project role comes with them (derived from
+/// [`role_pairs_with`]): whose events of the whole organization a stream
+/// delivers.
+pub fn whole_org_roles_with(permission: Permission) -> Vec<OrgRole> {
+    let pairs = role_pairs_with(permission);
+    OrgRole::ALL
+        .iter()
+        .copied()
+        .filter(|r| {
+            std::iter::once("")
+                .chain(ProjectRole::ALL.iter().map(|p| p.as_str()))
+                .all(|p| pairs.contains(&format!("{r}/{p}")))
+        })
+        .collect()
+}
+
 /// The (organization role, project role) pairs of one project that hold
 /// `permission`, derived from [`authorize`], each as `"{org}/{project}"`
 /// with an empty side for no role (`"owner/"`, `"/viewer"`,
@@ -590,6 +607,10 @@ mod role_table {
             vec![OrgRole::Owner, OrgRole::Admin]
         );
         assert!(role_pairs_with(P::PortalUsersManage).is_empty());
+        assert_eq!(
+            whole_org_roles_with(P::ProjectDeploymentsView),
+            vec![OrgRole::Owner, OrgRole::Admin]
+        );
     }
 
     #[test]

@@ -400,9 +400,11 @@ async fn export(
         "txt" => false,
         _ => return Err(ApiError::invalid("format", "must be json or txt")),
     };
-    let (project, environment, _) = db::deployments::names(&state.pool, d.id)
+    let names = db::deployments::reference(&state.pool, d.id)
         .await?
-        .ok_or(ApiError::NotFound("deployment"))?;
+        .ok_or(ApiError::NotFound("deployment"))?
+        .deployment;
+    let (project, environment) = (names.project_name, names.environment_name);
     let now = Utc::now();
     let header = if json_format {
         let head = json!({"deployment_id": d.id, "project_name": project, "environment_name": environment,

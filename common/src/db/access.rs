@@ -3,7 +3,7 @@
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::auth::{Permission, Subject, role_pairs_with};
+use crate::auth::{Permission, Subject, role_pairs_with, whole_org_roles_with};
 use crate::model::{OrgRole, ProjectRole};
 
 #[derive(sqlx::FromRow)]
@@ -70,22 +70,14 @@ pub async fn for_project(
     Ok(row.map(|r| (r.subject(portal_admin), r.organization_id)))
 }
 
-/// What a user may watch live: every project of the organizations they own or
-/// administer, and the projects they belong to (any role may view progress).
+/// What a user may watch live, as `authorize` decides for viewing
+/// deployments: whole organizations (their role there suffices whatever
+/// their project roles) and single projects.
 pub async fn event_scopes(pool: &PgPool, user: Uuid) -> sqlx::Result<(Vec<Uuid>, Vec<Uuid>)> {
     // The organizations whose every deployment their role lets them view
     // (whatever their project roles), and the projects where their two
     // memberships do, both as `authorize` decides.
-    let pairs = role_pairs_with(Permission::ProjectDeploymentsView);
-    let whole_org: Vec<OrgRole> = OrgRole::ALL
-        .iter()
-        .copied()
-        .filter(|r| {
-            std::iter::once(String::new())
-                .chain(ProjectRole::ALL.iter().map(|p| p.to_string()))
-                .all(|p| pairs.contains(&format!("{r}/{p}")))
-        })
-        .collect();
+    let whole_org = whole_org_roles_with(Permission::ProjectDeploymentsView);
     let orgs: Vec<Uuid> = sqlx::query_scalar(
         "SELECT organization_id FROM organization_members WHERE user_id = $1 AND role = ANY($2)",
     )
@@ -100,7 +92,7 @@ pub async fn event_scopes(pool: &PgPool, user: Uuid) -> sqlx::Result<(Vec<Uuid>,
            AND {ROLE_PAIR} = ANY($1)",
         ROLE_PAIR = super::role_pair("p.id")
     ))
-    .bind(pairs)
+    .bind(role_pairs_with(Permission::ProjectDeploymentsView))
     .bind(user)
     .fetch_all(pool)
     .await?;

@@ -5,8 +5,6 @@ use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::secrets::Sealed;
-
 use super::Page;
 use crate::auth::{Permission, role_pairs_with};
 use crate::events::DeploymentRef;
@@ -16,6 +14,7 @@ use crate::model::steps::Step;
 use crate::model::{
     DeploymentStatus, EnvironmentKind, EnvironmentStatus, LogLevel, StepStatus, Trigger,
 };
+use crate::secrets::Sealed;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Deployment {
@@ -176,7 +175,8 @@ async fn append_lines(
     .await
 }
 
-/// What every event of a deployment carries, with its organization.
+/// What every event of a deployment carries (and the export's header
+/// shows), with its organization.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Referenced {
     pub organization_id: Uuid,
@@ -447,20 +447,6 @@ pub async fn stage_averages(pool: &PgPool, project: Uuid) -> sqlx::Result<Vec<(S
     .await
 }
 
-/// The names the export header shows.
-pub async fn names(
-    pool: &PgPool,
-    deployment: DeploymentId,
-) -> sqlx::Result<Option<(String, String, Uuid)>> {
-    sqlx::query_as(
-        "SELECT p.name, e.name, p.organization_id FROM deployments d JOIN projects p ON p.id = d.project_id
-         JOIN environments e ON e.id = d.environment_id WHERE d.id = $1",
-    )
-    .bind(deployment)
-    .fetch_optional(pool)
-    .await
-}
-
 // ---------------------------------------------------------------------------
 // The worker's side.
 
@@ -581,8 +567,7 @@ pub async fn insert_logs(
     let data: Vec<Option<serde_json::Value>> = lines.iter().map(|l| l.data.clone()).collect();
     let statuses: Vec<DeploymentStatus> = lines.iter().map(|l| l.status).collect();
     let percents: Vec<i32> = lines.iter().map(|l| l.progress_percent).collect();
-    sqlx::query_as(
-&format!(
+    sqlx::query_as(&format!(
         "INSERT INTO deployment_logs (id, deployment_id, seq, timestamp, level, message, step, data, status, progress_percent)
          SELECT id, $2, seq, clock_timestamp(), level, message, step, data, status, progress_percent
          FROM unnest($1::uuid[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::jsonb[], $8::text[], $9::int[])
