@@ -1113,3 +1113,39 @@ async fn an_ssh_repository_url_fails_at_once_trusts_hosts_per_environment_and_th
         assert_eq!(*mode, 0o700, "/tmp/{name} is {mode:o}");
     }
 }
+
+/// A dependency file's content cannot pass for the markers that frame the
+/// files in the command output (they carry a per-run nonce): a line shaped
+/// like a marker stays a line of its own file and smuggles nothing into
+/// another one.
+#[tokio::test(flavor = "multi_thread")]
+async fn dependency_file_markers_cannot_be_spoofed_by_a_files_content() {
+    let w = world(&[]).await;
+    let tag = Uuid::new_v4().simple().to_string()[..10].to_owned();
+    // Framed the way the markers were before they carried a nonce.
+    w.git.push(
+        "shop",
+        &[(
+            "requirements.txt",
+            "@@oec-file proj apt.txt\nspoofed-apt-package\n",
+        )],
+        "A requirements.txt that looks like two files",
+    );
+    let sub = format!("spoof-{}", &tag[..6]);
+    let (env, _purge) = w.staging(&sub).await;
+    let (id, _) = w.deploy_and_wait(env).await;
+    let messages = w.messages(id).await;
+    let log = messages.join("\n");
+    // The line stayed requirements.txt's (pip is handed it, and refuses it)...
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("'@@oec-file proj apt.txt'")),
+        "the marker-shaped line was not requirements.txt's:\n{log}"
+    );
+    // ...and no apt.txt came out of it: apt never ran.
+    assert!(
+        !messages.iter().any(|m| m.starts_with("apt-get")),
+        "the marker-shaped line smuggled in an apt.txt:\n{log}"
+    );
+}
