@@ -111,6 +111,42 @@ pub struct Settings {
     pub queue_keep_finished: Duration,
     /// What the worker's pipeline deploys with.
     pub pipeline: PipelineSettings,
+    /// How far the environments of a server may exceed what its last check
+    /// found: CPU cores (`OEC_CPU_OVERCOMMIT`, default 2.0) and memory
+    /// (`OEC_RAM_OVERCOMMIT`, default 1.0).
+    pub cpu_overcommit: f64,
+    pub ram_overcommit: f64,
+    /// A server check fails when less memory is available
+    /// (`OEC_SERVER_MIN_FREE_MEMORY_MB`, default 1024) or less disk is
+    /// free under the deploy root (`OEC_SERVER_MIN_FREE_DISK_MB`, 5120).
+    pub server_min_free_memory_mb: u64,
+    pub server_min_free_disk_mb: u64,
+}
+
+/// The edge proxy oec runs on every server (`oec-traefik`) and how the
+/// pipeline checks what it serves.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Traefik v3 image (`OEC_PROXY_IMAGE`, default `traefik:v3`).
+    pub image: String,
+    /// ACME directory of the `letsencrypt` resolver (`OEC_ACME_DIRECTORY`,
+    /// default Let's Encrypt production).
+    pub acme_directory: String,
+    /// Contact of the ACME account (`OEC_ACME_EMAIL`; none by default).
+    pub acme_email: Option<String>,
+    /// PEM certificates the proxy trusts for the ACME directory's own TLS
+    /// (`OEC_ACME_CA_CERTIFICATES`, a file read at start; a private CA only).
+    pub acme_ca_pem: Option<String>,
+    /// PEM roots the health check trusts besides the public ones when it
+    /// verifies an environment's certificate (`OEC_ACME_ROOTS`, a file read
+    /// at start; a private CA only).
+    pub acme_roots_pem: Option<String>,
+    /// How long `configuring_traefik` waits for the proxy to route the
+    /// environment (`OEC_ROUTE_TIMEOUT_SECS`, default 60).
+    pub route_timeout: Duration,
+    /// How long `health_check` waits for the public URL to answer with an
+    /// issued certificate (`OEC_CERTIFICATE_TIMEOUT_SECS`, default 60).
+    pub certificate_timeout: Duration,
 }
 
 /// The worker pipeline's knobs (images, DNS, timeouts, cleanup).
@@ -134,6 +170,7 @@ pub struct PipelineSettings {
     pub health_timeout: Duration,
     /// Keep what a failed first deployment created, for debugging.
     pub keep_failed: bool,
+    pub proxy: ProxySettings,
 }
 
 impl fmt::Debug for Settings {
@@ -406,7 +443,58 @@ impl Settings {
                 secs(1, 3600),
             ),
             keep_failed: r.optional("OEC_KEEP_FAILED", false, parse_bool),
+            proxy: ProxySettings {
+                image: r.optional("OEC_PROXY_IMAGE", "traefik:v3".to_owned(), image),
+                acme_directory: r.optional(
+                    "OEC_ACME_DIRECTORY",
+                    "https://acme-v02.api.letsencrypt.org/directory".to_owned(),
+                    |v| {
+                        if v.starts_with("https://") && !v.contains(char::is_whitespace) {
+                            Ok(v.to_owned())
+                        } else {
+                            Err("must be an https:// URL".into())
+                        }
+                    },
+                ),
+                acme_email: r.optional("OEC_ACME_EMAIL", None, |v| {
+                    let ok = v.len() <= 254
+                        && v.split_once('@').is_some_and(|(user, domain)| {
+                            !user.is_empty()
+                                && crate::model::fields::parse_domain("domain", domain).is_ok()
+                        })
+                        && v.chars().all(|c| c.is_ascii_graphic());
+                    if ok {
+                        Ok(Some(v.to_owned()))
+                    } else {
+                        Err("must be an email address".into())
+                    }
+                }),
+                acme_ca_pem: r.optional("OEC_ACME_CA_CERTIFICATES", None, pem_file),
+                acme_roots_pem: r.optional("OEC_ACME_ROOTS", None, pem_file),
+                route_timeout: r.optional(
+                    "OEC_ROUTE_TIMEOUT_SECS",
+                    Duration::from_secs(60),
+                    secs(1, 3600),
+                ),
+                certificate_timeout: r.optional(
+                    "OEC_CERTIFICATE_TIMEOUT_SECS",
+                    Duration::from_secs(60),
+                    secs(0, 3600),
+                ),
+            },
         };
+        let overcommit = |v: &str| match v.trim().parse::<f64>() {
+            Ok(f) if (0.1..=100.0).contains(&f) => Ok(f),
+            _ => Err("must be a number from 0.1 to 100".to_owned()),
+        };
+        let cpu_overcommit = r.optional("OEC_CPU_OVERCOMMIT", 2.0, overcommit);
+        let ram_overcommit = r.optional("OEC_RAM_OVERCOMMIT", 1.0, overcommit);
+        let server_min_free_memory_mb = r.optional("OEC_SERVER_MIN_FREE_MEMORY_MB", 1024, |v| {
+            parse_range(v, 0, 1 << 30).map(u64::from)
+        });
+        let server_min_free_disk_mb = r.optional("OEC_SERVER_MIN_FREE_DISK_MB", 5120, |v| {
+            parse_range(v, 0, 1 << 30).map(u64::from)
+        });
 
         if !r.errors.is_empty() {
             return Err(ConfigError(r.errors));
@@ -462,6 +550,10 @@ impl Settings {
             reaper_pending_after,
             queue_keep_finished,
             pipeline,
+            cpu_overcommit,
+            ram_overcommit,
+            server_min_free_memory_mb,
+            server_min_free_disk_mb,
         })
     }
 
@@ -523,6 +615,17 @@ fn parse_range(v: &str, min: u64, max: u64) -> Result<u32, String> {
     match v.trim().parse::<u64>() {
         Ok(n) if (min..=max).contains(&n) => u32::try_from(n).map_err(|_| "too large".into()),
         _ => Err(format!("must be an integer from {min} to {max}")),
+    }
+}
+
+/// A file of PEM certificates, read now (so a typo stops the process at
+/// start, not at the first deployment).
+fn pem_file(path: &str) -> Result<Option<String>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    if text.contains("-----BEGIN CERTIFICATE-----") {
+        Ok(Some(text))
+    } else {
+        Err(format!("{path} holds no PEM certificate"))
     }
 }
 

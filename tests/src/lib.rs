@@ -418,6 +418,15 @@ pub struct TargetEnv {
     /// dnsmasq (`ip:port`) and the folder of its host files.
     pub dns: String,
     pub dns_hosts_dir: String,
+    /// A second account with the same key, not allowed to use Docker.
+    pub user_no_docker: String,
+    /// Pebble: its directory, the CA of its own TLS listener, and the roots
+    /// it issues certificates under (fetched when it started).
+    pub acme_directory: String,
+    pub acme_ca: String,
+    pub acme_roots: String,
+    /// Traefik v3, built by scripts/test-images.
+    pub proxy_image: String,
 }
 
 impl TargetEnv {
@@ -445,6 +454,11 @@ impl TargetEnv {
             registry: get("OEC_TEST_REGISTRY"),
             dns: get("OEC_TEST_DNS"),
             dns_hosts_dir: get("OEC_TEST_DNS_HOSTS_DIR"),
+            user_no_docker: get("OEC_TEST_SSH_USER_NO_DOCKER"),
+            acme_directory: get("OEC_TEST_ACME_DIRECTORY"),
+            acme_ca: get("OEC_TEST_ACME_CA"),
+            acme_roots: get("OEC_TEST_ACME_ROOTS"),
+            proxy_image: get("OEC_TEST_PROXY_IMAGE"),
         }
     }
 
@@ -517,6 +531,7 @@ pub fn purge_environment(env: Uuid, hostname: Option<&str>) {
     let script = format!(
         "docker rm -f {env}_odoo {env}_pgbouncer {env}_db {env}_oec_chown postgres-replica-{env} \
            {env}_pgbouncer-replica; \
+         docker network disconnect -f paasportal_net_{env} oec-traefik; \
          docker network rm paasportal_net_{env}; \
          docker volume rm paasportal_pgdata_{env} paasportal_pgdata_replica_{env}; \
          docker rmi $(docker images -q oec-deps-{env}); rm -rf /opt/paasportal/{env}; {hosts}"

@@ -151,6 +151,13 @@ impl Stack {
             ("OEC_DNS_VERIFY_INTERVAL_SECS", "1"),
             ("OEC_DNS_VERIFY_TIMEOUT_SECS", "15"),
             ("OEC_HEALTH_TIMEOUT_SECS", "60"),
+            // The server's proxy: Traefik from scripts/test-images, Pebble as
+            // its ACME CA (scripts/services).
+            ("OEC_PROXY_IMAGE", &target.proxy_image),
+            ("OEC_ACME_DIRECTORY", &target.acme_directory),
+            ("OEC_ACME_CA_CERTIFICATES", &target.acme_ca),
+            ("OEC_ACME_ROOTS", &target.acme_roots),
+            ("OEC_CERTIFICATE_TIMEOUT_SECS", "30"),
         ];
         for (k, v) in extra {
             base.retain(|(name, _)| name != k);

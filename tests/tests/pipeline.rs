@@ -55,7 +55,9 @@ async fn a_fresh_deployment_then_a_redeploy_run_all_sixteen_stages_for_real() {
         "Generated odoo.conf with 2 custom overrides".to_owned(),
         "Applying Odoo resource limits: CPU=0.7 cores, RAM=717m (70% of allocated)".to_owned(),
         format!("Odoo container started on internal network: paasportal_net_{env}"),
-        "Container connected to traefik-public network".to_owned(),
+        format!(
+            "Container routed by the server's proxy over paasportal_net_{env} (no network shared with other environments)"
+        ),
         "Dependencies installed from: platform-utils, proj".to_owned(),
         "Total pip packages: 1".to_owned(),
         "Initializing Odoo database (this may take 1-2 minutes)...".to_owned(),
@@ -71,6 +73,8 @@ async fn a_fresh_deployment_then_a_redeploy_run_all_sixteen_stages_for_real() {
         format!("DNS configured: {hostname} -> 127.0.0.1 ("),
         "DNS verified - safe to proceed with SSL (".to_owned(),
         "Health check passed! (".to_owned(),
+        format!("Route verified: https://{hostname}/web/health answered 200 through oec-traefik ("),
+        "Traefik configured (".to_owned(),
         "Commit: ".to_owned(),
         "Deployment completed successfully! Total time: ".to_owned(),
     ] {
@@ -181,9 +185,10 @@ async fn a_fresh_deployment_then_a_redeploy_run_all_sixteen_stages_for_real() {
         .clone()
         .and_then(|n| n.networks)
         .unwrap_or_default();
-    assert!(
-        networks.contains_key("traefik-public")
-            && networks.contains_key(&format!("paasportal_net_{env}"))
+    assert_eq!(
+        networks.keys().collect::<Vec<_>>(),
+        [&format!("paasportal_net_{env}")],
+        "the environment's network only"
     );
     let db = inspect(&format!("{env}_db")).await.expect("db container");
     let db_hc = db.host_config.unwrap_or_default();

@@ -6,5 +6,7 @@ pub mod log;
 pub mod names;
 pub mod odoo_conf;
 pub mod pipeline;
+pub mod probe;
+pub mod proxy;
 pub mod resources;
 pub mod target;

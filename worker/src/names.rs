@@ -6,9 +6,6 @@
 
 use oec_common::model::ids::EnvironmentId;
 
-/// The Traefik network every routed Odoo container joins.
-pub const TRAEFIK_NETWORK: &str = "traefik-public";
-
 pub fn odoo_container(env: EnvironmentId) -> String {
     format!("{env}_odoo")
 }

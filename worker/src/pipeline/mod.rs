@@ -107,6 +107,8 @@ pub struct RunState {
     pub deps: Option<(crate::dependencies::Dependencies, String)>,
     /// The container started from an image that already has them.
     pub deps_cached: bool,
+    /// The server's proxy (creating_network), which routes the environment.
+    pub proxy: Option<crate::proxy::Ensured>,
 }
 
 /// Seconds with one decimal, as the spec's messages show them.
@@ -476,7 +478,9 @@ async fn cleanup(deps: &Deps, run: &Run) {
                 run.log.warning(Step::Completed, &format!("Cleanup: {e:#}"));
             }
         }
-        let _ = docker.remove_network(&names::network(env)).await;
+        if let Err(e) = crate::proxy::remove_network(docker, &names::network(env)).await {
+            run.log.warning(Step::Completed, &format!("Cleanup: {e:#}"));
+        }
         for volume in [names::volume(env), names::replica_volume(env)] {
             let _ = docker
                 .remove_volume(

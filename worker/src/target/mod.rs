@@ -95,8 +95,17 @@ impl Target {
         }
     }
 
+    /// A TCP connection to `ip:port` made by the machine (a container's
+    /// address, or the machine's own loopback, is reachable from it only).
+    pub async fn connect(&self, ip: std::net::IpAddr, port: u16) -> anyhow::Result<Box<dyn Conn>> {
+        Ok(match self {
+            Target::Ssh(t) => Box::new(t.open_tcp(ip, port).await?),
+            Target::Local(_) => Box::new(tokio::net::TcpStream::connect((ip, port)).await?),
+        })
+    }
+
     /// The HTTP status of `GET http://{ip}:{port}{path}` as seen from the
-    /// machine (a container's address is reachable from its host only).
+    /// machine.
     pub async fn http_status(
         &self,
         ip: std::net::IpAddr,
@@ -105,16 +114,8 @@ impl Target {
     ) -> anyhow::Result<u16> {
         let timeout = std::time::Duration::from_secs(5);
         let fut = async {
-            match self {
-                Target::Ssh(t) => {
-                    let stream = t.open_tcp(ip, port).await?;
-                    http_status_over(stream, ip, path).await
-                }
-                Target::Local(_) => {
-                    let stream = tokio::net::TcpStream::connect((ip, port)).await?;
-                    http_status_over(stream, ip, path).await
-                }
-            }
+            let stream = self.connect(ip, port).await?;
+            http_status_over(stream, &ip.to_string(), path).await
         };
         tokio::time::timeout(timeout, fut)
             .await
@@ -148,14 +149,18 @@ fn write_file_command(path: &str, mode: u32) -> anyhow::Result<String> {
     ))
 }
 
-/// A minimal HTTP/1.0 GET: the status code of the answer.
-async fn http_status_over<S>(mut stream: S, ip: std::net::IpAddr, path: &str) -> anyhow::Result<u16>
+/// A byte stream to a TCP port, made by a machine.
+pub trait Conn: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Conn for T {}
+
+/// A minimal HTTP/1.0 GET with `Host: {host}`: the status code of the answer.
+pub async fn http_status_over<S>(mut stream: S, host: &str, path: &str) -> anyhow::Result<u16>
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let request = format!(
-        "GET {path} HTTP/1.0\r\nHost: {ip}\r\nUser-Agent: oec-health\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: oec-health\r\nConnection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await?;
     stream.flush().await?;

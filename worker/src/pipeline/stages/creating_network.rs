@@ -1,5 +1,9 @@
 //! creating_network: the environment's isolated bridge network
-//! `paasportal_net_{uuid}`, reused when it exists. Fatal.
+//! `paasportal_net_{uuid}`, reused when it exists, and the server's proxy:
+//! created, replaced or started when it is missing, changed or stopped
+//! (`proxy::ensure`, logged here). Our proxy is on the host's network and
+//! reaches the environment's network as it is; a Traefik of the server's own
+//! is attached to it. Fatal.
 
 use std::time::Instant;
 
@@ -7,6 +11,7 @@ use bollard::models::NetworkCreateRequest;
 
 use crate::names::network;
 use crate::pipeline::{Outcome, Stage, StageError, secs};
+use crate::proxy;
 
 pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     let t0 = Instant::now();
@@ -23,6 +28,7 @@ pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     {
         let message = format!("Network exists, reusing ({})", secs(t0));
         s.log.info(&message);
+        edge(s, &name).await?;
         return Ok(Outcome::Completed(message));
     }
     let request = NetworkCreateRequest {
@@ -54,5 +60,34 @@ pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     }
     let message = format!("Network created ({})", secs(t0));
     s.log.info(&message);
+    edge(s, &name).await?;
     Ok(Outcome::Completed(message))
+}
+
+/// The server's proxy, running with the configured spec, and able to reach
+/// the environment's network.
+async fn edge(s: &mut Stage<'_>, network: &str) -> Result<(), StageError> {
+    let log = s.log.clone();
+    let ensured = proxy::ensure(
+        s.target,
+        &s.settings.pipeline.proxy,
+        &s.settings.deploy_root,
+        &mut |l| log.info(l),
+    )
+    .await
+    .map_err(|e| StageError::new(format!("The server's proxy is not running: {e:#}")))?;
+    if ensured.action != proxy::Action::Created && ensured.action != proxy::Action::Replaced {
+        s.log.debug(&ensured.describe());
+    }
+    if ensured.action == proxy::Action::External {
+        proxy::attach(s.target.docker(), &ensured.container, network)
+            .await
+            .map_err(|e| StageError::new(format!("{e:#}")))?;
+        s.log.info(&format!(
+            "The server's own Traefik {} attached to {network}",
+            ensured.container
+        ));
+    }
+    s.state.proxy = Some(ensured);
+    Ok(())
 }

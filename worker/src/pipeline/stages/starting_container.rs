@@ -1,7 +1,8 @@
 //! starting_container: `{uuid}_odoo` through the Docker API as the spec's
 //! `docker run`: 70% of CPU and RAM, `unless-stopped`, json-file log
 //! rotation, the four mounts, `ODOO_RC`, data and log directories owned by
-//! uid 100 / gid 101, the internal network plus `traefik-public`, and the
+//! uid 100 / gid 101, the environment's network (which the server's proxy
+//! joined in creating_network; environments share no network), and the
 //! Traefik labels. A redeploy replaces the old container. When the merged
 //! dependencies were installed before on this image, the image with them
 //! (`oec-deps-{uuid}:{fingerprint}`) is started instead. Fatal.
@@ -9,15 +10,13 @@
 use std::collections::HashMap;
 use std::time::Instant;
 
-use bollard::models::{
-    ContainerCreateBody, HostConfig, NetworkConnectRequest, NetworkCreateRequest,
-};
+use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 use oec_common::db::plan;
 use serde_json::json;
 
 use crate::dependencies::{self, DepFile};
-use crate::names::{TRAEFIK_NETWORK, deps_image, network, odoo_container};
+use crate::names::{deps_image, network, odoo_container};
 use crate::pipeline::docker;
 use crate::pipeline::{Outcome, Stage, StageError, secs};
 use crate::target::shell::quote;
@@ -31,7 +30,7 @@ pub fn traefik_labels(
     let m = format!("traefik.http.middlewares.{env}-ratelimit.ratelimit");
     vec![
         ("traefik.enable".into(), "true".into()),
-        ("traefik.docker.network".into(), TRAEFIK_NETWORK.into()),
+        ("traefik.docker.network".into(), network(env)),
         (format!("{r}.rule"), format!("Host(`{hostname}`)")),
         (format!("{r}.entrypoints"), "websecure".into()),
         (format!("{r}.tls"), "true".into()),
@@ -150,12 +149,11 @@ pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
         )));
     }
 
-    // 4. The container, on the internal network and traefik-public.
+    // 4. The container, on the environment's network only.
     s.log.info(&format!(
         "Applying Odoo resource limits: CPU={} cores, RAM={}m (70% of allocated)",
         odoo.cpu_cores, odoo.ram_mb
     ));
-    ensure_traefik_network(&docker).await?;
     let net = network(env);
     let mut labels: HashMap<String, String> = traefik_labels(env, &hostname).into_iter().collect();
     labels.insert("oec.environment".into(), env.to_string());
@@ -193,21 +191,6 @@ pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
             )
         })?;
     docker
-        .connect_network(
-            TRAEFIK_NETWORK,
-            NetworkConnectRequest {
-                container: created.id.clone(),
-                ..Default::default()
-            },
-        )
-        .await
-        .map_err(|e| {
-            StageError::new(format!(
-                "Connecting {name} to {TRAEFIK_NETWORK} failed: {}",
-                docker::message(&e)
-            ))
-        })?;
-    docker
         .start_container(
             &created.id,
             None::<bollard::query_parameters::StartContainerOptions>,
@@ -225,43 +208,13 @@ pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     s.log.info(&format!(
         "Odoo container started on internal network: {net}"
     ));
-    s.log
-        .info(&format!("Container connected to {TRAEFIK_NETWORK} network"));
+    s.log.info(&format!(
+        "Container routed by the server's proxy over {net} (no network shared with other environments)"
+    ));
     plan::record_container(s.pool, s.ctx.deployment_id, &created.id, &base_image)
         .await
         .map_err(|e| StageError::new(format!("Recording the container failed: {e}")))?;
     Ok(Outcome::Completed(message))
-}
-
-async fn ensure_traefik_network(docker: &bollard::Docker) -> Result<(), StageError> {
-    let exists = || async {
-        docker
-            .inspect_network(
-                TRAEFIK_NETWORK,
-                None::<bollard::query_parameters::InspectNetworkOptions>,
-            )
-            .await
-            .is_ok()
-    };
-    if exists().await {
-        return Ok(());
-    }
-    let created = docker
-        .create_network(NetworkCreateRequest {
-            name: TRAEFIK_NETWORK.into(),
-            driver: Some("bridge".into()),
-            attachable: Some(true),
-            ..Default::default()
-        })
-        .await;
-    match created {
-        // Another deployment may have created it in the meantime.
-        Err(e) if !exists().await => Err(StageError::new(format!(
-            "Creating the {TRAEFIK_NETWORK} network failed: {}",
-            docker::message(&e)
-        ))),
-        _ => Ok(()),
-    }
 }
 
 /// The largest dependency file read; a larger one is ignored with a warning.

