@@ -68,6 +68,7 @@ impl Application {
             streams: Default::default(),
             replays: tokio::sync::Semaphore::new(2),
             queue: tokio::sync::OnceCell::new(),
+            checks: tokio::sync::OnceCell::new(),
         });
         let server = HttpServer::new(move || {
             // Runs once on each worker thread: that thread's relay of the hub.

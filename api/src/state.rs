@@ -23,6 +23,7 @@ pub struct AppState {
     /// Connected on first use, so the api starts (and reports not ready)
     /// while Redis is down.
     pub queue: tokio::sync::OnceCell<queue::Storage>,
+    pub checks: tokio::sync::OnceCell<queue::CheckStorage>,
 }
 
 impl AppState {
@@ -31,6 +32,16 @@ impl AppState {
             .queue
             .get_or_try_init(|| {
                 queue::storage(&self.settings.redis_url, &self.settings.redis_prefix, 1)
+            })
+            .await?;
+        Ok(s.clone())
+    }
+
+    pub async fn checks(&self) -> anyhow::Result<queue::CheckStorage> {
+        let s = self
+            .checks
+            .get_or_try_init(|| {
+                queue::check_storage(&self.settings.redis_url, &self.settings.redis_prefix, 1)
             })
             .await?;
         Ok(s.clone())

@@ -13,6 +13,8 @@ use crate::model::ids::DeploymentId;
 
 /// The queue name before the configured prefix, as DESIGN fixes it.
 pub const QUEUE: &str = "oec:deployments";
+/// The queue of server checks (`POST /servers/{id}/check`).
+pub const CHECK_QUEUE: &str = "oec:server-checks";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeploymentJob {
@@ -21,13 +23,25 @@ pub struct DeploymentJob {
 
 pub type Storage = RedisStorage<DeploymentJob, ConnectionManager>;
 
+/// One server check: the worker reads the rest from `server_checks`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServerCheckJob {
+    pub check_id: uuid::Uuid,
+}
+
+pub type CheckStorage = RedisStorage<ServerCheckJob, ConnectionManager>;
+
 /// The queue's configuration. A worker heartbeats every 5 s; a worker that
 /// missed 6 heartbeats (30 s) is presumed dead and its jobs are re-enqueued
 /// (the job handler is idempotent: a deployment already terminal or running
 /// elsewhere is skipped).
 pub fn config(prefix: &str, batch_size: usize) -> Config {
+    config_of(QUEUE, prefix, batch_size)
+}
+
+fn config_of(queue: &str, prefix: &str, batch_size: usize) -> Config {
     Config::default()
-        .queue(format!("{prefix}{QUEUE}"))
+        .queue(format!("{prefix}{queue}"))
         .heartbeat_interval(Duration::from_secs(5))
         .missed_heartbeats(6)
         .batch_size(batch_size.max(1))
@@ -38,6 +52,27 @@ pub async fn storage(redis_url: &str, prefix: &str, batch_size: usize) -> anyhow
         .await
         .context("connecting the deployment queue to Redis (REDIS_URL)")?;
     Ok(RedisStorage::new(conn).with_config(config(prefix, batch_size)))
+}
+
+/// The server-check queue (same heartbeat and redelivery as deployments;
+/// a redelivered check finds its row taken and is skipped).
+pub async fn check_storage(
+    redis_url: &str,
+    prefix: &str,
+    batch_size: usize,
+) -> anyhow::Result<CheckStorage> {
+    let conn = apalis_redis::connect(redis_url)
+        .await
+        .context("connecting the server-check queue to Redis (REDIS_URL)")?;
+    Ok(RedisStorage::new(conn).with_config(config_of(CHECK_QUEUE, prefix, batch_size)))
+}
+
+pub async fn enqueue_check(storage: &mut CheckStorage, check_id: uuid::Uuid) -> anyhow::Result<()> {
+    use apalis_core::backend::TaskSink as _;
+    storage
+        .push(ServerCheckJob { check_id })
+        .await
+        .map_err(|e| anyhow::anyhow!("enqueueing server check {check_id}: {e}"))
 }
 
 /// Puts one deployment job on the queue.

@@ -193,7 +193,11 @@ async fn two_environments_answer_on_their_own_https_urls_with_their_own_certific
             .unwrap_or_default()
             .into_keys()
             .collect();
-        assert_eq!(networks, std::slice::from_ref(net), "on its own network only");
+        assert_eq!(
+            networks,
+            std::slice::from_ref(net),
+            "on its own network only"
+        );
     }
     let proxy = inspect("oec-traefik").await.expect("the proxy");
     assert_eq!(

@@ -9,4 +9,5 @@ pub mod pipeline;
 pub mod probe;
 pub mod proxy;
 pub mod resources;
+pub mod servers;
 pub mod target;

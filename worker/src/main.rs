@@ -11,7 +11,7 @@ use std::time::Duration;
 use apalis::prelude::*;
 use oec_common::config::{Process, Settings};
 use oec_common::events::Publisher;
-use oec_common::queue::{self, DeploymentJob};
+use oec_common::queue::{self, DeploymentJob, ServerCheckJob};
 use oec_worker::pipeline::{self, Deps};
 use tokio::sync::watch;
 
@@ -19,6 +19,11 @@ async fn handle(job: DeploymentJob, deps: Data<Arc<Deps>>) -> Result<(), BoxDynE
     // Pipeline failures are recorded in PostgreSQL and are final: the job
     // itself always succeeds, so the queue never re-runs a deployment.
     pipeline::run_job((*deps).clone(), job.deployment_id).await;
+    Ok(())
+}
+
+async fn handle_check(job: ServerCheckJob, deps: Data<Arc<Deps>>) -> Result<(), BoxDynError> {
+    oec_worker::servers::run_check((*deps).clone(), job.check_id).await;
     Ok(())
 }
 
@@ -41,6 +46,7 @@ async fn main() -> anyhow::Result<()> {
         settings.worker_concurrency,
     )
     .await?;
+    let checks = queue::check_storage(&settings.redis_url, &settings.redis_prefix, 2).await?;
 
     // Unique per process: apalis refuses a name seen within its threshold.
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
@@ -67,10 +73,22 @@ async fn main() -> anyhow::Result<()> {
         .parallelize(tokio::spawn)
         .data(deps.clone())
         .build(handle);
+    // Server checks: short jobs of their own queue, two at a time.
+    let checker = WorkerBuilder::new(format!("{worker_id}-checks"))
+        .backend(checks.poll_with_interval(Duration::from_millis(250)))
+        .concurrency(2)
+        .parallelize(tokio::spawn)
+        .data(deps.clone())
+        .build(handle_check);
     tracing::info!(worker = %worker_id, concurrency, "oec-worker started");
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let run = tokio::spawn(worker.run_until(async move {
         let _ = stop_rx.await;
+        Ok::<(), std::io::Error>(())
+    }));
+    let (stop_checks_tx, stop_checks_rx) = tokio::sync::oneshot::channel::<()>();
+    let run_checks = tokio::spawn(checker.run_until(async move {
+        let _ = stop_checks_rx.await;
         Ok::<(), std::io::Error>(())
     }));
     let signal = signals.recv().await;
@@ -81,10 +99,12 @@ async fn main() -> anyhow::Result<()> {
     );
     let _ = shutdown_tx.send(true);
     let _ = stop_tx.send(());
+    let _ = stop_checks_tx.send(());
     // Wait for the queue consumer to stop and the running deployments to end
     // (the grace period is enforced per deployment by the pipeline).
     let drained = async {
         let _ = run.await;
+        let _ = run_checks.await;
         while oec_common::db::deployments::running_for_worker(&pool, &worker_id)
             .await
             .unwrap_or(0)

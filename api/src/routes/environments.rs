@@ -233,6 +233,14 @@ async fn create(
         .odoo_version
         .ok_or_else(|| ApiError::invalid("odoo_version", "required"))?;
     check_references(&state, org, Some(server_id), Some(&odoo_version)).await?;
+    check_capacity(
+        &state,
+        server_id,
+        None,
+        p.cpu_cores.unwrap_or(1.0),
+        p.ram_mb.unwrap_or(2048),
+    )
+    .await?;
     let hostname = hostname(&state, org, &subdomain).await?;
     // The branch defaults to the project's.
     let branch = match p.branch {
@@ -325,6 +333,19 @@ async fn update(
     }
     let p = parse(&body)?;
     check_references(&state, org, body.server_id, p.odoo_version.as_deref()).await?;
+    // Only a change of server or size is measured: an unrelated edit of an
+    // environment on a server that is over capacity (e.g. after a check
+    // found less memory) is not refused.
+    if body.server_id.is_some() || p.cpu_cores.is_some() || p.ram_mb.is_some() {
+        check_capacity(
+            &state,
+            body.server_id.unwrap_or(env.server_id),
+            Some(env.id),
+            p.cpu_cores.unwrap_or(env.cpu_cores),
+            p.ram_mb.unwrap_or(env.ram_mb),
+        )
+        .await?;
+    }
     // A new subdomain is a new hostname; one made before hostnames were
     // stored gets its hostname now.
     let hostname = match (&p.subdomain, &env.hostname) {
@@ -355,6 +376,35 @@ async fn update(
         .map_err(write_error)?
         .ok_or(ApiError::NotFound("environment"))?;
     Ok(HttpResponse::Ok().json(env))
+}
+
+/// Refuses (422 `server_capacity`, naming what is left) an environment
+/// that would take more CPU or memory than the server's last check found,
+/// times `OEC_CPU_OVERCOMMIT` / `OEC_RAM_OVERCOMMIT`, with the server's other
+/// environments counted. A server never checked is not measured.
+async fn check_capacity(
+    state: &AppState,
+    server: Uuid,
+    except: Option<Uuid>,
+    cpu: f64,
+    ram_mb: i32,
+) -> Result<(), ApiError> {
+    let Some(c) = db::server_checks::capacity(&state.pool, server, except).await? else {
+        return Ok(());
+    };
+    let (cpu_x, ram_x) = (state.settings.cpu_overcommit, state.settings.ram_overcommit);
+    let cpu_left = (c.cpu_count * cpu_x - c.cpu_used).max(0.0);
+    let ram_left = (c.memory_mb * ram_x - c.ram_used_mb).max(0.0).floor();
+    if cpu <= cpu_left + 1e-9 && f64::from(ram_mb) <= ram_left {
+        return Ok(());
+    }
+    Err(ApiError::Unprocessable {
+        code: "server_capacity",
+        message: format!(
+            "The server has {cpu_left:.2} CPU cores and {ram_left:.0} MB of memory left for this environment, which asks for {cpu} cores and {ram_mb} MB (its last check found {} cores and {:.0} MB; overcommit x{cpu_x} for CPU, x{ram_x} for memory).",
+            c.cpu_count, c.memory_mb
+        ),
+    })
 }
 
 /// The migration URL, encrypted for storage (its query string may be a

@@ -22,6 +22,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::get().to(list)),
     )
     .service(resource("/servers/{id}").route(web::get().to(get)))
+    .service(resource("/servers/{id}/check").route(web::post().to(check)))
     .service(resource("/servers/{id}/host-key/reset").route(web::post().to(reset_host_key)));
 }
 
@@ -158,12 +159,80 @@ async fn visible(
     Ok(server)
 }
 
+/// The server with its latest finished check (`null` before the first).
+async fn with_last_check(
+    state: &AppState,
+    server: db::servers::Server,
+) -> Result<serde_json::Value, ApiError> {
+    let last = db::server_checks::latest(&state.pool, server.id).await?;
+    let mut v = serde_json::to_value(server).map_err(anyhow::Error::from)?;
+    v["last_check"] = serde_json::to_value(last).map_err(anyhow::Error::from)?;
+    Ok(v)
+}
+
 async fn get(
     state: web::Data<AppState>,
     user: AuthUser,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    Ok(HttpResponse::Ok().json(visible(&state, &user, *id).await?))
+    let server = visible(&state, &user, *id).await?;
+    Ok(HttpResponse::Ok().json(with_last_check(&state, server).await?))
+}
+
+#[derive(Deserialize)]
+pub struct CheckQuery {
+    /// Seconds to wait for the result (default 60, at most 120; 0 answers
+    /// at once with the pending check).
+    wait: Option<u64>,
+}
+
+/// Checks the server now, through a worker (the api never connects to
+/// servers): 200 with the finished check, or 202 with the pending one when
+/// it takes longer than `wait`; `GET /servers/{id}` shows it once done.
+async fn check(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    q: Query<CheckQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let server = visible(&state, &user, *id).await?;
+    access::org(
+        &state,
+        &user,
+        server.organization_id,
+        Permission::OrgServersManage,
+    )
+    .await?;
+    let wait = match q.wait {
+        None => 60,
+        Some(w) if w <= 120 => w,
+        Some(_) => return Err(ApiError::invalid("wait", "must be 0 to 120 seconds")),
+    };
+    let pending = db::server_checks::create(&state.pool, server.id, user.id).await?;
+    let queued = match state.checks().await {
+        Ok(mut storage) => oec_common::queue::enqueue_check(&mut storage, pending.id).await,
+        Err(e) => Err(e),
+    };
+    if let Err(e) = queued {
+        db::server_checks::abandon(&state.pool, pending.id).await?;
+        tracing::warn!(error = %e, "enqueueing a server check failed");
+        return Err(ApiError::QueueUnavailable(
+            "The job queue is unavailable; the server was not checked. Try again.".into(),
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
+    loop {
+        let now = db::server_checks::get(&state.pool, pending.id)
+            .await?
+            .ok_or(ApiError::NotFound("server"))?;
+        if now.status == "done" {
+            return Ok(HttpResponse::Ok().json(now));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(HttpResponse::Accepted().json(now));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 /// Forgets the server's recorded host key (after a legitimate key change):

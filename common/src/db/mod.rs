@@ -11,6 +11,7 @@ pub mod organizations;
 pub mod plan;
 pub mod projects;
 pub mod repositories;
+pub mod server_checks;
 pub mod servers;
 pub mod sessions;
 pub mod users;

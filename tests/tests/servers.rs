@@ -1,0 +1,235 @@
+//! Server onboarding for real: `POST /servers/{id}/check` through the api and
+//! a worker, over this machine's sshd to its Docker engine, and the capacity
+//! that check sets for the server's environments.
+
+use oec_tests::TargetEnv;
+use oec_tests::stack::{ServerLogin, Stack};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// A server of `org` on this machine, logging in as `user` with the key.
+async fn server_as(s: &Stack, org: Uuid, name: &str, user: &str) -> Uuid {
+    let target = TargetEnv::load();
+    let r = s
+        .post(
+            "/api/v1/servers",
+            &s.admin_token,
+            json!({"organization_id": org, "name": name, "host": target.host,
+                   "ssh_port": target.port, "ssh_user": user, "auth_method": "key",
+                   "private_key": target.private_key()}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.id()
+}
+
+async fn check(s: &Stack, server: Uuid) -> Value {
+    let r = s
+        .post(
+            &format!("/api/v1/servers/{server}/check"),
+            &s.admin_token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["status"], "done", "{}", r.body);
+    r.body
+}
+
+fn problems(c: &Value) -> String {
+    c["result"]["problems"]
+        .as_array()
+        .map(|p| {
+            p.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_healthy_server_checks_ok_and_get_shows_the_check() {
+    let s = Stack::start_full(1, &[]).await;
+    let (_, _, server) = s.world("chk", ServerLogin::Key).await;
+    let before = s
+        .get(&format!("/api/v1/servers/{server}"), &s.admin_token)
+        .await;
+    assert_eq!(before.body["last_check"], Value::Null);
+    assert_eq!(before.body["host_key_fingerprint"], Value::Null);
+
+    let c = check(&s, server).await;
+    assert_eq!(c["ok"], true, "{}", c);
+    let r = &c["result"];
+    assert_eq!(r["ssh"]["connected"], true);
+    assert_eq!(r["ssh"]["host_key_recorded"], true);
+    assert_eq!(r["docker"]["usable"], true);
+    assert!(
+        r["docker"]["version"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty())
+    );
+    assert!(
+        r["docker"]["api_version"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("1."))
+    );
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    assert_eq!(r["cpu_count"], json!(nproc));
+    let mem = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
+    let total_kb: u64 = mem
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("MemTotal");
+    assert_eq!(r["memory_total_mb"], json!(total_kb / 1024));
+    assert!(r["memory_available_mb"].as_u64().is_some_and(|m| m > 0));
+    assert!(r["disk_free_mb"].as_u64().is_some_and(|d| d > 0));
+    assert_eq!(r["deploy_root_writable"], true);
+    assert!(
+        ["up_to_date", "created", "replaced", "started"]
+            .contains(&r["proxy"]["state"].as_str().unwrap_or_default()),
+        "{}",
+        r["proxy"]
+    );
+    assert_eq!(r["proxy"]["container"], "oec-traefik");
+
+    // The server now shows the check and the host key it recorded.
+    let after = s
+        .get(&format!("/api/v1/servers/{server}"), &s.admin_token)
+        .await;
+    assert_eq!(after.body["last_check"]["id"], c["id"]);
+    assert_eq!(after.body["last_check"]["ok"], true);
+    assert_eq!(
+        after.body["host_key_fingerprint"],
+        r["ssh"]["host_key_fingerprint"]
+    );
+    assert!(
+        after.body["host_key_fingerprint"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("SHA256:"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_whose_user_cannot_use_docker_fails_its_check_and_says_why() {
+    let s = Stack::start_full(1, &[]).await;
+    let (org, _, _) = s.world("nodock", ServerLogin::Key).await;
+    let target = TargetEnv::load();
+    let server = server_as(&s, org, "no-docker", &target.user_no_docker).await;
+    let c = check(&s, server).await;
+    assert_eq!(c["ok"], false, "{c}");
+    let r = &c["result"];
+    assert_eq!(r["ssh"]["connected"], true, "{r}");
+    assert_eq!(r["docker"]["usable"], false);
+    let p = problems(&c);
+    assert!(
+        p.contains(&format!(
+            "the SSH user {} cannot use Docker",
+            target.user_no_docker
+        )) && p.contains("docker group"),
+        "{p}"
+    );
+    assert_eq!(r["proxy"]["state"], "unknown");
+    // The facts that need no Docker are still there.
+    assert!(r["cpu_count"].as_u64().is_some_and(|n| n > 0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_without_enough_free_memory_fails_its_check() {
+    let s = Stack::start_full(1, &[("OEC_SERVER_MIN_FREE_MEMORY_MB", "1000000000")]).await;
+    let (_, _, server) = s.world("lowmem", ServerLogin::Key).await;
+    let c = check(&s, server).await;
+    assert_eq!(c["ok"], false, "{c}");
+    let available = c["result"]["memory_available_mb"].as_u64().expect("memory");
+    let p = problems(&c);
+    assert!(
+        p.contains(&format!(
+            "only {available} MB of memory available, below the 1000000000 MB minimum"
+        )),
+        "{p}"
+    );
+    // Docker and the rest are fine: memory is the one problem.
+    assert_eq!(c["result"]["problems"].as_array().map(Vec::len), Some(1));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn environments_may_not_take_more_than_the_checked_server_has() {
+    let s = Stack::start_full(1, &[]).await;
+    let (org, project, server) = s.world("cap", ServerLogin::Key).await;
+    let t = s.admin_token.clone();
+    let env = |name: &str, server: Uuid, cpu: f64, ram: i64| {
+        json!({"project_id": project, "server_id": server, "name": name, "kind": "staging",
+               "subdomain": format!("{name}-{}", &Uuid::new_v4().simple().to_string()[..6]),
+               "odoo_version": "18.0", "cpu_cores": cpu, "ram_mb": ram})
+    };
+    // Never checked: nothing to measure against.
+    let unchecked = server_as(&s, org, "unchecked", &TargetEnv::load().user).await;
+    let r = s
+        .post(
+            "/api/v1/environments",
+            &t,
+            env("big", unchecked, 64.0, 262_144),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    let c = check(&s, server).await;
+    let cpus = c["result"]["cpu_count"].as_f64().expect("cpus");
+    let mem = c["result"]["memory_total_mb"].as_f64().expect("memory");
+    // CPU may be overcommitted twice by default, memory not at all.
+    let first = s
+        .post(
+            "/api/v1/environments",
+            &t,
+            env("one", server, cpus * 2.0 - 1.0, 1024),
+        )
+        .await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    let first = first.id();
+    let r = s
+        .post("/api/v1/environments", &t, env("two", server, 2.0, 1024))
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.body["error"], "server_capacity", "{}", r.body);
+    let message = r.body["message"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        message.contains("1.00 CPU cores") && message.contains("left"),
+        "{message}"
+    );
+    let ram = (mem as i64 - 1024 + 1).min(262_144);
+    if ram > 1024 && (mem as i64 - 1024) < 262_144 {
+        let r = s
+            .post("/api/v1/environments", &t, env("fat", server, 0.5, ram))
+            .await;
+        assert_eq!(r.status, 422, "{}", r.text);
+        assert_eq!(r.body["error"], "server_capacity");
+    }
+    let r = s
+        .post("/api/v1/environments", &t, env("fits", server, 1.0, 1024))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+
+    // Resizing past what is left is refused; an unrelated change is not.
+    let r = s
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/environments/{first}"),
+            Some(&t),
+            Some(json!({"cpu_cores": cpus * 2.0})),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.body["error"], "server_capacity");
+    let r = s
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/environments/{first}"),
+            Some(&t),
+            Some(json!({"name": "renamed"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+}
