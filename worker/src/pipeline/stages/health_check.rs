@@ -73,9 +73,9 @@ async fn public_url(s: &mut Stage<'_>, t0: Instant) -> Result<Outcome, StageErro
     let host = s.plan.hostname.clone();
     let url = format!("https://{host}");
     let settings = &s.settings.pipeline;
-    let passed = format!("Health check passed! ({})", secs(t0));
+    let passed = |t0: Instant| format!("Health check passed! ({})", secs(t0));
     let not_yet = |s: &mut Stage<'_>, why: String, data: serde_json::Value| {
-        let message = format!("{passed}, but {url} has no certificate yet: {why}");
+        let message = format!("{}, but {url} has no certificate yet: {why}", passed(t0));
         s.log
             .line(oec_common::model::LogLevel::Warning, &message, Some(data));
         s.log.warning("SSL may take longer to provision");
@@ -131,8 +131,9 @@ async fn public_url(s: &mut Stage<'_>, t0: Instant) -> Result<Outcome, StageErro
                                 "answered": true, "status": 200, "certificate": "issued"}),
                             ),
                         );
-                        s.log.info(&passed);
-                        return Ok(Outcome::Completed(passed));
+                        let message = passed(t0);
+                        s.log.info(&message);
+                        return Ok(Outcome::Completed(message));
                     }
                     (status, Certificate::Issued) => {
                         last = format!("it answered {status}");
