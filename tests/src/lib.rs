@@ -542,3 +542,21 @@ pub fn purge_environment(env: Uuid, hostname: Option<&str>) {
         .stderr(std::process::Stdio::null())
         .status();
 }
+
+/// A fresh unencrypted ed25519 private key (OpenSSH format), made by
+/// ssh-keygen: what a server's `private_key` must be since keys are read
+/// when a server is created.
+pub fn generated_private_key() -> String {
+    let dir = std::env::temp_dir().join(format!("oec-key-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("id");
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&path)
+        .status()
+        .expect("ssh-keygen");
+    assert!(status.success(), "ssh-keygen failed");
+    let key = std::fs::read_to_string(&path).expect("read the key");
+    let _ = std::fs::remove_dir_all(&dir);
+    key
+}

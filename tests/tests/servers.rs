@@ -233,3 +233,147 @@ async fn environments_may_not_take_more_than_the_checked_server_has() {
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_is_validated_renamed_moved_rotated_and_deleted_only_when_unused() {
+    let s = Stack::start_full(1, &[]).await;
+    let (org, project, server) = s.world("srv", ServerLogin::Key).await;
+    let t = s.admin_token.clone();
+    let target = TargetEnv::load();
+
+    // A key is checked when the server is created, not at the first deployment.
+    let dir = tempfile_dir();
+    let encrypted = format!("{dir}/enc");
+    let status = std::process::Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "a passphrase",
+            "-f",
+            &encrypted,
+        ])
+        .status()
+        .expect("ssh-keygen");
+    assert!(status.success());
+    let new_server = |key: String| {
+        json!({"organization_id": org, "name": format!("k-{}", Uuid::new_v4().simple()),
+               "host": target.host, "ssh_port": target.port, "ssh_user": target.user,
+               "auth_method": "key", "private_key": key})
+    };
+    let r = s
+        .post(
+            "/api/v1/servers",
+            &t,
+            new_server(std::fs::read_to_string(&encrypted).expect("key")),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.body["field"], "private_key");
+    assert!(r.text.contains("passphrase"), "{}", r.text);
+    let r = s
+        .post(
+            "/api/v1/servers",
+            &t,
+            new_server(
+                "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAAnotakey\n-----END OPENSSH PRIVATE KEY-----"
+                    .into(),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(
+        r.text.contains("cannot be read as a private key"),
+        "{}",
+        r.text
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let patch = |body: Value| {
+        let s = &s;
+        let t = t.clone();
+        async move {
+            s.send(
+                reqwest::Method::PATCH,
+                &format!("/api/v1/servers/{server}"),
+                Some(&t),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let r = patch(json!({"name": "renamed"})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["name"], "renamed");
+    // The check records the host key; moving the server forgets it.
+    assert_eq!(check(&s, server).await["ok"], true);
+    let r = patch(json!({"ssh_port": target.port})).await;
+    assert!(
+        r.body["host_key_fingerprint"].as_str().is_some(),
+        "same port: kept"
+    );
+    let r = patch(json!({"host": "localhost"})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["host"], "localhost");
+    assert_eq!(r.body["host_key_fingerprint"], Value::Null);
+
+    // Rotating to a password login needs the password; with it, the server
+    // checks fine again.
+    let r = patch(json!({"auth_method": "password"})).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.body["field"], "password");
+    let r = patch(json!({"auth_method": "password", "password": target.password})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["has_password"], true);
+    assert_eq!(r.body["has_private_key"], false);
+    assert!(
+        !r.text.contains(&target.password),
+        "the secret is never returned"
+    );
+    let c = check(&s, server).await;
+    assert_eq!(c["ok"], true, "{c}");
+    let r = patch(json!({"bogus": 1})).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+
+    // Deleting: refused while an environment uses the server.
+    let env = s.environment(project, server, "uses-it").await;
+    let r = s
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/servers/{server}"),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert_eq!(r.body["error"], "server_in_use");
+    let r = s
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/environments/{env}"),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    let r = s
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/api/v1/servers/{server}"),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(
+        s.get(&format!("/api/v1/servers/{server}"), &t).await.status,
+        404
+    );
+}
+
+fn tempfile_dir() -> String {
+    let dir = std::env::temp_dir().join(format!("oec-keys-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.to_string_lossy().into_owned()
+}

@@ -21,7 +21,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(create))
             .route(web::get().to(list)),
     )
-    .service(resource("/servers/{id}").route(web::get().to(get)))
+    .service(
+        resource("/servers/{id}")
+            .route(web::get().to(get))
+            .route(web::patch().to(update))
+            .route(web::delete().to(delete)),
+    )
     .service(resource("/servers/{id}/check").route(web::post().to(check)))
     .service(resource("/servers/{id}/host-key/reset").route(web::post().to(reset_host_key)));
 }
@@ -76,7 +81,7 @@ async fn create(
     })?;
     let secret = match (method, &body.password, &body.private_key) {
         (AuthMethod::Password, Some(p), None) => fields::parse_secret("password", p)?,
-        (AuthMethod::Key, None, Some(k)) => fields::parse_private_key("private_key", k)?,
+        (AuthMethod::Key, None, Some(k)) => private_key(k)?,
         (AuthMethod::Password, _, _) => {
             return Err(ApiError::invalid(
                 "password",
@@ -115,6 +120,164 @@ async fn create(
             ))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// A private key oec can log in with: PEM or OpenSSH, readable, and not
+/// encrypted (a deployment has no one to ask for a passphrase), checked now
+/// rather than at the first deployment.
+fn private_key(v: &str) -> Result<String, ApiError> {
+    let key = fields::parse_private_key("private_key", v)?;
+    match russh::keys::decode_secret_key(&key, None) {
+        Ok(_) => Ok(key),
+        Err(russh::keys::Error::KeyIsEncrypted) => Err(ApiError::invalid(
+            "private_key",
+            "is encrypted with a passphrase, which oec cannot type in; give a copy without one (ssh-keygen -p -N '' -f COPY)",
+        )),
+        Err(e) => Err(ApiError::invalid(
+            "private_key",
+            format!("cannot be read as a private key ({e})"),
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateServer {
+    name: Option<String>,
+    host: Option<String>,
+    ssh_port: Option<i64>,
+    ssh_user: Option<String>,
+    auth_method: Option<String>,
+    password: Option<String>,
+    private_key: Option<String>,
+    host_key_fingerprint: Option<String>,
+}
+
+/// Renames the server, moves it (host, port: its recorded host key is
+/// forgotten unless a new fingerprint is given), or rotates its
+/// credentials (a new `auth_method` comes with its secret).
+async fn update(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    body: Json<UpdateServer>,
+) -> Result<HttpResponse, ApiError> {
+    let server = visible(&state, &user, *id).await?;
+    access::org(
+        &state,
+        &user,
+        server.organization_id,
+        Permission::OrgServersManage,
+    )
+    .await?;
+    let name = body
+        .name
+        .as_deref()
+        .map(|n| fields::parse_name("name", n))
+        .transpose()?;
+    let host = body
+        .host
+        .as_deref()
+        .map(|h| fields::parse_host("host", h))
+        .transpose()?;
+    let ssh_port = body
+        .ssh_port
+        .map(|p| fields::parse_port("ssh_port", p))
+        .transpose()?;
+    let ssh_user = body
+        .ssh_user
+        .as_deref()
+        .map(|u| fields::parse_unix_user("ssh_user", u))
+        .transpose()?;
+    let method = match &body.auth_method {
+        Some(m) => Some(AuthMethod::parse(m).ok_or_else(|| {
+            ApiError::invalid(
+                "auth_method",
+                format!("must be one of {}", AuthMethod::choices()),
+            )
+        })?),
+        None => None,
+    };
+    let current = AuthMethod::parse(&server.auth_method).unwrap_or(AuthMethod::Password);
+    let secret = match (method.unwrap_or(current), &body.password, &body.private_key) {
+        (_, None, None) if method.is_none() || method == Some(current) => None,
+        (AuthMethod::Password, Some(p), None) => Some(fields::parse_secret("password", p)?),
+        (AuthMethod::Key, None, Some(k)) => Some(private_key(k)?),
+        (AuthMethod::Password, _, _) => {
+            return Err(ApiError::invalid(
+                "password",
+                "required (and only it) to use or rotate a password login",
+            ));
+        }
+        (AuthMethod::Key, _, _) => {
+            return Err(ApiError::invalid(
+                "private_key",
+                "required (and only it) to use or rotate a key login",
+            ));
+        }
+    };
+    let fingerprint = body
+        .host_key_fingerprint
+        .as_deref()
+        .map(|f| fields::parse_fingerprint("host_key_fingerprint", f))
+        .transpose()?;
+    let moved = host.as_deref().is_some_and(|h| h != server.host)
+        || ssh_port.is_some_and(|p| i32::from(p) != server.ssh_port);
+    let encrypted = secret.as_deref().map(|s| state.settings.secret_key.seal(s));
+    let changes = db::servers::ServerChanges {
+        name: name.as_deref(),
+        host: host.as_deref(),
+        ssh_port,
+        ssh_user: ssh_user.as_deref(),
+        auth_method: method.map(AuthMethod::as_str),
+        secret_encrypted: encrypted.as_ref(),
+        host_key_fingerprint: match (&fingerprint, moved) {
+            (Some(f), _) => Some(Some(f.as_str())),
+            (None, true) => Some(None),
+            (None, false) => None,
+        },
+    };
+    match db::servers::update(&state.pool, server.id, &changes).await {
+        Ok(Some(s)) => {
+            if secret.is_some() {
+                tracing::info!(server = %s.id, user = %user.id, "server credentials rotated");
+            }
+            Ok(HttpResponse::Ok().json(with_last_check(&state, s).await?))
+        }
+        Ok(None) => Err(ApiError::NotFound("server")),
+        Err(e) if db::is_unique_violation(&e, "servers_organization_id_name_key") => {
+            Err(ApiError::conflict(
+                "name_taken",
+                "Another server of the organization has this name.",
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes a server no environment uses; 409 `server_in_use` otherwise.
+/// Nothing on the server itself is touched.
+async fn delete(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let server = visible(&state, &user, *id).await?;
+    access::org(
+        &state,
+        &user,
+        server.organization_id,
+        Permission::OrgServersManage,
+    )
+    .await?;
+    match db::servers::delete_unused(&state.pool, server.id).await? {
+        db::servers::Removed::Removed => Ok(HttpResponse::NoContent().finish()),
+        db::servers::Removed::NotFound => Err(ApiError::NotFound("server")),
+        db::servers::Removed::InUse(n) => Err(ApiError::conflict(
+            "server_in_use",
+            format!("{n} environment(s) use this server; move or delete them first."),
+        )),
     }
 }
 

@@ -113,3 +113,84 @@ pub async fn reset_host_key(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
     .await?;
     Ok(r.rows_affected() == 1)
 }
+
+/// What `PATCH /servers/{id}` changes; `None` keeps the stored value.
+#[derive(Default)]
+pub struct ServerChanges<'a> {
+    pub name: Option<&'a str>,
+    pub host: Option<&'a str>,
+    pub ssh_port: Option<u16>,
+    pub ssh_user: Option<&'a str>,
+    /// A new method comes with its secret; a secret alone rotates it.
+    pub auth_method: Option<&'a str>,
+    pub secret_encrypted: Option<&'a Sealed>,
+    /// `Some(None)` forgets the recorded host key (a new address is another
+    /// machine until its key is seen).
+    pub host_key_fingerprint: Option<Option<&'a str>>,
+}
+
+pub async fn update(
+    pool: &PgPool,
+    id: Uuid,
+    c: &ServerChanges<'_>,
+) -> sqlx::Result<Option<Server>> {
+    sqlx::query_as(&format!(
+        "UPDATE servers SET
+            name = COALESCE($2, name),
+            host = COALESCE($3, host),
+            ssh_port = COALESCE($4, ssh_port),
+            ssh_user = COALESCE($5, ssh_user),
+            auth_method = COALESCE($6, auth_method),
+            secret_encrypted = COALESCE($7, secret_encrypted),
+            host_key_fingerprint = CASE WHEN $8 THEN $9 ELSE host_key_fingerprint END,
+            updated_at = now()
+         WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(c.name)
+    .bind(c.host)
+    .bind(c.ssh_port.map(i32::from))
+    .bind(c.ssh_user)
+    .bind(c.auth_method)
+    .bind(c.secret_encrypted)
+    .bind(c.host_key_fingerprint.is_some())
+    .bind(c.host_key_fingerprint.flatten())
+    .fetch_optional(pool)
+    .await
+}
+
+/// How deleting a server went.
+pub enum Removed {
+    Removed,
+    NotFound,
+    /// Environments still use it (how many).
+    InUse(i64),
+}
+
+/// Deletes a server no environment uses (its checks go with it).
+pub async fn delete_unused(pool: &PgPool, id: Uuid) -> sqlx::Result<Removed> {
+    let mut tx = pool.begin().await?;
+    // The row lock keeps an environment from being created on the server
+    // between the count and the delete.
+    let exists: Option<Uuid> =
+        sqlx::query_scalar("SELECT id FROM servers WHERE id = $1 FOR UPDATE")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if exists.is_none() {
+        return Ok(Removed::NotFound);
+    }
+    let used: i64 = sqlx::query_scalar("SELECT count(*) FROM environments WHERE server_id = $1")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+    if used > 0 {
+        return Ok(Removed::InUse(used));
+    }
+    sqlx::query("DELETE FROM servers WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Removed::Removed)
+}

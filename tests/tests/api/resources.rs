@@ -233,7 +233,7 @@ async fn servers_store_credentials_without_returning_them() {
         (Some(true), Some(false))
     );
     assert_eq!(s.body["ssh_port"], 2222);
-    let key = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n-----END OPENSSH PRIVATE KEY-----";
+    let key = oec_tests::generated_private_key();
     let r = app
         .post(
             "/api/v1/servers",

@@ -10,16 +10,16 @@ async fn no_response_ever_contains_a_stored_secret() {
     let app = TestApp::spawn().await;
     let w = World::build(&app, "acme").await;
     let t = &app.admin_token;
+    let key = oec_tests::generated_private_key();
+    let key_body = key.lines().nth(1).expect("a key line").to_owned();
     let secrets = [
         "server-pass-secret",
         "reg-pass-secret",
         "ghp_repo_token_secret",
         "cf-api-token-secret",
-        "PRIVATE-KEY-BODY",
+        key_body.as_str(),
     ];
     let mut bodies = Vec::new();
-    let key =
-        "-----BEGIN OPENSSH PRIVATE KEY-----\nPRIVATE-KEY-BODY\n-----END OPENSSH PRIVATE KEY-----";
     for (path, body) in [
         (
             "/api/v1/servers",
