@@ -61,7 +61,7 @@ async fn a_healthy_server_checks_ok_and_get_shows_the_check() {
     let c = check(&s, server).await;
     assert_eq!(c["ok"], true, "{}", c);
     let r = &c["result"];
-    assert_eq!(r["ssh"]["connected"], true);
+    assert_eq!(r["ssh"]["reachable"], true);
     assert_eq!(r["ssh"]["host_key_recorded"], true);
     assert_eq!(r["docker"]["usable"], true);
     assert!(
@@ -122,7 +122,7 @@ async fn a_server_whose_user_cannot_use_docker_fails_its_check_and_says_why() {
     let c = check(&s, server).await;
     assert_eq!(c["ok"], false, "{c}");
     let r = &c["result"];
-    assert_eq!(r["ssh"]["connected"], true, "{r}");
+    assert_eq!(r["ssh"]["reachable"], true, "{r}");
     assert_eq!(r["docker"]["usable"], false);
     let p = problems(&c);
     assert!(

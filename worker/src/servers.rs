@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use oec_common::db::server_checks::{self, Login};
+use oec_common::model::ProxyState;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -45,7 +46,7 @@ async fn check(deps: &Deps, login: &Login) -> Value {
     let secret = match deps.settings.secret_key.open(&login.secret_encrypted) {
         Ok(s) => s,
         Err(e) => {
-            return json!({"ssh": {"connected": false, "error": format!("the stored credentials cannot be read: {e}")},
+            return json!({"ssh": {"reachable": false, "error": format!("the stored credentials cannot be read: {e}")},
                           "problems": ["the stored credentials cannot be read; set them again (PATCH /servers/{id})"]});
         }
     };
@@ -64,7 +65,7 @@ async fn check(deps: &Deps, login: &Login) -> Value {
         Ok(t) => t,
         Err(e) => {
             return json!({
-                "ssh": {"connected": false, "error_code": e.code.as_str(), "error": e.detail, "hint": e.code.hint()},
+                "ssh": {"reachable": false, "error_code": e.code.as_str(), "error": e.detail, "hint": e.code.hint()},
                 "problems": [format!("SSH connection failed ({}): {}; {}", e.code.as_str(), e.detail, e.code.hint())],
             });
         }
@@ -146,18 +147,18 @@ async fn check(deps: &Deps, login: &Login) -> Value {
         })
         .await
         {
-            Ok(e) => json!({"state": state_name(&e.action), "container": e.container,
+            Ok(e) => json!({"state": state_of(&e.action), "container": e.container,
                             "image": e.image, "message": e.describe(), "log": lines}),
             Err(e) => {
                 problems.push(format!("the proxy is not running: {e:#}"));
-                json!({"state": "failed", "error": format!("{e:#}"), "log": lines})
+                json!({"state": ProxyState::Failed, "error": format!("{e:#}"), "log": lines})
             }
         }
     } else {
-        json!({"state": "unknown"})
+        json!({"state": ProxyState::Unknown})
     };
     json!({
-        "ssh": {"connected": true, "user": user, "host_key_fingerprint": fingerprint,
+        "ssh": {"reachable": true, "user": user, "host_key_fingerprint": fingerprint,
                 "host_key_recorded": recorded},
         "docker": docker,
         "cpu_count": cpus,
@@ -171,12 +172,12 @@ async fn check(deps: &Deps, login: &Login) -> Value {
     })
 }
 
-fn state_name(a: &proxy::Action) -> &'static str {
+fn state_of(a: &proxy::Action) -> ProxyState {
     match a {
-        proxy::Action::UpToDate => "up_to_date",
-        proxy::Action::Started => "started",
-        proxy::Action::Created => "created",
-        proxy::Action::Replaced => "replaced",
-        proxy::Action::External => "external",
+        proxy::Action::UpToDate => ProxyState::UpToDate,
+        proxy::Action::Started => ProxyState::Started,
+        proxy::Action::Created => ProxyState::Created,
+        proxy::Action::Replaced => ProxyState::Replaced,
+        proxy::Action::External => ProxyState::External,
     }
 }

@@ -388,7 +388,7 @@ async fn check(
         let now = db::server_checks::get(&state.pool, pending.id)
             .await?
             .ok_or(ApiError::NotFound("server"))?;
-        if now.status == "done" {
+        if now.status == oec_common::model::CheckStatus::Done {
             return Ok(HttpResponse::Ok().json(now));
         }
         if tokio::time::Instant::now() >= deadline {

@@ -8,14 +8,14 @@ use serde_json::Value;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::model::CheckStatus;
 use crate::secrets::Sealed;
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Check {
     pub id: Uuid,
     pub server_id: Uuid,
-    /// `pending`, `running` or `done`.
-    pub status: String,
+    pub status: CheckStatus,
     /// Whether the server is fit to deploy to (none while not done).
     pub ok: Option<bool>,
     pub result: Option<Value>,
@@ -48,18 +48,20 @@ pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Check>> {
 /// The server's latest finished check.
 pub async fn latest(pool: &PgPool, server: Uuid) -> sqlx::Result<Option<Check>> {
     sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM server_checks WHERE server_id = $1 AND status = 'done'
+        "SELECT {COLUMNS} FROM server_checks WHERE server_id = $1 AND status = $2
          ORDER BY finished_at DESC LIMIT 1"
     ))
     .bind(server)
+    .bind(CheckStatus::Done)
     .fetch_optional(pool)
     .await
 }
 
 /// Ends a check the queue could not take (its job was never enqueued).
 pub async fn abandon(pool: &PgPool, id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM server_checks WHERE id = $1 AND status = 'pending'")
+    sqlx::query("DELETE FROM server_checks WHERE id = $1 AND status = $2")
         .bind(id)
+        .bind(CheckStatus::Pending)
         .execute(pool)
         .await?;
     Ok(())
@@ -81,25 +83,28 @@ pub struct Login {
 /// returns how to reach its server.
 pub async fn claim(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Login>> {
     sqlx::query_as(
-        "WITH c AS (UPDATE server_checks SET status = 'running' WHERE id = $1 AND status = 'pending'
+        "WITH c AS (UPDATE server_checks SET status = $2 WHERE id = $1 AND status = $3
                     RETURNING server_id)
          SELECT s.id AS server_id, s.host, s.ssh_port, s.ssh_user, s.auth_method,
                 s.secret_encrypted, s.host_key_fingerprint
          FROM servers s JOIN c ON c.server_id = s.id",
     )
     .bind(id)
+    .bind(CheckStatus::Running)
+    .bind(CheckStatus::Pending)
     .fetch_optional(pool)
     .await
 }
 
 pub async fn finish(pool: &PgPool, id: Uuid, ok: bool, result: &Value) -> sqlx::Result<()> {
     sqlx::query(
-        "UPDATE server_checks SET status = 'done', ok = $2, result = $3, finished_at = now()
+        "UPDATE server_checks SET status = $4, ok = $2, result = $3, finished_at = now()
          WHERE id = $1",
     )
     .bind(id)
     .bind(ok)
     .bind(result)
+    .bind(CheckStatus::Done)
     .execute(pool)
     .await?;
     Ok(())
@@ -130,12 +135,13 @@ pub async fn capacity(
                 COALESCE((SELECT sum(e.ram_mb) FROM environments e
                           WHERE e.server_id = $1 AND e.id IS DISTINCT FROM $2), 0)::float8 AS ram_used_mb
          FROM server_checks c
-         WHERE c.server_id = $1 AND c.status = 'done'
+         WHERE c.server_id = $1 AND c.status = $3
            AND c.result ? 'cpu_count' AND c.result ? 'memory_total_mb'
          ORDER BY c.finished_at DESC LIMIT 1",
     )
     .bind(server)
     .bind(except)
+    .bind(CheckStatus::Done)
     .fetch_optional(pool)
     .await
 }

@@ -115,6 +115,23 @@ text_enum!(
     }
 );
 text_enum!(
+    /// A server check's progress (`server_checks.status`).
+    CheckStatus { Pending => "pending", Running => "running", Done => "done" }
+);
+text_enum!(
+    /// What a server check found (and did) about the server's proxy;
+    /// `unknown`: not looked at, as Docker could not be used.
+    ProxyState {
+        UpToDate => "up_to_date",
+        Started => "started",
+        Created => "created",
+        Replaced => "replaced",
+        External => "external",
+        Failed => "failed",
+        Unknown => "unknown",
+    }
+);
+text_enum!(
     DeploymentStatus {
         Pending => "pending",
         Running => "running",
@@ -169,6 +186,8 @@ pub(crate) mod tests {
         v.extend(StepStatus::ALL.iter().map(|s| s.as_str()));
         v.extend(EnvironmentStatus::ALL.iter().map(|s| s.as_str()));
         v.extend(Trigger::ALL.iter().map(|s| s.as_str()));
+        v.extend(CheckStatus::ALL.iter().map(|s| s.as_str()));
+        v.extend(ProxyState::ALL.iter().map(|s| s.as_str()));
         v.sort_unstable();
         v.dedup();
         v
