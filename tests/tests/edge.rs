@@ -205,3 +205,110 @@ async fn two_environments_answer_on_their_own_https_urls_with_their_own_certific
         Some("host")
     );
 }
+
+/// Removes a container when dropped (also when the test fails).
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["rm", "-f", &self.0])
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_traefik_oec_did_not_create_is_used_as_it_is_and_attached_to_an_environments_network() {
+    let target = TargetEnv::load();
+    // oec's own proxy first, with the settings every test stack uses (so
+    // nothing changes when it runs), so that no deployment running meanwhile
+    // mistakes the Traefik below for the server's proxy: ours always wins.
+    let settings = oec_common::config::ProxySettings {
+        image: target.proxy_image.clone(),
+        acme_directory: target.acme_directory.clone(),
+        acme_email: None,
+        acme_ca_pem: Some(std::fs::read_to_string(&target.acme_ca).expect("ca")),
+        acme_roots_pem: None,
+        route_timeout: Duration::from_secs(60),
+        certificate_timeout: Duration::from_secs(30),
+    };
+    let local = oec_worker::target::Target::Local(
+        oec_worker::target::local::LocalTarget::new().expect("local target"),
+    );
+    let ours = oec_worker::proxy::ensure(&local, &settings, "/opt/paasportal", &mut |_| {})
+        .await
+        .expect("oec's proxy");
+    assert_eq!(ours.container, "oec-traefik");
+    assert_ne!(
+        ours.action,
+        oec_worker::proxy::Action::Replaced,
+        "the stacks' proxy settings are these"
+    );
+    let nonce = &Uuid::new_v4().simple().to_string()[..8];
+    let name = format!("own-traefik-{nonce}");
+    // A Traefik of the server's own, on Docker's default bridge (its ports in
+    // its own network namespace, so it disturbs nothing here).
+    let out = std::process::Command::new("docker")
+        .args(["run", "-d", "--name", &name, &target.proxy_image])
+        .args([
+            "--entrypoints.web.address=:8081",
+            "--providers.docker=false",
+        ])
+        .output()
+        .expect("docker run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _own = Container(name.clone());
+    let docker = docker();
+    let (seen, _) = oec_worker::proxy::inspect(
+        &docker,
+        &oec_worker::proxy::spec(&settings, "/opt/paasportal"),
+    )
+    .await
+    .expect("inspect")
+    .expect("a proxy");
+    assert_eq!(seen.container, "oec-traefik", "ours comes first");
+    let found = oec_worker::proxy::external(&docker)
+        .await
+        .expect("listing containers")
+        .expect("the server's own Traefik is found");
+    assert_eq!(found.container, name);
+    assert_eq!(found.action, oec_worker::proxy::Action::External);
+    assert_eq!(found.image, target.proxy_image);
+    assert!(
+        found.describe().contains("as it is"),
+        "{}",
+        found.describe()
+    );
+
+    // It is attached to an environment's network (once, however often), and
+    // removing that network detaches it first.
+    let net = format!("paasportal_net_test-{nonce}");
+    let out = std::process::Command::new("docker")
+        .args(["network", "create", "--label", "oec.environment=test", &net])
+        .output()
+        .expect("docker network create");
+    assert!(out.status.success());
+    for _ in 0..2 {
+        oec_worker::proxy::attach(&docker, &name, &net)
+            .await
+            .expect("attach");
+    }
+    let c = inspect(&name).await.expect("own traefik");
+    let networks = c
+        .network_settings
+        .and_then(|n| n.networks)
+        .unwrap_or_default();
+    assert!(networks.contains_key(&net), "{:?}", networks.keys());
+    oec_worker::proxy::remove_network(&docker, &net)
+        .await
+        .expect("remove the network");
+    let gone = std::process::Command::new("docker")
+        .args(["network", "inspect", &net])
+        .output()
+        .expect("docker network inspect");
+    assert!(!gone.status.success(), "the network is gone");
+}

@@ -198,7 +198,7 @@ pub async fn inspect(docker: &Docker, spec: &Spec) -> anyhow::Result<Option<(Ens
 }
 
 /// A running Traefik that oec did not create.
-async fn external(docker: &Docker) -> anyhow::Result<Option<Ensured>> {
+pub async fn external(docker: &Docker) -> anyhow::Result<Option<Ensured>> {
     let filters: HashMap<&str, Vec<&str>> = [("status", vec!["running"])].into();
     let list = docker
         .list_containers(Some(
