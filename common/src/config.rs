@@ -170,6 +170,9 @@ pub struct PipelineSettings {
     pub health_timeout: Duration,
     /// Keep what a failed first deployment created, for debugging.
     pub keep_failed: bool,
+    /// How long a redeploy lets the previous container finish its requests
+    /// once the proxy stopped sending it new ones (`OEC_DRAIN_SECS`).
+    pub drain: Duration,
     pub proxy: ProxySettings,
 }
 
@@ -443,6 +446,7 @@ impl Settings {
                 secs(1, 3600),
             ),
             keep_failed: r.optional("OEC_KEEP_FAILED", false, parse_bool),
+            drain: r.optional("OEC_DRAIN_SECS", Duration::from_secs(10), secs(0, 600)),
             proxy: ProxySettings {
                 image: r.optional("OEC_PROXY_IMAGE", "traefik:v3".to_owned(), image),
                 acme_directory: r.optional(

@@ -158,6 +158,8 @@ impl Stack {
             ("OEC_ACME_CA_CERTIFICATES", &target.acme_ca),
             ("OEC_ACME_ROOTS", &target.acme_roots),
             ("OEC_CERTIFICATE_TIMEOUT_SECS", "30"),
+            // Redeploys drain the previous container briefly.
+            ("OEC_DRAIN_SECS", "2"),
         ];
         for (k, v) in extra {
             base.retain(|(name, _)| name != k);

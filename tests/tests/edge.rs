@@ -312,3 +312,109 @@ async fn a_traefik_oec_did_not_create_is_used_as_it_is_and_attached_to_an_enviro
         .expect("docker network inspect");
     assert!(!gone.status.success(), "the network is gone");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_redeploys_under_load_fail_no_request() {
+    let target = TargetEnv::load();
+    let roots = std::fs::read_to_string(&target.acme_roots).expect("Pebble's roots");
+    let w = world(&[("OEC_DRAIN_SECS", "2")]).await;
+    let sub = format!("zdt-{}", &Uuid::new_v4().simple().to_string()[..6]);
+    let env = w
+        .environment(json!({"name": "zdt", "subdomain": sub}))
+        .await;
+    let _purge = Purge(env, sub.clone());
+    let host = format!("{sub}.apps.oec.test");
+    let (id, d) = w.deploy_and_wait(env).await;
+    assert_eq!(
+        d["status"],
+        "success",
+        "{d}\n{}",
+        w.messages(id).await.join("\n")
+    );
+
+    // 50 requests a second through the proxy, each on its own, whatever
+    // the others take.
+    let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let failed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (ok, failed, stop) = (ok.clone(), failed.clone(), stop.clone());
+        let http = client(&host, &roots, false);
+        let url = format!("https://{host}/web/health");
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            let mut inflight = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                tick.tick().await;
+                let (http, url, ok, failed) =
+                    (http.clone(), url.clone(), ok.clone(), failed.clone());
+                inflight.push(tokio::spawn(async move {
+                    match http.get(&url).send().await {
+                        Ok(r) if r.status() == 200 => {
+                            ok.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                        Ok(r) => failed
+                            .lock()
+                            .expect("lock")
+                            .push(format!("HTTP {}", r.status())),
+                        Err(e) => failed.lock().expect("lock").push(format!("{e:?}")),
+                    }
+                }));
+            }
+            for t in inflight {
+                let _ = t.await;
+            }
+        })
+    };
+    let mut containers = vec![inspect(&format!("{env}_odoo")).await.and_then(|c| c.id)];
+    let mut logs = Vec::new();
+    for n in 0..5 {
+        let (id, d) = w.deploy_and_wait(env).await;
+        let messages = w.messages(id).await;
+        assert_eq!(
+            d["status"],
+            "success",
+            "redeploy {n}: {d}\n{}",
+            messages.join("\n")
+        );
+        logs.push(messages);
+        containers.push(inspect(&format!("{env}_odoo")).await.and_then(|c| c.id));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    load.await.expect("load");
+    let failed = failed.lock().expect("lock").clone();
+    let ok = ok.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 500, "the load ran: {ok} requests");
+    for messages in &logs {
+        for prefix in [
+            format!(
+                "Starting the new container {env}_odoo_next beside the serving one (no downtime)..."
+            ),
+            "Previous container drained (2s); removing it".to_owned(),
+            "Switched to the new container (".to_owned(),
+        ] {
+            assert!(
+                messages.iter().any(|m| m.starts_with(&prefix)),
+                "missing {prefix:?} in\n{}",
+                messages.join("\n")
+            );
+        }
+    }
+    let distinct: std::collections::HashSet<_> = containers.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        6,
+        "each redeploy made a new container: {containers:?}"
+    );
+    assert!(
+        inspect(&format!("{env}_odoo_next")).await.is_none(),
+        "no switch left behind"
+    );
+}

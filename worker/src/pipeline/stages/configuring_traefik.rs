@@ -50,7 +50,7 @@ pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
         s.log.debug(&format!("{k}: {v}"));
     }
     s.log.info(&format!(
-        "Router {env}: Host(`{host}`) on websecure, TLS via letsencrypt, port 8069, middleware {env}-ratelimit (average 100, burst 50)"
+        "Router {env}: Host(`{host}`) on websecure, TLS via letsencrypt, port 8069, middlewares {env}-ratelimit (average 100, burst 50) and {env}-retry (3 attempts)"
     ));
 
     // The route, as a client sees it, from the server's own loopback.

@@ -13,6 +13,7 @@ mod initializing_database;
 mod installing_dependencies;
 mod pulling_image;
 pub mod starting_container;
+mod switch;
 mod verifying_dns;
 
 use oec_common::model::steps::Step;

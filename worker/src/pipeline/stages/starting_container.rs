@@ -11,10 +11,9 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use bollard::models::{ContainerCreateBody, HostConfig};
-use bollard::query_parameters::CreateContainerOptionsBuilder;
 use oec_common::db::plan;
-use serde_json::json;
 
+use super::switch;
 use crate::dependencies::{self, DepFile};
 use crate::names::{deps_image, network, odoo_container};
 use crate::pipeline::docker;
@@ -35,13 +34,22 @@ pub fn traefik_labels(
         (format!("{r}.entrypoints"), "websecure".into()),
         (format!("{r}.tls"), "true".into()),
         (format!("{r}.tls.certresolver"), "letsencrypt".into()),
-        (format!("{r}.middlewares"), format!("{env}-ratelimit")),
+        (
+            format!("{r}.middlewares"),
+            format!("{env}-ratelimit,{env}-retry"),
+        ),
         (
             format!("traefik.http.services.{env}.loadbalancer.server.port"),
             "8069".into(),
         ),
         (format!("{m}.average"), "100".into()),
         (format!("{m}.burst"), "50".into()),
+        // A request that reaches a container as it goes away is sent to
+        // another one (a connection error only; nothing is sent twice).
+        (
+            format!("traefik.http.middlewares.{env}-retry.retry.attempts"),
+            "3".into(),
+        ),
     ]
 }
 
@@ -82,12 +90,17 @@ pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     };
     s.state.deps = Some((deps, fingerprint));
 
-    // 2. Stop and remove the previous container.
-    if docker::inspect(&docker, &name).await?.is_some() {
-        s.log
-            .info("Stopping and removing the existing container...");
-        docker::remove(&docker, &name).await?;
-    }
+    // 2. A serving previous container stays until its successor is
+    //    healthy (`switch`); a stopped one goes now.
+    let serving = match docker::inspect(&docker, &name).await? {
+        Some(c) if docker::is_running(&c) => true,
+        Some(_) => {
+            s.log.info("Removing the stopped previous container...");
+            docker::remove(&docker, &name).await?;
+            false
+        }
+        None => false,
+    };
 
     // 3. Directories, owned by Odoo's uid 100 / gid 101 (through Docker, so
     //    the SSH user needs no root).
@@ -176,33 +189,15 @@ pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
             log_config: Some(super::json_file_logs()),
             ..Default::default()
         }),
+        healthcheck: Some(switch::healthcheck()),
         ..Default::default()
     };
-    let created = docker
-        .create_container(
-            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
-            body,
-        )
-        .await
-        .map_err(|e| {
-            StageError::with_data(
-                format!("Failed to create container {name}"),
-                json!({"container": name, "image": image, "error": docker::message(&e)}),
-            )
-        })?;
-    docker
-        .start_container(
-            &created.id,
-            None::<bollard::query_parameters::StartContainerOptions>,
-        )
-        .await
-        .map_err(|e| {
-            StageError::with_data(
-                format!("Failed to start container {name}"),
-                json!({"container": name, "image": image, "error": docker::message(&e)}),
-            )
-        })?;
-    let short: String = created.id.chars().take(12).collect();
+    let id = if serving {
+        switch::replace(s, &docker, &name, body).await?
+    } else {
+        switch::create_and_start(&docker, &name, body).await?
+    };
+    let short: String = id.chars().take(12).collect();
     let message = format!("Container started: {short} ({})", secs(t0));
     s.log.info(&message);
     s.log.info(&format!(
@@ -211,7 +206,7 @@ pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     s.log.info(&format!(
         "Container routed by the server's proxy over {net} (no network shared with other environments)"
     ));
-    plan::record_container(s.pool, s.ctx.deployment_id, &created.id, &base_image)
+    plan::record_container(s.pool, s.ctx.deployment_id, &id, &base_image)
         .await
         .map_err(|e| StageError::new(format!("Recording the container failed: {e}")))?;
     Ok(Outcome::Completed(message))
