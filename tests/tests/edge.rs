@@ -418,3 +418,86 @@ async fn five_redeploys_under_load_fail_no_request() {
         "no switch left behind"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redeploy_whose_new_container_never_gets_healthy_fails_and_the_old_one_serves_on() {
+    let target = TargetEnv::load();
+    let roots = std::fs::read_to_string(&target.acme_roots).expect("Pebble's roots");
+    let w = world(&[("OEC_HEALTH_TIMEOUT_SECS", "8")]).await;
+    let sub = format!("sick-{}", &Uuid::new_v4().simple().to_string()[..6]);
+    let env = w
+        .environment(json!({"name": "sick", "subdomain": sub}))
+        .await;
+    let _purge = Purge(env, sub.clone());
+    let host = format!("{sub}.apps.oec.test");
+    let (id, d) = w.deploy_and_wait(env).await;
+    assert_eq!(
+        d["status"],
+        "success",
+        "{d}\n{}",
+        w.messages(id).await.join("\n")
+    );
+    let before = inspect(&format!("{env}_odoo")).await.and_then(|c| c.id);
+
+    // The next Odoo listens where nobody asks: it never becomes healthy.
+    let r = w
+        .stack
+        .send(
+            reqwest::Method::PATCH,
+            &format!("/api/v1/environments/{env}"),
+            Some(&w.stack.admin_token),
+            Some(json!({"odoo_conf_overrides": {"server": {"http_port": 9999}}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let http = client(&host, &roots, false);
+        let url = format!("https://{host}/web/health");
+        tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                match http.get(&url).send().await {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    Ok(r) => failed.push(format!("HTTP {}", r.status())),
+                    Err(e) => failed.push(format!("{e:?}")),
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (ok, failed)
+        })
+    };
+    let (id, d) = w.deploy_and_wait(env).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (ok, failed) = load.await.expect("load");
+    let messages = w.messages(id).await;
+    assert_eq!(d["status"], "failed", "{d}\n{}", messages.join("\n"));
+    let error = d["error_message"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("The new container did not become healthy")
+            && error.ends_with("the previous container keeps serving"),
+        "{error}"
+    );
+    assert!(
+        failed.is_empty(),
+        "{} failed of {}: {:?}",
+        failed.len(),
+        ok as usize + failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 100, "the load ran: {ok}");
+    assert_eq!(
+        inspect(&format!("{env}_odoo")).await.and_then(|c| c.id),
+        before,
+        "the old container is the one serving"
+    );
+    assert!(
+        inspect(&format!("{env}_odoo_next")).await.is_none(),
+        "the sick one is gone"
+    );
+    let (status, _) = https_get(&host, "/web/health", &roots)
+        .await
+        .expect("still served");
+    assert_eq!(status, 200);
+}
