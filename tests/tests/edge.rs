@@ -313,17 +313,15 @@ async fn a_traefik_oec_did_not_create_is_used_as_it_is_and_attached_to_an_enviro
     assert!(!gone.status.success(), "the network is gone");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn five_redeploys_under_load_fail_no_request() {
+/// A world with `extra` settings and one environment `name`, deployed:
+/// (world, environment, its purge, its hostname, Pebble's roots).
+async fn deployed(name: &str, extra: &[(&str, &str)]) -> (World, Uuid, Purge, String, String) {
     let target = TargetEnv::load();
     let roots = std::fs::read_to_string(&target.acme_roots).expect("Pebble's roots");
-    let w = world(&[("OEC_DRAIN_SECS", "2")]).await;
-    let sub = format!("zdt-{}", &Uuid::new_v4().simple().to_string()[..6]);
-    let env = w
-        .environment(json!({"name": "zdt", "subdomain": sub}))
-        .await;
-    let _purge = Purge(env, sub.clone());
-    let host = format!("{sub}.apps.oec.test");
+    let w = world(extra).await;
+    let sub = format!("{name}-{}", &Uuid::new_v4().simple().to_string()[..6]);
+    let env = w.environment(json!({"name": name, "subdomain": sub})).await;
+    let purge = Purge(env, sub.clone());
     let (id, d) = w.deploy_and_wait(env).await;
     assert_eq!(
         d["status"],
@@ -331,6 +329,12 @@ async fn five_redeploys_under_load_fail_no_request() {
         "{d}\n{}",
         w.messages(id).await.join("\n")
     );
+    (w, env, purge, format!("{sub}.apps.oec.test"), roots)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn five_redeploys_under_load_fail_no_request() {
+    let (w, env, _purge, host, roots) = deployed("zdt", &[("OEC_DRAIN_SECS", "2")]).await;
 
     // 50 requests a second through the proxy, each on its own, whatever
     // the others take.
@@ -421,22 +425,7 @@ async fn five_redeploys_under_load_fail_no_request() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_redeploy_whose_new_container_never_gets_healthy_fails_and_the_old_one_serves_on() {
-    let target = TargetEnv::load();
-    let roots = std::fs::read_to_string(&target.acme_roots).expect("Pebble's roots");
-    let w = world(&[("OEC_HEALTH_TIMEOUT_SECS", "8")]).await;
-    let sub = format!("sick-{}", &Uuid::new_v4().simple().to_string()[..6]);
-    let env = w
-        .environment(json!({"name": "sick", "subdomain": sub}))
-        .await;
-    let _purge = Purge(env, sub.clone());
-    let host = format!("{sub}.apps.oec.test");
-    let (id, d) = w.deploy_and_wait(env).await;
-    assert_eq!(
-        d["status"],
-        "success",
-        "{d}\n{}",
-        w.messages(id).await.join("\n")
-    );
+    let (w, env, _purge, host, roots) = deployed("sick", &[("OEC_HEALTH_TIMEOUT_SECS", "8")]).await;
     let before = inspect(&format!("{env}_odoo")).await.and_then(|c| c.id);
 
     // The next Odoo listens where nobody asks: it never becomes healthy.
