@@ -531,7 +531,6 @@ pub fn purge_environment(env: Uuid, hostname: Option<&str>) {
     let script = format!(
         "docker rm -f {env}_odoo {env}_pgbouncer {env}_db {env}_oec_chown postgres-replica-{env} \
            {env}_pgbouncer-replica; \
-         docker network disconnect -f paasportal_net_{env} oec-traefik; \
          docker network rm paasportal_net_{env}; \
          docker volume rm paasportal_pgdata_{env} paasportal_pgdata_replica_{env}; \
          docker rmi $(docker images -q oec-deps-{env}); rm -rf /opt/paasportal/{env}; {hosts}"

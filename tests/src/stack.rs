@@ -258,6 +258,16 @@ impl Stack {
             .await
     }
 
+    pub async fn patch(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.send(reqwest::Method::PATCH, path, Some(token), Some(body))
+            .await
+    }
+
+    pub async fn delete(&self, path: &str, token: &str) -> Resp {
+        self.send(reqwest::Method::DELETE, path, Some(token), None)
+            .await
+    }
+
     /// Creates a user and logs them in.
     pub async fn user(&self, name: &str) -> (Uuid, String) {
         let email = format!("{name}@oec.test");

@@ -263,7 +263,7 @@ async fn a_traefik_oec_did_not_create_is_used_as_it_is_and_attached_to_an_enviro
     );
     let _own = Container(name.clone());
     let docker = docker();
-    let (seen, _) = oec_worker::proxy::inspect(
+    let seen = oec_worker::proxy::inspect(
         &docker,
         &oec_worker::proxy::spec(&settings, "/opt/paasportal"),
     )
@@ -431,11 +431,10 @@ async fn a_redeploy_whose_new_container_never_gets_healthy_fails_and_the_old_one
     // The next Odoo listens where nobody asks: it never becomes healthy.
     let r = w
         .stack
-        .send(
-            reqwest::Method::PATCH,
+        .patch(
             &format!("/api/v1/environments/{env}"),
-            Some(&w.stack.admin_token),
-            Some(json!({"odoo_conf_overrides": {"server": {"http_port": 9999}}})),
+            &w.stack.admin_token,
+            json!({"odoo_conf_overrides": {"server": {"http_port": 9999}}}),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);

@@ -214,21 +214,19 @@ async fn environments_may_not_take_more_than_the_checked_server_has() {
 
     // Resizing past what is left is refused; an unrelated change is not.
     let r = s
-        .send(
-            reqwest::Method::PATCH,
+        .patch(
             &format!("/api/v1/environments/{first}"),
-            Some(&t),
-            Some(json!({"cpu_cores": cpus * 2.0})),
+            &t,
+            json!({"cpu_cores": cpus * 2.0}),
         )
         .await;
     assert_eq!(r.status, 422, "{}", r.text);
     assert_eq!(r.body["error"], "server_capacity");
     let r = s
-        .send(
-            reqwest::Method::PATCH,
+        .patch(
             &format!("/api/v1/environments/{first}"),
-            Some(&t),
-            Some(json!({"name": "renamed"})),
+            &t,
+            json!({"name": "renamed"}),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -290,19 +288,8 @@ async fn a_server_is_validated_renamed_moved_rotated_and_deleted_only_when_unuse
     );
     let _ = std::fs::remove_dir_all(&dir);
 
-    let patch = |body: Value| {
-        let s = &s;
-        let t = t.clone();
-        async move {
-            s.send(
-                reqwest::Method::PATCH,
-                &format!("/api/v1/servers/{server}"),
-                Some(&t),
-                Some(body),
-            )
-            .await
-        }
-    };
+    let path = format!("/api/v1/servers/{server}");
+    let patch = |body: Value| s.patch(&path, &t, body);
     let r = patch(json!({"name": "renamed"})).await;
     assert_eq!(r.status, 200, "{}", r.text);
     assert_eq!(r.body["name"], "renamed");
@@ -338,33 +325,12 @@ async fn a_server_is_validated_renamed_moved_rotated_and_deleted_only_when_unuse
 
     // Deleting: refused while an environment uses the server.
     let env = s.environment(project, server, "uses-it").await;
-    let r = s
-        .send(
-            reqwest::Method::DELETE,
-            &format!("/api/v1/servers/{server}"),
-            Some(&t),
-            None,
-        )
-        .await;
+    let r = s.delete(&format!("/api/v1/servers/{server}"), &t).await;
     assert_eq!(r.status, 409, "{}", r.text);
     assert_eq!(r.body["error"], "server_in_use");
-    let r = s
-        .send(
-            reqwest::Method::DELETE,
-            &format!("/api/v1/environments/{env}"),
-            Some(&t),
-            None,
-        )
-        .await;
+    let r = s.delete(&format!("/api/v1/environments/{env}"), &t).await;
     assert_eq!(r.status, 204, "{}", r.text);
-    let r = s
-        .send(
-            reqwest::Method::DELETE,
-            &format!("/api/v1/servers/{server}"),
-            Some(&t),
-            None,
-        )
-        .await;
+    let r = s.delete(&format!("/api/v1/servers/{server}"), &t).await;
     assert_eq!(r.status, 204, "{}", r.text);
     assert_eq!(
         s.get(&format!("/api/v1/servers/{server}"), &t).await.status,

@@ -167,7 +167,7 @@ impl Ensured {
 
 /// The server's Traefik as it is now, without changing anything: ours (with
 /// whether it is running and current), another one, or none.
-pub async fn inspect(docker: &Docker, spec: &Spec) -> anyhow::Result<Option<(Ensured, bool)>> {
+pub async fn inspect(docker: &Docker, spec: &Spec) -> anyhow::Result<Option<Ensured>> {
     if let Some(c) = docker::inspect(docker, CONTAINER).await? {
         let label = c
             .config
@@ -185,16 +185,13 @@ pub async fn inspect(docker: &Docker, spec: &Spec) -> anyhow::Result<Option<(Ens
             .config
             .and_then(|c| c.image)
             .unwrap_or_else(|| spec.image.clone());
-        return Ok(Some((
-            Ensured {
-                container: CONTAINER.into(),
-                action,
-                image,
-            },
-            running,
-        )));
+        return Ok(Some(Ensured {
+            container: CONTAINER.into(),
+            action,
+            image,
+        }));
     }
-    Ok(external(docker).await?.map(|e| (e, true)))
+    external(docker).await
 }
 
 /// A running Traefik that oec did not create.
@@ -238,10 +235,10 @@ pub async fn ensure(
     let docker = target.docker();
     let found = inspect(docker, &spec).await?;
     let action = match &found {
-        Some((e, _)) if matches!(e.action, Action::UpToDate | Action::External) => {
+        Some(e) if matches!(e.action, Action::UpToDate | Action::External) => {
             return Ok(e.clone());
         }
-        Some((e, _)) => e.action.clone(),
+        Some(e) => e.action.clone(),
         None => Action::Created,
     };
     let t0 = Instant::now();

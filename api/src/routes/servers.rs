@@ -73,28 +73,8 @@ async fn create(
     let host = fields::parse_host("host", &body.host)?;
     let ssh_port = fields::parse_port("ssh_port", body.ssh_port)?;
     let ssh_user = fields::parse_unix_user("ssh_user", &body.ssh_user)?;
-    let method = AuthMethod::parse(&body.auth_method).ok_or_else(|| {
-        ApiError::invalid(
-            "auth_method",
-            format!("must be one of {}", AuthMethod::choices()),
-        )
-    })?;
-    let secret = match (method, &body.password, &body.private_key) {
-        (AuthMethod::Password, Some(p), None) => fields::parse_secret("password", p)?,
-        (AuthMethod::Key, None, Some(k)) => private_key(k)?,
-        (AuthMethod::Password, _, _) => {
-            return Err(ApiError::invalid(
-                "password",
-                "required (and only it) when auth_method is password",
-            ));
-        }
-        (AuthMethod::Key, _, _) => {
-            return Err(ApiError::invalid(
-                "private_key",
-                "required (and only it) when auth_method is key",
-            ));
-        }
-    };
+    let method = auth_method(&body.auth_method)?;
+    let secret = credentials(method, &body.password, &body.private_key)?;
     let fingerprint = body
         .host_key_fingerprint
         .as_deref()
@@ -120,6 +100,36 @@ async fn create(
             ))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+fn auth_method(v: &str) -> Result<AuthMethod, ApiError> {
+    AuthMethod::parse(v).ok_or_else(|| {
+        ApiError::invalid(
+            "auth_method",
+            format!("must be one of {}", AuthMethod::choices()),
+        )
+    })
+}
+
+/// The secret of a login by `method`: its password or private key, and
+/// only it.
+fn credentials(
+    method: AuthMethod,
+    password: &Option<String>,
+    key: &Option<String>,
+) -> Result<String, ApiError> {
+    match (method, password, key) {
+        (AuthMethod::Password, Some(p), None) => Ok(fields::parse_secret("password", p)?),
+        (AuthMethod::Key, None, Some(k)) => private_key(k),
+        (AuthMethod::Password, _, _) => Err(ApiError::invalid(
+            "password",
+            "required (and only it) when auth_method is password",
+        )),
+        (AuthMethod::Key, _, _) => Err(ApiError::invalid(
+            "private_key",
+            "required (and only it) when auth_method is key",
+        )),
     }
 }
 
@@ -163,14 +173,7 @@ async fn update(
     id: web::Path<Uuid>,
     body: Json<UpdateServer>,
 ) -> Result<HttpResponse, ApiError> {
-    let server = visible(&state, &user, *id).await?;
-    access::org(
-        &state,
-        &user,
-        server.organization_id,
-        Permission::OrgServersManage,
-    )
-    .await?;
+    let server = manageable(&state, &user, *id).await?;
     let name = body
         .name
         .as_deref()
@@ -190,32 +193,20 @@ async fn update(
         .as_deref()
         .map(|u| fields::parse_unix_user("ssh_user", u))
         .transpose()?;
-    let method = match &body.auth_method {
-        Some(m) => Some(AuthMethod::parse(m).ok_or_else(|| {
-            ApiError::invalid(
-                "auth_method",
-                format!("must be one of {}", AuthMethod::choices()),
-            )
-        })?),
-        None => None,
-    };
+    let method = body.auth_method.as_deref().map(auth_method).transpose()?;
     let current = AuthMethod::parse(&server.auth_method).unwrap_or(AuthMethod::Password);
-    let secret = match (method.unwrap_or(current), &body.password, &body.private_key) {
-        (_, None, None) if method.is_none() || method == Some(current) => None,
-        (AuthMethod::Password, Some(p), None) => Some(fields::parse_secret("password", p)?),
-        (AuthMethod::Key, None, Some(k)) => Some(private_key(k)?),
-        (AuthMethod::Password, _, _) => {
-            return Err(ApiError::invalid(
-                "password",
-                "required (and only it) to use or rotate a password login",
-            ));
-        }
-        (AuthMethod::Key, _, _) => {
-            return Err(ApiError::invalid(
-                "private_key",
-                "required (and only it) to use or rotate a key login",
-            ));
-        }
+    // No secret and no new method: the credentials stay.
+    let unchanged = body.password.is_none()
+        && body.private_key.is_none()
+        && method.is_none_or(|m| m == current);
+    let secret = if unchanged {
+        None
+    } else {
+        Some(credentials(
+            method.unwrap_or(current),
+            &body.password,
+            &body.private_key,
+        )?)
     };
     let fingerprint = body
         .host_key_fingerprint
@@ -263,14 +254,7 @@ async fn delete(
     user: AuthUser,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let server = visible(&state, &user, *id).await?;
-    access::org(
-        &state,
-        &user,
-        server.organization_id,
-        Permission::OrgServersManage,
-    )
-    .await?;
+    let server = manageable(&state, &user, *id).await?;
     match db::servers::delete_unused(&state.pool, server.id).await? {
         db::servers::Removed::Removed => Ok(HttpResponse::NoContent().finish()),
         db::servers::Removed::NotFound => Err(ApiError::NotFound("server")),
@@ -333,6 +317,24 @@ async fn with_last_check(
     Ok(v)
 }
 
+/// The server, if the user may view it (else not found) and manage it
+/// (else forbidden).
+async fn manageable(
+    state: &AppState,
+    user: &AuthUser,
+    id: Uuid,
+) -> Result<db::servers::Server, ApiError> {
+    let server = visible(state, user, id).await?;
+    access::org(
+        state,
+        user,
+        server.organization_id,
+        Permission::OrgServersManage,
+    )
+    .await?;
+    Ok(server)
+}
+
 async fn get(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -358,14 +360,7 @@ async fn check(
     id: web::Path<Uuid>,
     q: Query<CheckQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let server = visible(&state, &user, *id).await?;
-    access::org(
-        &state,
-        &user,
-        server.organization_id,
-        Permission::OrgServersManage,
-    )
-    .await?;
+    let server = manageable(&state, &user, *id).await?;
     let wait = match q.wait {
         None => 60,
         Some(w) if w <= 120 => w,
@@ -405,14 +400,7 @@ async fn reset_host_key(
     user: AuthUser,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let server = visible(&state, &user, *id).await?;
-    access::org(
-        &state,
-        &user,
-        server.organization_id,
-        Permission::OrgServersManage,
-    )
-    .await?;
+    let server = manageable(&state, &user, *id).await?;
     db::servers::reset_host_key(&state.pool, server.id).await?;
     tracing::info!(server = %server.id, user = %user.id, "host key reset");
     let server = db::servers::get(&state.pool, server.id)
