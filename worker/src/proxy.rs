@@ -224,8 +224,29 @@ pub async fn external(docker: &Docker) -> anyhow::Result<Option<Ensured>> {
 /// Makes the server's proxy run with `spec`: creates it when missing,
 /// replaces it when its configuration changed, starts it when stopped.
 /// Lines worth logging go to `on_line`. Safe to run from several deployments
-/// at once: they converge on one container.
+/// at once: they converge on one container (one that finds the container it
+/// made removed by another's replacement looks again, up to three times).
 pub async fn ensure(
+    target: &Target,
+    p: &ProxySettings,
+    deploy_root: &str,
+    on_line: &mut (dyn FnMut(&str) + Send),
+) -> anyhow::Result<Ensured> {
+    let mut attempt = 1;
+    loop {
+        match ensure_once(target, p, deploy_root, on_line).await {
+            Ok(e) => return Ok(e),
+            Err(e) if attempt < 3 => {
+                on_line(&format!("{e:#}; looking at the proxy again"));
+                attempt += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn ensure_once(
     target: &Target,
     p: &ProxySettings,
     deploy_root: &str,

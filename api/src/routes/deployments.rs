@@ -35,6 +35,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/deployments/{id}/logs/export").route(web::get().to(export)))
     .service(resource("/deployments/{id}/progress").route(web::get().to(progress)))
     .service(resource("/deployments/{id}/cancel").route(web::post().to(cancel)))
+    .service(resource("/deployments/{id}/redeploy").route(web::post().to(redeploy)))
     .service(resource("/deployments/{id}/events").route(web::get().to(sse::deployment_events)))
     .service(resource("/events/stream").route(web::get().to(sse::events_stream)))
     .service(resource("/events/schema").route(web::get().to(event_schema)));
@@ -53,6 +54,42 @@ async fn event_schema() -> HttpResponse {
 pub struct CreateDeployment {
     environment_id: Uuid,
     trigger: Option<String>,
+    /// A commit of the project repository to deploy instead of the
+    /// branch's head (7 to 64 hex digits).
+    git_commit: Option<String>,
+}
+
+/// A commit id as users write it: 7 to 64 hex digits, any case.
+fn parse_commit(v: &str) -> Result<String, ApiError> {
+    let v = v.trim().to_ascii_lowercase();
+    if (7..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(v)
+    } else {
+        Err(ApiError::invalid(
+            "git_commit",
+            "must be a commit id of 7 to 64 hex digits",
+        ))
+    }
+}
+
+fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    match req.headers().get("Idempotency-Key") {
+        None => Ok(None),
+        Some(v) => {
+            let k = v.to_str().ok().filter(|k| {
+                (1..=200).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic())
+            });
+            Ok(Some(
+                k.ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_idempotency_key",
+                        "Idempotency-Key must be 1 to 200 printable ASCII characters.",
+                    )
+                })?
+                .to_owned(),
+            ))
+        }
+    }
 }
 
 async fn create(
@@ -61,53 +98,87 @@ async fn create(
     req: HttpRequest,
     body: Json<CreateDeployment>,
 ) -> Result<HttpResponse, ApiError> {
-    let env = db::environments::get(&state.pool, body.environment_id)
+    let trigger = match body.trigger.as_deref() {
+        None => Trigger::Manual,
+        Some(t) => Trigger::parse(t)
+            .filter(|t| *t != Trigger::Redeploy)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "trigger",
+                    format!(
+                        "must be one of {} (a redeploy is POST /deployments/{{id}}/redeploy)",
+                        Trigger::choices()
+                    ),
+                )
+            })?,
+    };
+    let commit = body.git_commit.as_deref().map(parse_commit).transpose()?;
+    let key = idempotency_key(&req)?;
+    let new = NewDeployment {
+        environment_id: body.environment_id,
+        trigger,
+        triggered_by: user.id,
+        idempotency_key: key.as_deref(),
+        requested_commit: commit.as_deref(),
+        redeploy_of: None,
+    };
+    start(&state, &user, new).await
+}
+
+/// `POST /deployments/{id}/redeploy`: deploys the commit a past deployment
+/// deployed, to the same environment, with the trigger `redeploy`.
+async fn redeploy(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    req: HttpRequest,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let past = access::deployment(&state, &user, *id, Permission::ProjectDeploymentsView).await?;
+    let Some(commit) = past.git_commit.clone() else {
+        return Err(ApiError::Conflict {
+            code: "no_commit",
+            message: format!(
+                "Deployment {} ended before its commit was known ({}); deploy the environment instead.",
+                past.id, past.status
+            ),
+        });
+    };
+    let key = idempotency_key(&req)?;
+    let new = NewDeployment {
+        environment_id: past.environment_id,
+        trigger: Trigger::Redeploy,
+        triggered_by: user.id,
+        idempotency_key: key.as_deref(),
+        requested_commit: Some(&commit),
+        redeploy_of: Some(past.id),
+    };
+    start(&state, &user, new).await
+}
+
+/// Creates the pending deployment and queues it.
+async fn start(
+    state: &AppState,
+    user: &AuthUser,
+    new: NewDeployment<'_>,
+) -> Result<HttpResponse, ApiError> {
+    let env = db::environments::get(&state.pool, new.environment_id)
         .await?
         .ok_or(ApiError::NotFound("environment"))?;
     access::project(
-        &state,
-        &user,
+        state,
+        user,
         env.project_id,
         Permission::ProjectEnvironmentsDeploy,
     )
     .await
     .map_err(|e| e.not_found_as("environment"))?;
-    let trigger = match body.trigger.as_deref() {
-        None => Trigger::Manual,
-        Some(t) => Trigger::parse(t).ok_or_else(|| {
-            ApiError::invalid("trigger", format!("must be one of {}", Trigger::choices()))
-        })?,
-    };
-    let key = match req.headers().get("Idempotency-Key") {
-        None => None,
-        Some(v) => {
-            let k = v.to_str().ok().filter(|k| {
-                (1..=200).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic())
-            });
-            Some(
-                k.ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_idempotency_key",
-                        "Idempotency-Key must be 1 to 200 printable ASCII characters.",
-                    )
-                })?
-                .to_owned(),
-            )
-        }
-    };
-    let new = NewDeployment {
-        environment_id: env.id,
-        trigger,
-        triggered_by: user.id,
-        idempotency_key: key.as_deref(),
-    };
     let (d, events) = match lifecycle::create(&state.pool, &new).await? {
         None => return Err(ApiError::NotFound("environment")),
         Some((Created::Replayed(d), _)) => return Ok(HttpResponse::Accepted().json(d)),
         Some((Created::KeyReused, _)) => {
             return Err(ApiError::Unprocessable {
                 code: "idempotency_key_reused",
-                message: "This Idempotency-Key was used for another request (another environment or trigger); use a new key.".into(),
+                message: "This Idempotency-Key was used for another request (another environment, trigger or commit); use a new key.".into(),
             });
         }
         Some((Created::InProgress(d), _)) => {
@@ -292,6 +363,11 @@ async fn progress(
         "started_at": d.started_at,
         "completed_at": d.completed_at,
         "duration_seconds": d.duration_seconds,
+        "module_changes": d.module_changes,
+        "snapshot": d.snapshot,
+        "rolled_back": d.rolled_back,
+        "rollback_reason": d.rollback_reason,
+        "rollback_seconds": d.rollback_seconds,
     })))
 }
 

@@ -41,6 +41,20 @@ pub struct Deployment {
     pub current_step: Option<String>,
     pub progress_percent: i32,
     pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// The commit asked for (`POST /deployments {git_commit}`), if any.
+    pub requested_commit: Option<String>,
+    /// The past deployment this one repeats (`POST /deployments/{id}/redeploy`).
+    pub redeploy_of: Option<Uuid>,
+    /// The addons that changed since the last successful deployment and
+    /// those upgraded: `{changed, added, removed, upgraded}`.
+    pub module_changes: Option<serde_json::Value>,
+    /// The snapshot taken before the database changed: `{path, bytes, seconds}`.
+    pub snapshot: Option<serde_json::Value>,
+    /// The deployment failed after touching the database or the serving
+    /// container, and both were put back as they were.
+    pub rolled_back: bool,
+    pub rollback_reason: Option<String>,
+    pub rollback_seconds: Option<f64>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -49,7 +63,8 @@ const COLUMNS: &str =
     "id, project_id, environment_id, vm_id, version, status, trigger, triggered_by,
     git_commit, git_branch, git_message, committer_name, committer_email, commit_date, started_at,
     completed_at, duration_seconds, container_id, image_tag, error_message, current_step,
-    progress_percent, cancel_requested_at, created_at, updated_at";
+    progress_percent, cancel_requested_at, requested_commit, redeploy_of, module_changes, snapshot,
+    rolled_back, rollback_reason, rollback_seconds, created_at, updated_at";
 
 pub enum Created {
     /// A new pending deployment and its first log line.
@@ -68,6 +83,9 @@ pub struct NewDeployment<'a> {
     pub trigger: Trigger,
     pub triggered_by: Uuid,
     pub idempotency_key: Option<&'a str>,
+    /// A commit of the project repository to deploy instead of the branch's head.
+    pub requested_commit: Option<&'a str>,
+    pub redeploy_of: Option<DeploymentId>,
 }
 
 /// Creates a pending deployment with the next version of its environment and
@@ -97,7 +115,10 @@ pub async fn create(pool: &PgPool, n: &NewDeployment<'_>) -> sqlx::Result<Option
             // may deploy this environment (checked before), and nothing of
             // another environment is ever returned.
             return Ok(Some(
-                if d.environment_id == n.environment_id && d.trigger == n.trigger {
+                if d.environment_id == n.environment_id
+                    && d.trigger == n.trigger
+                    && d.requested_commit.as_deref() == n.requested_commit
+                {
                     Created::Replayed(d)
                 } else {
                     Created::KeyReused
@@ -116,10 +137,11 @@ pub async fn create(pool: &PgPool, n: &NewDeployment<'_>) -> sqlx::Result<Option
         return Ok(Some(Created::InProgress(d)));
     }
     let d: Deployment = sqlx::query_as(&format!(
-        "INSERT INTO deployments (id, project_id, environment_id, vm_id, version, trigger, triggered_by, git_branch, idempotency_key)
+        "INSERT INTO deployments (id, project_id, environment_id, vm_id, version, trigger, triggered_by, git_branch, idempotency_key,
+                                  requested_commit, redeploy_of)
          VALUES ($1, $2, $3, $4,
                  (SELECT COALESCE(max(version), 0) + 1 FROM deployments WHERE environment_id = $3),
-                 $5, $6, $7, $8)
+                 $5, $6, $7, $8, $9, $10)
          RETURNING {COLUMNS}"
     ))
     .bind(Uuid::new_v4())
@@ -130,6 +152,8 @@ pub async fn create(pool: &PgPool, n: &NewDeployment<'_>) -> sqlx::Result<Option
     .bind(n.triggered_by)
     .bind(branch)
     .bind(n.idempotency_key)
+    .bind(n.requested_commit)
+    .bind(n.redeploy_of)
     .fetch_one(&mut *tx)
     .await?;
     let lines = append_lines(
@@ -702,6 +726,25 @@ pub async fn finish(
 }
 
 /// How many deployments a worker still runs.
+/// The deployment was rolled back: why, and how long it took.
+pub async fn record_rollback(
+    pool: &PgPool,
+    id: DeploymentId,
+    reason: &str,
+    seconds: f64,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE deployments SET rolled_back = true, rollback_reason = $2, rollback_seconds = $3,
+                updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(reason)
+    .bind(seconds)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 pub async fn running_for_worker(pool: &PgPool, worker: &str) -> sqlx::Result<i64> {
     sqlx::query_scalar("SELECT count(*) FROM deployments WHERE worker_id = $1 AND status = $2")
         .bind(worker)

@@ -37,6 +37,10 @@ pub struct EnvironmentPlan {
     pub dns_record_id: Option<String>,
     /// The image of the environment's last successful deployment, if any.
     pub previous_image: Option<String>,
+    /// The addons the last successful deployment recorded (migration 0011).
+    pub previous_addons: Option<serde_json::Value>,
+    /// The commit this deployment was asked to deploy, if any.
+    pub requested_commit: Option<String>,
 }
 
 /// An addon repository to clone, in the order of `priority` (highest first).
@@ -68,7 +72,10 @@ pub async fn environment(pool: &PgPool, deployment: DeploymentId) -> sqlx::Resul
                     AS odoo_admin_password_pending,
                 e.hostname, e.dns_record_id,
                 (SELECT image_tag FROM deployments prev WHERE prev.environment_id = e.id
-                   AND prev.status = $2 ORDER BY prev.version DESC LIMIT 1) AS previous_image
+                   AND prev.status = $2 ORDER BY prev.version DESC LIMIT 1) AS previous_image,
+                (SELECT addons FROM deployments prev WHERE prev.environment_id = e.id
+                   AND prev.status = $2 ORDER BY prev.version DESC LIMIT 1) AS previous_addons,
+                d.requested_commit
          FROM deployments d JOIN environments e ON e.id = d.environment_id
          JOIN projects p ON p.id = e.project_id JOIN odoo_versions v ON v.version = e.odoo_version
          WHERE d.id = $1",
@@ -226,6 +233,72 @@ pub async fn record_container(
 }
 
 /// Marks the migration restore done, so that it never runs again.
+/// The addons a deployment deploys and what changed since the last
+/// successful one.
+pub async fn record_addons(
+    pool: &PgPool,
+    deployment: DeploymentId,
+    addons: &serde_json::Value,
+    changes: &serde_json::Value,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE deployments SET addons = $2, module_changes = $3, updated_at = now() WHERE id = $1",
+    )
+    .bind(deployment)
+    .bind(addons)
+    .bind(changes)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Adds the modules an upgrade ran for to the recorded changes.
+pub async fn record_upgraded(
+    pool: &PgPool,
+    deployment: DeploymentId,
+    upgraded: &[String],
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE deployments SET module_changes = COALESCE(module_changes, '{}'::jsonb)
+             || jsonb_build_object('upgraded', $2::text[]), updated_at = now() WHERE id = $1",
+    )
+    .bind(deployment)
+    .bind(upgraded)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn record_snapshot(
+    pool: &PgPool,
+    deployment: DeploymentId,
+    snapshot: &serde_json::Value,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE deployments SET snapshot = $2, updated_at = now() WHERE id = $1")
+        .bind(deployment)
+        .bind(snapshot)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// The deployment's progress inside a stage (module by module).
+pub async fn record_progress(
+    pool: &PgPool,
+    deployment: DeploymentId,
+    percent: i32,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE deployments SET progress_percent = GREATEST(progress_percent, $2), updated_at = now()
+         WHERE id = $1 AND status = 'running'",
+    )
+    .bind(deployment)
+    .bind(percent.clamp(0, 100))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 pub async fn mark_migration_restored(
     pool: &PgPool,
     environment: EnvironmentId,

@@ -142,7 +142,7 @@ text_enum!(
 );
 text_enum!(
     /// Why a deployment was started.
-    Trigger { Manual => "manual", GitPush => "git_push", Api => "api", Scheduled => "scheduled", Rollback => "rollback" }
+    Trigger { Manual => "manual", GitPush => "git_push", Api => "api", Scheduled => "scheduled", Rollback => "rollback", Redeploy => "redeploy" }
 );
 text_enum!(
     /// Why a `permissions_changed` event was sent.

@@ -248,23 +248,32 @@ fn push_tail(tail: &mut Vec<String>, line: String) {
     tail.push(line);
 }
 
-/// Runs a one-off container to completion and removes it; its exit code.
-pub async fn run_once(
-    docker: &Docker,
-    name: &str,
-    image: &str,
-    argv: Vec<String>,
-    binds: Vec<String>,
-) -> anyhow::Result<i64> {
+/// A one-off helper container, run as root to its end and removed.
+pub struct OneShot {
+    pub name: String,
+    pub image: String,
+    pub argv: Vec<String>,
+    pub binds: Vec<String>,
+    /// The network it joins; none when unset.
+    pub network: Option<String>,
+    /// Its environment (secrets travel here, never in `argv`).
+    pub env: Vec<String>,
+}
+
+/// Runs `job` to its end; returns its exit code and its output's lines.
+pub async fn run_once(docker: &Docker, job: OneShot) -> anyhow::Result<(i64, Vec<String>)> {
+    let name = job.name.as_str();
     remove(docker, name).await?;
     let body = ContainerCreateBody {
-        image: Some(image.to_owned()),
-        entrypoint: Some(argv),
+        image: Some(job.image.clone()),
+        entrypoint: Some(job.argv),
         cmd: Some(Vec::new()),
         user: Some("0:0".into()),
-        network_disabled: Some(true),
+        env: Some(job.env),
+        network_disabled: Some(job.network.is_none()),
         host_config: Some(HostConfig {
-            binds: Some(binds),
+            binds: Some(job.binds),
+            network_mode: job.network.clone(),
             ..Default::default()
         }),
         ..Default::default()
@@ -280,8 +289,17 @@ pub async fn run_once(
         }
         None => -1,
     };
+    let mut output = String::new();
+    let opts = bollard::query_parameters::LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let mut logs = docker.logs(name, Some(opts));
+    while let Some(Ok(chunk)) = logs.next().await {
+        output.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+    }
     remove(docker, name).await?;
-    Ok(code)
+    Ok((code, output.lines().map(str::to_owned).collect()))
 }
 
 #[cfg(test)]

@@ -4,8 +4,10 @@
 //! and applies a timeout; a failure of a fatal stage ends the deployment, a
 //! non-fatal one is a warning.
 
+pub mod addons;
 pub mod docker;
 pub mod plan;
+pub mod snapshot;
 pub mod stages;
 
 use std::sync::Arc;
@@ -86,6 +88,7 @@ pub struct Run {
     /// Set by `connecting`; cleanup runs with whatever was reached.
     pub target: Option<Target>,
     pub state: RunState,
+    pub progress: Arc<Progress>,
 }
 
 /// What a stage after `connecting` works with: the plan and the server
@@ -98,6 +101,7 @@ pub struct Stage<'a> {
     pub target: &'a Target,
     pub state: &'a mut RunState,
     pub log: StepLog,
+    pub progress: &'a Progress,
 }
 
 /// Facts one stage leaves for the later ones and for cleanup.
@@ -109,6 +113,27 @@ pub struct RunState {
     pub deps_cached: bool,
     /// The server's proxy (creating_network), which routes the environment.
     pub proxy: Option<crate::proxy::Ensured>,
+    /// A redeploy's new container, started beside the serving one
+    /// (starting_container) and let in by configuring_traefik.
+    pub switch: Option<stages::switch::Pending>,
+    /// The addons this deployment deploys and what changed (cloning_project_repo).
+    pub addons: Option<addons::Addons>,
+    pub changes: Option<addons::Changes>,
+    /// Taken before the database changed (initializing_database).
+    pub snapshot: Option<snapshot::Snapshot>,
+    /// The database was changed after the snapshot was taken.
+    pub database_changed: bool,
+}
+
+impl RunState {
+    /// The container the stages work in: a redeploy's new one until it
+    /// takes the serving one's name.
+    pub fn odoo_container(&self, env: oec_common::model::ids::EnvironmentId) -> String {
+        match &self.switch {
+            Some(p) => p.next().to_owned(),
+            None => names::odoo_container(env),
+        }
+    }
 }
 
 /// Seconds with one decimal, as the spec's messages show them.
@@ -153,7 +178,7 @@ pub async fn run_job(deps: Arc<Deps>, deployment_id: DeploymentId) {
         Ok(s) => s,
         Err(e) => {
             let msg = format!("Server credentials cannot be read: {e}");
-            finish(&deps, &ctx, None, End::Failed(msg), started).await;
+            finish(&deps, &ctx, None, End::Failed(msg), started, None).await;
             return;
         }
     };
@@ -165,7 +190,7 @@ pub async fn run_job(deps: Arc<Deps>, deployment_id: DeploymentId) {
             let msg = masker.mask(&format!(
                 "Loading the deployment's configuration failed: {e:#}"
             ));
-            finish(&deps, &ctx, None, End::Failed(msg), started).await;
+            finish(&deps, &ctx, None, End::Failed(msg), started, None).await;
             return;
         }
     };
@@ -193,6 +218,7 @@ pub async fn run_job(deps: Arc<Deps>, deployment_id: DeploymentId) {
         plan,
         target: None,
         state: RunState::default(),
+        progress: progress.clone(),
     };
     let end = tokio::select! {
         end = pipeline(&deps, &mut run, &progress) => end,
@@ -208,14 +234,22 @@ pub async fn run_job(deps: Arc<Deps>, deployment_id: DeploymentId) {
         } => End::Aborted(abort),
     };
     heartbeat.abort();
-    match end {
-        End::Failed(_) | End::Aborted(Abort::Cancelled) => cleanup(&deps, &run).await,
+    let mut serving = None;
+    match &end {
+        End::Failed(reason) => {
+            serving = rollback(&deps, &mut run, reason).await;
+            cleanup(&deps, &run).await;
+        }
+        End::Aborted(Abort::Cancelled) => {
+            serving = rollback(&deps, &mut run, "the deployment was cancelled").await;
+            cleanup(&deps, &run).await;
+        }
         End::Success => retire_replica(&run).await,
         End::Aborted(_) => {}
     }
     // Dropping the target closes the SSH session, hanging up any remote command.
     drop(run);
-    finish(&deps, &ctx, Some(&log), end, started).await;
+    finish(&deps, &ctx, Some(&log), end, started, serving).await;
     drop(log);
     let _ = writer.await;
 }
@@ -312,19 +346,39 @@ async fn watch_liveness(deps: Arc<Deps>, id: DeploymentId, abort: watch::Sender<
     }
 }
 
-async fn finish(deps: &Deps, ctx: &RunContext, log: Option<&Log>, end: End, started: Instant) {
+/// Records the end of the deployment. `serving` is whether the
+/// environment's Odoo container runs after a failed or cancelled one (when
+/// known): the environment's status says what is true.
+async fn finish(
+    deps: &Deps,
+    ctx: &RunContext,
+    log: Option<&Log>,
+    end: End,
+    started: Instant,
+    serving: Option<bool>,
+) {
     let total = started.elapsed().as_secs_f64();
     let (status, error, env_status) = match &end {
         End::Success => (DeploymentStatus::Success, None, EnvironmentStatus::Running),
         End::Failed(m) => (
             DeploymentStatus::Failed,
             Some(m.clone()),
-            EnvironmentStatus::Failed,
+            if serving == Some(true) {
+                EnvironmentStatus::Running
+            } else {
+                EnvironmentStatus::Failed
+            },
         ),
         End::Aborted(Abort::Cancelled) => (
             DeploymentStatus::Cancelled,
             Some("Deployment cancelled".to_owned()),
-            restore(ctx),
+            match serving {
+                Some(true) => EnvironmentStatus::Running,
+                Some(false) if ctx.environment_status == EnvironmentStatus::Running => {
+                    EnvironmentStatus::Failed
+                }
+                _ => restore(ctx),
+            },
         ),
         End::Aborted(Abort::Shutdown) => (
             DeploymentStatus::Failed,
@@ -446,6 +500,116 @@ async fn retire_replica(run: &Run) {
             removed.join(", ")
         ),
     );
+}
+
+/// After a failed or cancelled redeploy, puts back what it changed, in
+/// this order: a new container started beside the serving one goes (which
+/// also stops an upgrade running in it) and the serving one is undrained;
+/// the database and filestore come back from the snapshot when the
+/// deployment had started changing them; odoo.conf is the serving one's
+/// again. Records `rolled_back`, the reason and the time when it put
+/// anything back. Returns whether the environment's Odoo serves afterwards.
+async fn rollback(deps: &Deps, run: &mut Run, reason: &str) -> Option<bool> {
+    let target = run.target.as_ref()?;
+    if !run.plan.redeploy {
+        return None;
+    }
+    let t0 = Instant::now();
+    let env = run.ctx.environment_id;
+    let docker = target.docker().clone();
+    let log = run.log.clone();
+    let step = Step::Completed;
+    let mut touched = false;
+    let mut new_serves = false;
+    if let Some(p) = run.state.switch.take() {
+        match stages::switch::abandon(p).await {
+            Ok(true) => {
+                touched = true;
+                log.info(
+                    step,
+                    "Rollback: removed the new container; the previous one keeps serving",
+                );
+            }
+            Ok(false) => new_serves = true,
+            Err(e) => log.warning(
+                step,
+                &format!("Rollback: removing the new container: {e:#}"),
+            ),
+        }
+    }
+    if run.state.database_changed
+        && !new_serves
+        && let Some(snap) = run.state.snapshot.clone()
+    {
+        let t = Instant::now();
+        let restore = snapshot::Target {
+            docker: &docker,
+            image: &deps.settings.pipeline.postgres_image,
+            deploy_root: &deps.settings.deploy_root,
+            env,
+            db_password: &run.plan.db_password,
+        }
+        .restore(run.ctx.deployment_id)
+        .await;
+        match restore {
+                Ok(()) => {
+                    touched = true;
+                    run.state.database_changed = false;
+                    log.info(
+                        step,
+                        &format!(
+                            "Rollback: database{} restored from the snapshot at {} ({})",
+                            if snap.filestore { " and filestore" } else { "" },
+                            snap.path,
+                            secs(t)
+                        ),
+                    );
+                }
+                Err(e) => log.line(
+                    LogLevel::Error,
+                    step,
+                    &format!("Rollback: restoring the snapshot failed: {e:#}; the database is as the failed deployment left it"),
+                    Some(serde_json::json!({"snapshot": snap.path})),
+                ),
+            }
+    }
+    if touched {
+        let root = names::env_dir(&deps.settings.deploy_root, env);
+        let conf = crate::target::shell::quote(&format!("{root}/odoo.conf"));
+        let prev = crate::target::shell::quote(&format!("{root}/odoo.conf.previous"));
+        let _ = target
+            .run(
+                &format!("if [ -f {prev} ]; then mv -f {prev} {conf}; fi"),
+                &mut |_| {},
+            )
+            .await;
+    }
+    let serving = match docker::inspect(&docker, &names::odoo_container(env)).await {
+        Ok(Some(c)) => docker::is_running(&c),
+        Ok(None) => false,
+        Err(_) => return None,
+    };
+    if touched {
+        let seconds = t0.elapsed().as_secs_f64();
+        log.info(
+            step,
+            &format!(
+                "Rolled back in {seconds:.1}s: {}",
+                if serving {
+                    "the environment keeps serving the previous version"
+                } else {
+                    "the previous version is in place but its container does not run"
+                }
+            ),
+        );
+        let reason = run.log.mask(reason);
+        if let Err(e) =
+            deployments::record_rollback(&run.pool, run.ctx.deployment_id, &reason, seconds).await
+        {
+            tracing::error!(deployment_id = %run.ctx.deployment_id, error = %e, "recording the rollback failed");
+        }
+    }
+    Some(serving)
 }
 
 /// After a failed or cancelled first deployment, removes the containers,

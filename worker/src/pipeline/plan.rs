@@ -34,6 +34,9 @@ pub struct Repo {
     pub url: GitUrl,
     pub branch: Branch,
     pub token: Option<String>,
+    /// The commit to check out instead of the branch's head (the project's
+    /// repository, when the deployment asks for one).
+    pub commit: Option<String>,
 }
 
 impl Repo {
@@ -172,6 +175,7 @@ pub async fn load(
             url: r.git_url,
             branch: r.branch,
             token,
+            commit: None,
         });
     }
     repos.push(Repo {
@@ -181,6 +185,7 @@ pub async fn load(
         url: env.project_git_url.clone(),
         branch: ctx.branch.clone(),
         token: None,
+        commit: env.requested_commit.clone(),
     });
     let mut seen = std::collections::HashSet::new();
     for r in &repos {
@@ -347,6 +352,7 @@ mod tests {
             url: git_url("https://git.example.com:8443/a/b.git"),
             branch: oec_common::model::fields::parse_branch("branch", "main").expect("branch"),
             token: Some("t@k/1#2".into()),
+            commit: None,
         };
         assert_eq!(
             r.credentials_line().as_deref(),

@@ -14,6 +14,7 @@ use oec_common::db::plan::{self, GitInfo};
 use oec_common::model::steps::Step;
 use serde_json::json;
 
+use crate::pipeline::addons;
 use crate::pipeline::plan::{Repo, Scope};
 use crate::pipeline::{Outcome, Stage, StageError, secs};
 use crate::target::shell::quote;
@@ -98,7 +99,79 @@ pub async fn project(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     plan::record_git(s.pool, s.ctx.deployment_id, &info)
         .await
         .map_err(|e| StageError::new(format!("Recording the commit failed: {e}")))?;
+    record_addons(s).await?;
     Ok(Outcome::Completed(message))
+}
+
+/// Reads the addons of every repository in the addons path's order, names
+/// what changed since the last successful deployment, and records both.
+async fn record_addons(s: &mut Stage<'_>) -> Result<(), StageError> {
+    let root = crate::names::env_dir(&s.settings.deploy_root, s.ctx.environment_id);
+    let dirs: Vec<(String, String)> = s
+        .plan
+        .addon_dirs()
+        .into_iter()
+        .map(|d| (d.clone(), format!("{root}/addons/{d}")))
+        .collect();
+    let nonce = uuid::Uuid::new_v4().simple().to_string();
+    let mut lines = Vec::new();
+    let out = s
+        .target
+        .run(&addons::scan_command(&dirs, &nonce), &mut |l| {
+            lines.push(l.to_owned())
+        })
+        .await?;
+    if !out.success() {
+        return Err(StageError::new(format!(
+            "Reading the addons failed: {}",
+            out.tail.join(" ")
+        )));
+    }
+    let now = addons::parse(&lines, &nonce);
+    let baseline: Option<addons::Addons> = s
+        .plan
+        .env
+        .previous_addons
+        .clone()
+        .and_then(|v| serde_json::from_value(v).ok());
+    let changes = addons::diff(baseline.as_ref(), &now);
+    let n = now.len();
+    let message = if changes.no_baseline {
+        format!("{n} addons found; no earlier deployment recorded its addons to compare with")
+    } else if changes.is_empty() {
+        format!("No addon changed since the last successful deployment ({n} addons)")
+    } else {
+        let mut parts = Vec::new();
+        for (what, names) in [
+            ("changed", &changes.changed),
+            ("added", &changes.added),
+            ("removed", &changes.removed),
+        ] {
+            if !names.is_empty() {
+                parts.push(format!("{what}: {}", names.join(", ")));
+            }
+        }
+        format!(
+            "Addons since the last successful deployment: {}",
+            parts.join("; ")
+        )
+    };
+    let changes_json = json!({
+        "changed": changes.changed, "added": changes.added, "removed": changes.removed,
+        "upgraded": [], "baseline": !changes.no_baseline,
+    });
+    s.log.line(
+        oec_common::model::LogLevel::Info,
+        &message,
+        Some(changes_json.clone()),
+    );
+    let addons_json = serde_json::to_value(&now).unwrap_or_default();
+    plan::record_addons(s.pool, s.ctx.deployment_id, &addons_json, &changes_json)
+        .await
+        .map_err(|e| StageError::new(format!("Recording the addons failed: {e}")))?;
+    s.state.addons = Some(now);
+    s.state.changes = Some(changes);
+    Ok(())
 }
 
 fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
@@ -182,13 +255,23 @@ async fn clone_one(
         }
         None => None,
     };
-    let cmd = sync_command(
+    let mut cmd = sync_command(
         &dir,
         &repo.url,
         &repo.branch,
         cred_file.as_deref(),
         &known_hosts,
     );
+    if let Some(commit) = &repo.commit {
+        cmd = format!(
+            "{cmd} && {}",
+            checkout_commit(&dir, &repo.url, &repo.branch, commit)
+        );
+        log.info(&format!(
+            "{tag} Deploying commit {commit} of {}",
+            repo.branch
+        ));
+    }
     let out = target.run(&cmd, &mut |line| log.debug(line)).await;
     let result = match out {
         Ok(o) if o.success() => Ok(()),
@@ -271,6 +354,29 @@ pub fn sync_command(
            rm -rf {d} && mkdir -p \"$(dirname {d})\" && \
            gc clone --template= --depth 1 --single-branch --branch {b} {f} {d} && g -C {d} config remote.origin.url {c}; \
          fi"
+    )
+}
+
+/// After [`sync_command`] (whose shell functions it uses): checks out
+/// `commit` (hex, 7 to 64 digits) of the repository. A full id is fetched
+/// alone (git's protocol v2 fetches any commit the server has); an
+/// abbreviated one, or a server that refuses, gets the branch's whole
+/// history and the commit is looked up in it.
+pub fn checkout_commit(dir: &str, url: &str, branch: &str, commit: &str) -> String {
+    let (d, u, b, c) = (quote(dir), quote(url), quote(branch), quote(commit));
+    let spec = quote(&format!("{commit}^{{commit}}"));
+    let direct = if commit.len() >= 40 {
+        format!(
+            "gc -C {d} fetch -q --depth 1 --no-tags {u} {c} 2>/dev/null && g -C {d} reset -q --hard FETCH_HEAD || "
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "{{ {direct}{{ gc -C {d} fetch -q --no-tags --depth=2147483647 {u} {b} && \
+           id=$(g -C {d} rev-parse --verify -q {spec}) && g -C {d} reset -q --hard \"$id\"; }} || \
+         {{ echo {msg} >&2; false; }}; }}",
+        msg = quote(&format!("commit {commit} is not in the repository")),
     )
 }
 

@@ -24,6 +24,9 @@ pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     let env = s.ctx.environment_id;
     s.log.info("Configuring Traefik routing...");
     let docker = s.target.docker().clone();
+    if s.state.switch.is_some() {
+        super::switch::release(s, &docker).await?;
+    }
     let name = odoo_container(env);
     let Some(c) = docker::inspect(&docker, &name).await? else {
         return Err(StageError::new(format!("Container {name} is gone")));

@@ -1,11 +1,14 @@
 //! generating_config: odoo.conf (`crate::odoo_conf`, a pure function) written
-//! to `{root}/{uuid}/odoo.conf` on the server. Fatal.
+//! to `{root}/{uuid}/odoo.conf` on the server (replacing the file, so a
+//! serving container keeps the one it started with; a redeploy keeps that
+//! one as `odoo.conf.previous` for a rollback). Fatal.
 
 use std::time::Instant;
 
 use crate::odoo_conf::{ConfInput, generate};
 use crate::pipeline::{Outcome, Stage, StageError, secs};
 use crate::resources::odoo_workers;
+use crate::target::shell::quote;
 
 pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     let t0 = Instant::now();
@@ -27,6 +30,23 @@ pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
         "{}/odoo.conf",
         crate::names::env_dir(&s.settings.deploy_root, env)
     );
+    if s.plan.redeploy {
+        // The serving container's file, which a rollback puts back.
+        let (conf, prev) = (quote(&path), quote(&format!("{path}.previous")));
+        let out = s
+            .target
+            .run(
+                &format!("if [ -f {conf} ]; then mv -f {conf} {prev}; else rm -f {prev}; fi"),
+                &mut |_| {},
+            )
+            .await?;
+        if !out.success() {
+            return Err(StageError::new(format!(
+                "Keeping the previous odoo.conf failed: {}",
+                out.tail.join(" ")
+            )));
+        }
+    }
     s.target
         .write_file(&path, text.as_bytes(), 0o640)
         .await

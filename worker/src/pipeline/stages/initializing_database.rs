@@ -5,15 +5,27 @@
 //! initialized one is left alone (but gets that password if setting it
 //! failed after oec initialized it); a migration backup is restored exactly
 //! once (then `migration_restore_completed` is set and it never runs again)
-//! and keeps its own users. Fatal.
+//! and keeps its own users. On a redeploy, the installed modules whose addon
+//! changed since the last successful deployment (or whose manifest version
+//! differs from the database's) are upgraded (`-u`) in the new container
+//! before it serves, after a snapshot; a migration restore over an existing
+//! database takes one too. Odoo's loader lines become the step's module
+//! progress (`module`, `module_index`, `module_count` on each line, and the
+//! deployment's `progress_percent` moving inside the stage). Fatal.
 
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use oec_common::db::plan;
+use oec_common::model::LogLevel;
+use oec_common::model::steps::{Step, progress_percent};
 use serde_json::json;
 
-use crate::names::{db_container, odoo_container};
+use crate::names::db_container;
+use crate::pipeline::addons::adapt_version;
 use crate::pipeline::docker;
+use crate::pipeline::snapshot::{self, human_bytes};
 use crate::pipeline::{Outcome, Stage, StageError, secs};
 
 pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
@@ -25,7 +37,11 @@ pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     if let Some(url) = plan.env.migration_source_url.clone()
         && !plan.env.migration_restore_completed
     {
+        if initialized(&docker, env).await? {
+            take_snapshot(s, "before the migration restore").await?;
+        }
         log.info("Restoring from migration backup...");
+        s.state.database_changed = true;
         restore(s, &url).await?;
         plan::mark_migration_restored(s.pool, env)
             .await
@@ -38,35 +54,20 @@ pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
         if plan.env.odoo_admin_password_pending {
             set_admin_password(s).await?;
         }
+        log.info(&format!(
+            "Database {env} already initialized, skipping initialization"
+        ));
+        if let Some(message) = upgrade(s).await? {
+            return Ok(Outcome::Completed(message));
+        }
         let message = format!(
             "Database {env} already initialized, skipping initialization ({})",
             secs(t0)
         );
-        log.info(&message);
         return Ok(Outcome::Completed(message));
     }
     log.info("Initializing Odoo database (this may take 1-2 minutes)...");
-    let out = docker::exec(
-        &docker,
-        &odoo_container(env),
-        [
-            "odoo",
-            "-c",
-            "/etc/odoo/odoo.conf",
-            "-d",
-            &env.to_string(),
-            "-i",
-            "base",
-            "--stop-after-init",
-            "--no-http",
-        ]
-        .map(str::to_owned)
-        .to_vec(),
-        None,
-        Vec::new(),
-        &mut |l| log.debug(l),
-    )
-    .await?;
+    let out = odoo_with_progress(s, &["-i", "base"]).await?;
     if out.exit_code != 0 {
         return Err(StageError::with_data(
             format!("Database initialization failed (exit {})", out.exit_code),
@@ -80,6 +81,267 @@ pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     let message = format!("Database initialization complete ({})", secs(t0));
     log.info(&message);
     Ok(Outcome::Completed(message))
+}
+
+/// Runs `odoo -d {db} {args} --stop-after-init --no-http` in the
+/// deployment's Odoo container; the loader's `Loading module X (i/n)` lines
+/// are logged with the module's place and move the deployment's progress
+/// through this stage's share, the rest of the output is debug.
+async fn odoo_with_progress(
+    s: &Stage<'_>,
+    args: &[&str],
+) -> Result<docker::ExecOutput, StageError> {
+    let env = s.ctx.environment_id;
+    let docker = s.target.docker().clone();
+    let log = s.log.clone();
+    let mut argv: Vec<String> = ["odoo", "-c", "/etc/odoo/odoo.conf", "-d", &env.to_string()]
+        .map(str::to_owned)
+        .to_vec();
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    argv.extend(["--stop-after-init".to_owned(), "--no-http".to_owned()]);
+    let at = Step::PIPELINE
+        .iter()
+        .position(|p| *p == Step::InitializingDatabase)
+        .unwrap_or(0);
+    let (low, high) = (progress_percent(at), progress_percent(at + 1));
+    let progress = s.progress;
+    let (pool, id) = (s.pool.clone(), s.ctx.deployment_id);
+    let out = docker::exec(
+        &docker,
+        &s.state.odoo_container(env),
+        argv,
+        None,
+        Vec::new(),
+        &mut |l| match loader_line(l) {
+            Some(Loader::Module { name, index, count }) => {
+                let percent = low + (high - low) * (index as i32 - 1) / (count.max(1) as i32);
+                if percent > progress.percent.swap(percent, Ordering::SeqCst) {
+                    let pool = pool.clone();
+                    tokio::spawn(async move { plan::record_progress(&pool, id, percent).await });
+                }
+                log.line(
+                    LogLevel::Info,
+                    &format!("Loading module {name} ({index}/{count})"),
+                    Some(json!({"module": name, "module_index": index, "module_count": count})),
+                );
+            }
+            Some(Loader::Loaded(text)) => log.info(&text),
+            None => log.debug(l),
+        },
+    )
+    .await?;
+    Ok(out)
+}
+
+enum Loader {
+    Module {
+        name: String,
+        index: usize,
+        count: usize,
+    },
+    /// `N modules loaded in T s, ...` (or a migration script running).
+    Loaded(String),
+}
+
+/// Odoo's loader lines: `... odoo.modules.loading: Loading module sale (3/12)`,
+/// `... odoo.modules.loading: 12 modules loaded in 1.20s, ...` and
+/// `... odoo.modules.migration: module sale: Running migration ...`.
+fn loader_line(line: &str) -> Option<Loader> {
+    if let Some((_, rest)) = line.split_once("odoo.modules.loading: Loading module ") {
+        let (name, place) = rest.trim().split_once(' ')?;
+        let (i, n) = place
+            .strip_prefix('(')?
+            .strip_suffix(')')?
+            .split_once('/')?;
+        return Some(Loader::Module {
+            name: name.to_owned(),
+            index: i.parse().ok()?,
+            count: n.parse().ok()?,
+        });
+    }
+    if let Some((_, rest)) = line.split_once("odoo.modules.loading: ")
+        && rest.contains(" modules loaded in ")
+    {
+        return Some(Loader::Loaded(rest.trim().to_owned()));
+    }
+    if let Some((_, rest)) = line.split_once("odoo.modules.migration: ") {
+        return Some(Loader::Loaded(rest.trim().to_owned()));
+    }
+    None
+}
+
+/// What made Odoo fail, from its output's end: the exception line that
+/// ends the traceback Odoo logs before `Failed to initialize database`.
+fn failure_cause(tail: &[String]) -> Option<&str> {
+    let end = tail
+        .iter()
+        .rposition(|l| l.contains("Failed to initialize database"))
+        .unwrap_or(tail.len());
+    tail[..end]
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| !l.is_empty())
+}
+
+/// The installed modules and their `latest_version`.
+async fn installed_modules(
+    docker: &bollard::Docker,
+    env: oec_common::model::ids::EnvironmentId,
+) -> Result<BTreeMap<String, String>, StageError> {
+    let mut rows = BTreeMap::new();
+    let out = docker::exec(
+        docker,
+        &db_container(env),
+        [
+            "psql",
+            "-U",
+            "odoo",
+            "-d",
+            &env.to_string(),
+            "-tAF|",
+            "-c",
+            "SELECT name, COALESCE(latest_version, '') FROM ir_module_module WHERE state = 'installed'",
+        ]
+        .map(str::to_owned)
+        .to_vec(),
+        Some("postgres"),
+        Vec::new(),
+        &mut |l| {
+            if let Some((name, version)) = l.trim().split_once('|') {
+                rows.insert(name.to_owned(), version.to_owned());
+            }
+        },
+    )
+    .await?;
+    if out.exit_code != 0 {
+        return Err(StageError::with_data(
+            "Reading the installed modules failed",
+            json!({"database": env, "output": out.tail}),
+        ));
+    }
+    Ok(rows)
+}
+
+/// Takes the snapshot the rollback restores, and records it.
+async fn take_snapshot(s: &mut Stage<'_>, why: &str) -> Result<(), StageError> {
+    let env = s.ctx.environment_id;
+    let dir = snapshot::backups_dir(&s.settings.deploy_root, env);
+    let out = s
+        .target
+        .run(
+            &format!("mkdir -p {}", crate::target::shell::quote(&dir)),
+            &mut |_| {},
+        )
+        .await?;
+    if !out.success() {
+        return Err(StageError::new(format!(
+            "Creating {dir} failed: {}",
+            out.tail.join(" ")
+        )));
+    }
+    s.log.info(&format!(
+        "Taking a snapshot of the database and filestore {why}..."
+    ));
+    let snap = snapshot::Target {
+        docker: s.target.docker(),
+        image: &s.settings.pipeline.postgres_image,
+        deploy_root: &s.settings.deploy_root,
+        env,
+        db_password: &s.plan.db_password,
+    }
+    .take(s.ctx.deployment_id, s.settings.pipeline.snapshot_keep)
+    .await?;
+    s.log.line(
+        LogLevel::Info,
+        &format!(
+            "Snapshot taken: {} ({}{}, {:.1}s)",
+            snap.path,
+            human_bytes(snap.bytes),
+            if snap.filestore {
+                ", with the filestore"
+            } else {
+                ""
+            },
+            snap.seconds
+        ),
+        Some(json!({"snapshot": snap.path, "bytes": snap.bytes, "seconds": snap.seconds})),
+    );
+    let value = serde_json::to_value(&snap).unwrap_or_default();
+    plan::record_snapshot(s.pool, s.ctx.deployment_id, &value)
+        .await
+        .map_err(|e| StageError::new(format!("Recording the snapshot failed: {e}")))?;
+    s.state.snapshot = Some(snap);
+    Ok(())
+}
+
+/// On an initialized database: upgrades the installed modules whose addon
+/// changed (content or manifest version) since the last successful
+/// deployment, or whose manifest version is not the database's. Returns the
+/// stage's message when it upgraded.
+async fn upgrade(s: &mut Stage<'_>) -> Result<Option<String>, StageError> {
+    let t0 = Instant::now();
+    let env = s.ctx.environment_id;
+    let Some(addons) = s.state.addons.clone() else {
+        return Ok(None);
+    };
+    let changed = s
+        .state
+        .changes
+        .as_ref()
+        .map(|c| c.changed.clone())
+        .unwrap_or_default();
+    let installed = installed_modules(s.target.docker(), env).await?;
+    let series = s.ctx.odoo_version.clone();
+    let modules: Vec<String> = addons
+        .iter()
+        .filter(|(name, addon)| {
+            let Some(in_db) = installed.get(*name) else {
+                return false;
+            };
+            let moved = addon
+                .version
+                .as_deref()
+                .is_some_and(|v| adapt_version(&series, v) != *in_db);
+            changed.contains(name) || moved
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    if modules.is_empty() {
+        s.log
+            .info("No installed module changed since the last successful deployment: no upgrade");
+        return Ok(None);
+    }
+    take_snapshot(s, "before the upgrade").await?;
+    s.log.info(&format!(
+        "Upgrading {} {}: {}",
+        modules.len(),
+        if modules.len() == 1 {
+            "module"
+        } else {
+            "modules"
+        },
+        modules.join(", ")
+    ));
+    s.state.database_changed = true;
+    let list = modules.join(",");
+    let out = odoo_with_progress(s, &["-u", &list]).await?;
+    if out.exit_code != 0 {
+        return Err(StageError::with_data(
+            format!(
+                "Module upgrade failed (exit {}): {}",
+                out.exit_code,
+                failure_cause(&out.tail).unwrap_or("see the log")
+            ),
+            json!({"database": env, "modules": modules, "output": out.tail}),
+        ));
+    }
+    plan::record_upgraded(s.pool, s.ctx.deployment_id, &modules)
+        .await
+        .map_err(|e| StageError::new(format!("Recording the upgrade failed: {e}")))?;
+    let message = format!("Upgraded {} ({})", modules.join(", "), secs(t0));
+    s.log.info(&message);
+    Ok(Some(message))
 }
 
 /// What `odoo shell` runs: the admin user gets the password from the
@@ -100,12 +362,13 @@ async fn set_admin_password(s: &mut Stage<'_>) -> Result<(), StageError> {
     let docker = s.target.docker().clone();
     let log = s.log.clone();
     let password = s.plan.odoo_admin_password.clone();
+    let container = s.state.odoo_container(env);
     let script = format!(
         "exec odoo shell -c /etc/odoo/odoo.conf -d \"$1\" --no-http <<'OEC'\n{SET_ADMIN_PASSWORD}\nOEC\n"
     );
     let out = docker::exec(
         &docker,
-        &odoo_container(env),
+        &container,
         vec![
             "sh".into(),
             "-c".into(),
@@ -237,7 +500,7 @@ async fn restore(s: &Stage<'_>, url: &str) -> Result<(), StageError> {
     let base_url = format!("https://{}", plan.hostname);
     let out = docker::exec(
         docker,
-        &odoo_container(env),
+        &s.state.odoo_container(env),
         vec![
             "python3".into(),
             "-c".into(),
@@ -262,4 +525,37 @@ async fn restore(s: &Stage<'_>, url: &str) -> Result<(), StageError> {
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loader_lines_and_failures_are_read_as_odoo_writes_them() {
+        let l =
+            "2026-12-02 18:37:59,592 1 INFO db odoo.modules.loading: Loading module sale_x (3/12)";
+        assert!(matches!(
+            loader_line(l),
+            Some(Loader::Module { name, index: 3, count: 12 }) if name == "sale_x"
+        ));
+        assert!(matches!(
+            loader_line("... odoo.modules.loading: 12 modules loaded in 1.20s, 0 queries (+0 extra)"),
+            Some(Loader::Loaded(t)) if t.starts_with("12 modules loaded in")
+        ));
+        assert!(loader_line("... odoo.modules.loading: loading 12 modules...").is_none());
+        let tail: Vec<String> = [
+            "2026-12-02 18:37:59,614 1 ERROR db odoo.modules.registry: Failed to load registry",
+            "Traceback (most recent call last):",
+            "  File \"/mnt/extra-addons/b/migrations/1.2/pre-migrate.py\", line 2, in migrate",
+            "ValueError: the column x cannot be cast",
+            "2026-12-02 18:37:59,614 1 CRITICAL db odoo.service.server: Failed to initialize database `db`.",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            failure_cause(&tail),
+            Some("ValueError: the column x cannot be cast")
+        );
+    }
 }

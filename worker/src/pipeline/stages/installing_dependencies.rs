@@ -12,7 +12,7 @@ use bollard::query_parameters::{
 };
 use serde_json::json;
 
-use crate::names::{deps_image, odoo_container};
+use crate::names::deps_image;
 use crate::pipeline::docker;
 use crate::pipeline::{Outcome, Stage, StageError, secs};
 
@@ -44,7 +44,7 @@ pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
         return Ok(Outcome::Completed(message));
     }
     let docker = s.target.docker().clone();
-    let container = odoo_container(env);
+    let container = s.state.odoo_container(env);
     if !deps.apt.is_empty() {
         exec(
             &docker,

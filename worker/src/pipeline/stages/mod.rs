@@ -13,9 +13,10 @@ mod initializing_database;
 mod installing_dependencies;
 mod pulling_image;
 pub mod starting_container;
-mod switch;
+pub mod switch;
 mod verifying_dns;
 
+pub use cloning::GIT_PRELUDE;
 use oec_common::model::steps::Step;
 
 use super::{Outcome, Run, Stage, StageError};
@@ -36,6 +37,7 @@ pub async fn run(step: Step, run: &mut Run) -> Result<Outcome, StageError> {
         plan,
         target,
         state,
+        progress,
         ..
     } = run;
     let Some(target) = target.as_ref() else {
@@ -49,6 +51,7 @@ pub async fn run(step: Step, run: &mut Run) -> Result<Outcome, StageError> {
         target,
         state,
         log: StepLog::new(log.clone(), step),
+        progress,
     };
     let s = &mut s;
     match step {

@@ -3,7 +3,8 @@
 //! rotation, the four mounts, `ODOO_RC`, data and log directories owned by
 //! uid 100 / gid 101, the environment's network (which the server's proxy
 //! joined in creating_network; environments share no network), and the
-//! Traefik labels. A redeploy replaces the old container. When the merged
+//! Traefik labels. On a redeploy the new container starts beside the
+//! serving one, held out of the proxy (`switch`). When the merged
 //! dependencies were installed before on this image, the image with them
 //! (`oec-deps-{uuid}:{fingerprint}`) is started instead. Fatal.
 
@@ -122,38 +123,42 @@ pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     // The helper runs as root, so it runs from the configured base image
     // pinned by its id (never from an image a deployment built, which a
     // repository's code may have changed) and sees only what it changes.
-    let code = docker::run_once(
+    let (code, _) = docker::run_once(
         &docker,
-        &crate::names::chown_container(env),
-        &base_id,
-        [
-            "find",
-            "/env/data",
-            "/env/logs",
-            "/env/odoo.conf",
-            "(",
-            "!",
-            "-user",
-            "100",
-            "-o",
-            "!",
-            "-group",
-            "101",
-            ")",
-            "-exec",
-            "chown",
-            "-h",
-            "100:101",
-            "{}",
-            "+",
-        ]
-        .map(str::to_owned)
-        .to_vec(),
-        vec![
-            format!("{root}/data:/env/data"),
-            format!("{root}/logs:/env/logs"),
-            format!("{root}/odoo.conf:/env/odoo.conf"),
-        ],
+        docker::OneShot {
+            name: crate::names::chown_container(env),
+            image: base_id.clone(),
+            argv: [
+                "find",
+                "/env/data",
+                "/env/logs",
+                "/env/odoo.conf",
+                "(",
+                "!",
+                "-user",
+                "100",
+                "-o",
+                "!",
+                "-group",
+                "101",
+                ")",
+                "-exec",
+                "chown",
+                "-h",
+                "100:101",
+                "{}",
+                "+",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            binds: vec![
+                format!("{root}/data:/env/data"),
+                format!("{root}/logs:/env/logs"),
+                format!("{root}/odoo.conf:/env/odoo.conf"),
+            ],
+            network: None,
+            env: Vec::new(),
+        },
     )
     .await?;
     if code != 0 {
@@ -193,7 +198,10 @@ pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
         ..Default::default()
     };
     let id = if serving {
-        switch::replace(s, &docker, &name, body).await?
+        let pending = switch::start_beside(s, &docker, &name, body).await?;
+        let id = pending.id.clone();
+        s.state.switch = Some(pending);
+        id
     } else {
         switch::create_and_start(&docker, &name, body).await?
     };

@@ -1,15 +1,20 @@
-//! The zero-downtime replacement of a serving Odoo container (a redeploy):
-//! the new container starts beside the old one as `{uuid}_odoo_next`, with
-//! the same router labels; the proxy routes only to containers Docker calls
-//! healthy, so it gets traffic once its health check passes. Then the old
-//! one is drained (its health check is made to fail, so the proxy stops
-//! sending it requests, and it gets `OEC_DRAIN_SECS` to finish those it
-//! has), removed, and the new one takes the name `{uuid}_odoo`.
+//! The zero-downtime replacement of a serving Odoo container (a redeploy),
+//! in two halves. [`start_beside`] (starting_container) starts the new
+//! container beside the old one as `{uuid}_odoo_next`, with the same router
+//! labels but held out of the proxy (its drain flag is in place before it
+//! starts, so its health check fails): dependencies are installed and the
+//! database is upgraded in it while the old one serves. [`release`]
+//! (configuring_traefik) lets it in: the flag goes, the proxy routes to it
+//! once Docker calls it healthy; then the old one is drained (its health
+//! check is made to fail, so the proxy stops sending it requests, and it
+//! gets `OEC_DRAIN_SECS` to finish those it has), removed, and the new one
+//! takes the name `{uuid}_odoo`.
 //!
-//! A new container that never becomes healthy is removed and the old one
-//! keeps serving. If the stage is dropped midway (a cancel), a guard puts
-//! things back: before the old container is removed, the new one goes and
-//! the old one is undrained; after, the new one gets the name.
+//! A new container that never becomes healthy stays held and the old one
+//! keeps serving; [`abandon`] (the rollback) removes it. If the run is
+//! dropped midway, a guard puts things back: before the old container is
+//! removed, the new one goes and the old one is undrained; after, the new
+//! one gets the name.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +22,7 @@ use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HealthConfig, HealthStatusEnum};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, RenameContainerOptionsBuilder, StartContainerOptions,
+    UploadToContainerOptionsBuilder,
 };
 
 use crate::pipeline::docker;
@@ -49,8 +55,8 @@ pub fn next_name(name: &str) -> String {
     format!("{name}_next")
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Phase {
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Phase {
     /// The old container serves; the new one may exist.
     Starting,
     /// The old container is gone; the new one serves under its own name.
@@ -60,7 +66,7 @@ enum Phase {
 
 /// Puts the server back in a serving state when the switch is dropped
 /// before it ended.
-struct Guard {
+pub struct Guard {
     docker: Docker,
     name: String,
     next: String,
@@ -95,7 +101,13 @@ impl Drop for Guard {
 
 async fn undrain(docker: &Docker, name: &str) -> anyhow::Result<()> {
     let cmd = vec!["rm".into(), "-f".into(), DRAIN_FLAG.into()];
-    docker::exec(docker, name, cmd, None, vec![], &mut |_| {}).await?;
+    // As root: the hold flag was uploaded as root into the sticky /tmp.
+    let out = docker::exec(docker, name, cmd, Some("root"), vec![], &mut |_| {}).await?;
+    anyhow::ensure!(
+        out.exit_code == 0,
+        "removing {DRAIN_FLAG} in {name} failed: {}",
+        out.tail.join(" ")
+    );
     Ok(())
 }
 
@@ -167,28 +179,130 @@ pub async fn create_and_start(
     Ok(created.id)
 }
 
-/// Replaces the serving container `name` with one made from `body`;
-/// returns the new container's id.
-pub async fn replace(
+/// A new container started beside the serving one, not yet serving.
+pub struct Pending {
+    guard: Guard,
+    /// The new container's id.
+    pub id: String,
+    started: Instant,
+}
+
+impl Pending {
+    /// The name the new container has until it takes the old one's.
+    pub fn next(&self) -> &str {
+        &self.guard.next
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.guard.phase
+    }
+}
+
+/// A one-entry tar archive: the empty file `path` (relative, e.g.
+/// `tmp/oec-drain`), mode 0644, as Docker's archive upload takes it.
+fn tar_with_empty_file(path: &str) -> Vec<u8> {
+    let mut h = [0u8; 512];
+    let put =
+        |h: &mut [u8; 512], at: usize, value: &[u8]| h[at..at + value.len()].copy_from_slice(value);
+    put(&mut h, 0, path.as_bytes());
+    put(&mut h, 100, b"0000644\0");
+    put(&mut h, 108, b"0000000\0");
+    put(&mut h, 116, b"0000000\0");
+    put(&mut h, 124, b"00000000000\0");
+    put(&mut h, 136, b"00000000000\0");
+    put(&mut h, 148, b"        ");
+    h[156] = b'0';
+    put(&mut h, 257, b"ustar\0");
+    put(&mut h, 263, b"00");
+    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+    put(&mut h, 148, format!("{sum:06o}\0 ").as_bytes());
+    let mut out = h.to_vec();
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}
+
+/// Creates the new container beside the serving `name`, held out of the
+/// proxy, and starts it.
+pub async fn start_beside(
     s: &mut Stage<'_>,
     docker: &Docker,
     name: &str,
     body: ContainerCreateBody,
-) -> Result<String, StageError> {
-    let t0 = Instant::now();
+) -> Result<Pending, StageError> {
     let next = next_name(name);
     // A leftover of a switch that was interrupted by a crash.
     docker::remove(docker, &next).await?;
     s.log.info(&format!(
-        "Starting the new container {next} beside the serving one (no downtime)..."
+        "Starting the new container {next} beside the serving one, held out of the proxy until it is ready..."
     ));
-    let mut guard = Guard {
-        docker: docker.clone(),
-        name: name.to_owned(),
-        next: next.clone(),
-        phase: Phase::Starting,
+    let image = body.image.clone().unwrap_or_default();
+    let created = docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(&next).build()),
+            body,
+        )
+        .await
+        .map_err(|e| {
+            StageError::with_data(
+                format!("Failed to create container {next}"),
+                serde_json::json!({"container": next, "image": image, "error": docker::message(&e)}),
+            )
+        })?;
+    let pending = Pending {
+        guard: Guard {
+            docker: docker.clone(),
+            name: name.to_owned(),
+            next: next.clone(),
+            phase: Phase::Starting,
+        },
+        id: created.id.clone(),
+        started: Instant::now(),
     };
-    let id = create_and_start(docker, &next, body).await?;
+    let flag = DRAIN_FLAG.trim_start_matches('/');
+    docker
+        .upload_to_container(
+            &created.id,
+            Some(UploadToContainerOptionsBuilder::default().path("/").build()),
+            bollard::body_full(tar_with_empty_file(flag).into()),
+        )
+        .await
+        .map_err(|e| {
+            StageError::new(format!(
+                "Holding {next} out of the proxy failed: {}",
+                docker::message(&e)
+            ))
+        })?;
+    docker
+        .start_container(&created.id, None::<StartContainerOptions>)
+        .await
+        .map_err(|e| {
+            StageError::with_data(
+                format!("Failed to start container {next}"),
+                serde_json::json!({"container": next, "image": image, "error": docker::message(&e)}),
+            )
+        })?;
+    Ok(pending)
+}
+
+/// Lets the held new container of `s.state.switch` serve and retires the
+/// old one; returns the new container's id. When the new container never
+/// becomes healthy it stays held (for [`abandon`]) and the old one serves.
+pub async fn release(s: &mut Stage<'_>, docker: &Docker) -> Result<String, StageError> {
+    let Some(p) = s.state.switch.as_ref() else {
+        return Err(StageError::new("no new container is waiting to serve"));
+    };
+    let (name, next, id, t0) = (
+        p.guard.name.clone(),
+        p.guard.next.clone(),
+        p.id.clone(),
+        p.started,
+    );
+    undrain(docker, &next)
+        .await
+        .map_err(|e| StageError::new(format!("Releasing {next}: {e:#}")))?;
+    s.log.info(&format!(
+        "Letting {next} into the proxy once its health check passes..."
+    ));
 
     // 1. The new container must become healthy; until then the old one
     //    serves alone.
@@ -209,8 +323,9 @@ pub async fn replace(
                     timeout.as_secs()
                 )
             };
-            let _ = docker::remove(docker, &next).await;
-            guard.phase = Phase::Done;
+            // Held again: no request reaches it while it waits for removal.
+            let flag = vec!["touch".into(), DRAIN_FLAG.into()];
+            let _ = docker::exec(docker, &next, flag, None, vec![], &mut |_| {}).await;
             return Err(StageError::with_data(
                 format!(
                     "The new container did not become healthy ({why}); the previous container keeps serving"
@@ -229,11 +344,11 @@ pub async fn replace(
     // 2. Drain the old one: failing health checks take it out of the proxy.
     let drain = s.settings.pipeline.drain;
     let flag = vec!["touch".into(), DRAIN_FLAG.into()];
-    match docker::exec(docker, name, flag, None, vec![], &mut |_| {}).await {
+    match docker::exec(docker, &name, flag, None, vec![], &mut |_| {}).await {
         Ok(_) => {
             let until = Instant::now() + Duration::from_secs(15);
             while Instant::now() < until {
-                if health(docker, name).await?.0 == HealthStatusEnum::UNHEALTHY {
+                if health(docker, &name).await?.0 == HealthStatusEnum::UNHEALTHY {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -248,13 +363,56 @@ pub async fn replace(
         "Previous container drained ({}s); removing it",
         drain.as_secs()
     ));
-    docker::remove(docker, name).await?;
-    guard.phase = Phase::OldRemoved;
-    rename(docker, &next, name)
+    docker::remove(docker, &name).await?;
+    if let Some(p) = s.state.switch.as_mut() {
+        p.guard.phase = Phase::OldRemoved;
+    }
+    rename(docker, &next, &name)
         .await
         .map_err(|e| StageError::new(format!("{e:#}")))?;
-    guard.phase = Phase::Done;
+    if let Some(mut p) = s.state.switch.take() {
+        p.guard.phase = Phase::Done;
+    }
     s.log
         .info(&format!("Switched to the new container ({})", secs(t0)));
     Ok(id)
+}
+
+/// Ends a switch that will not complete: before the old container was
+/// removed, the new one goes and the old one is undrained (true: the old
+/// one serves); after, the new one takes the old one's name (false).
+pub async fn abandon(mut p: Pending) -> anyhow::Result<bool> {
+    let g = &mut p.guard;
+    let phase = g.phase;
+    g.phase = Phase::Done;
+    match phase {
+        Phase::Starting => {
+            docker::remove(&g.docker, &g.next).await?;
+            undrain(&g.docker, &g.name).await?;
+            Ok(true)
+        }
+        Phase::OldRemoved => {
+            rename(&g.docker, &g.next, &g.name).await?;
+            Ok(false)
+        }
+        Phase::Done => Ok(false),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hold_archive_is_a_valid_tar_header() {
+        let t = tar_with_empty_file("tmp/oec-drain");
+        assert_eq!(t.len(), 512 + 1024);
+        assert_eq!(&t[..13], b"tmp/oec-drain");
+        assert_eq!(&t[257..263], b"ustar\0");
+        let stored = std::str::from_utf8(&t[148..154]).unwrap_or_default();
+        let mut h = t[..512].to_vec();
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+        assert_eq!(u32::from_str_radix(stored, 8).ok(), Some(sum));
+    }
 }
