@@ -290,10 +290,11 @@ pub async fn record_progress(
 ) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE deployments SET progress_percent = GREATEST(progress_percent, $2), updated_at = now()
-         WHERE id = $1 AND status = 'running'",
+         WHERE id = $1 AND status = $3",
     )
     .bind(deployment)
     .bind(percent.clamp(0, 100))
+    .bind(crate::model::DeploymentStatus::Running)
     .execute(pool)
     .await?;
     Ok(())
