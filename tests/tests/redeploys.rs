@@ -312,3 +312,157 @@ async fn a_given_commit_is_deployed_and_a_past_deployment_is_redeployed() {
         assert!(triggers.contains(&t), "{triggers:?}");
     }
 }
+
+/// Cancels redeploys at five moments under HTTPS load: before the new
+/// container exists, while it is held, during the module upgrade, while it
+/// becomes healthy, and while the old one is drained. Every time the
+/// deployment ends `cancelled`, the environment says `running`, the
+/// previous container serves (no request failed), no new container is left
+/// and the database is the previous version's.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redeploy_cancelled_at_five_moments_leaves_the_environment_serving() {
+    let (w, env, _purge, host, roots) = deployed(
+        "cancel",
+        &[("OEC_DRAIN_SECS", "4"), ("OEC_HEALTH_TIMEOUT_SECS", "60")],
+    )
+    .await;
+    let t = w.stack.admin_token.clone();
+    w.git.push(
+        "shop",
+        &[(
+            "oec_c/__manifest__.py",
+            manifest("C", "1.0", &["base"]).as_str(),
+        )],
+        "Add C",
+    );
+    // Slow boots (4 s, 1 s per module loaded) make the moments wide.
+    let r = w
+        .stack
+        .patch(
+            &format!("/api/v1/environments/{env}"),
+            &t,
+            json!({"odoo_conf_overrides": {"misc": {"oec_standin_boot_delay": 4}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let (id, d) = w.deploy_and_wait(env).await;
+    assert_eq!(
+        d["status"],
+        "success",
+        "{d}\n{}",
+        w.messages(id).await.join("\n")
+    );
+    let odoo = format!("{env}_odoo");
+    exec(
+        &odoo,
+        &[
+            "odoo",
+            "-d",
+            &env.to_string(),
+            "-i",
+            "oec_c",
+            "--stop-after-init",
+            "--no-http",
+        ],
+        "odoo",
+    )
+    .await;
+    let installed = module(env, "oec_c").await;
+    assert!(installed.starts_with("17.0.1.0 "), "{installed}");
+
+    type Moment = fn(&str, &[String]) -> bool;
+    let moments: [(&str, Moment); 5] = [
+        ("before the new container exists", |step, _| {
+            matches!(
+                step,
+                "connecting"
+                    | "creating_network"
+                    | "configuring_dns"
+                    | "creating_database"
+                    | "cloning_platform_repos"
+                    | "cloning_org_repos"
+                    | "cloning_project_repo"
+            )
+        }),
+        ("while the new container is held", |step, _| {
+            matches!(step, "starting_container" | "installing_dependencies")
+        }),
+        ("during the module upgrade", |_, m| {
+            m.iter().any(|l| l.starts_with("Upgrading 1 module: oec_c"))
+        }),
+        ("while the new container becomes healthy", |_, m| {
+            m.iter().any(|l| {
+                l.starts_with("Letting ")
+                    && l.ends_with("into the proxy once its health check passes...")
+            })
+        }),
+        ("while the old container is drained", |_, m| {
+            m.iter().any(|l| l.starts_with("New container healthy ("))
+        }),
+    ];
+    let load = Load::start(&host, &roots);
+    for (n, (what, reached)) in moments.iter().enumerate() {
+        let before = inspect(&odoo).await.and_then(|c| c.id);
+        let version = format!("1.{}", n + 1);
+        w.git.push(
+            "shop",
+            &[(
+                "oec_c/__manifest__.py",
+                manifest("C", &version, &["base"]).as_str(),
+            )],
+            &format!("C {version}"),
+        );
+        let id = w.stack.deploy(env).await;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let d = w.get(&format!("/api/v1/deployments/{id}")).await.body;
+            let step = d["current_step"].as_str().unwrap_or_default().to_owned();
+            let messages = w.messages(id).await;
+            let status = d["status"].as_str().unwrap_or_default();
+            assert!(
+                status == "pending" || status == "running",
+                "{what}: ended before the moment: {d}\n{}",
+                messages.join("\n")
+            );
+            if status == "running" && reached(&step, &messages) {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: never reached"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let r = w
+            .stack
+            .post(&format!("/api/v1/deployments/{id}/cancel"), &t, json!({}))
+            .await;
+        assert_eq!(r.status, 200, "{what}: {}", r.text);
+        let d = w.stack.wait_terminal(id, DEPLOY).await;
+        let messages = w.messages(id).await;
+        assert_eq!(
+            d["status"],
+            "cancelled",
+            "{what}: {d}\n{}",
+            messages.join("\n")
+        );
+        let e = w.get(&format!("/api/v1/environments/{env}")).await;
+        assert_eq!(e.body["status"], "running", "{what}: {}", e.text);
+        assert_eq!(
+            inspect(&odoo).await.and_then(|c| c.id),
+            before,
+            "{what}: the previous container serves"
+        );
+        assert!(
+            inspect(&format!("{odoo}_next")).await.is_none(),
+            "{what}: no new container left"
+        );
+        assert_eq!(
+            module(env, "oec_c").await,
+            installed,
+            "{what}: the database is the previous version's"
+        );
+    }
+    let (ok, failed) = load.stop().await;
+    assert_no_failed_request(ok, &failed, 200);
+}

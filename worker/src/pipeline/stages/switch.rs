@@ -121,6 +121,13 @@ async fn rename(docker: &Docker, from: &str, to: &str) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("renaming {from} to {to}: {}", docker::message(&e)))
 }
 
+async fn is_healthy(docker: &Docker, name: &str) -> bool {
+    matches!(
+        health(docker, name).await,
+        Ok((HealthStatusEnum::HEALTHY, _))
+    )
+}
+
 /// The container's health now: its status and the last probe's output.
 async fn health(docker: &Docker, name: &str) -> Result<(HealthStatusEnum, String), StageError> {
     let Some(c) = docker::inspect(docker, name).await? else {
@@ -387,8 +394,32 @@ pub async fn abandon(mut p: Pending) -> anyhow::Result<bool> {
     g.phase = Phase::Done;
     match phase {
         Phase::Starting => {
+            // The old container may already be drained (a cancel during the
+            // drain) while the new one serves: the old one must be back in
+            // the proxy before the new one leaves it, or requests fail.
+            // (A container without a health check reports none.)
+            let mut moved = false;
+            let old = health(&g.docker, &g.name).await.map(|h| h.0);
+            if matches!(
+                old,
+                Ok(HealthStatusEnum::UNHEALTHY | HealthStatusEnum::STARTING)
+            ) {
+                undrain(&g.docker, &g.name).await?;
+                let until = Instant::now() + Duration::from_secs(15);
+                while Instant::now() < until && !is_healthy(&g.docker, &g.name).await {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                moved = true;
+            }
+            if is_healthy(&g.docker, &g.next).await {
+                let flag = vec!["touch".into(), DRAIN_FLAG.into()];
+                let _ = docker::exec(&g.docker, &g.next, flag, None, vec![], &mut |_| {}).await;
+                moved = true;
+            }
+            if moved {
+                tokio::time::sleep(PROXY_SETTLE).await;
+            }
             docker::remove(&g.docker, &g.next).await?;
-            undrain(&g.docker, &g.name).await?;
             Ok(true)
         }
         Phase::OldRemoved => {
