@@ -9,6 +9,7 @@ pub mod db;
 pub mod events;
 pub mod lifecycle;
 pub mod model;
+pub mod names;
 pub mod queue;
 pub mod secrets;
 pub mod shutdown;

@@ -202,6 +202,22 @@ pub fn cloudflare(token: &str, zone: &str, dns_hosts_dir: &str) -> Handler {
                     serde_json::json!({"success": true, "errors": [], "result": rec}),
                 )
             }
+            "DELETE" => {
+                let id = rest.trim_start_matches('/');
+                let Some(at) = records.iter().position(|x| x["id"] == id) else {
+                    return json(
+                        404,
+                        serde_json::json!({"success": false, "errors": [{"code": 81044, "message": "Record does not exist."}], "result": null}),
+                    );
+                };
+                let rec = records.remove(at);
+                let name = rec["name"].as_str().unwrap_or_default();
+                let _ = std::fs::remove_file(format!("{dir}/{name}"));
+                json(
+                    200,
+                    serde_json::json!({"success": true, "errors": [], "result": {"id": id}}),
+                )
+            }
             _ => json(
                 405,
                 serde_json::json!({"success": false, "errors": [{"code": 10000, "message": "method"}]}),

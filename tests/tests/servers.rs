@@ -328,8 +328,19 @@ async fn a_server_is_validated_renamed_moved_rotated_and_deleted_only_when_unuse
     let r = s.delete(&format!("/api/v1/servers/{server}"), &t).await;
     assert_eq!(r.status, 409, "{}", r.text);
     assert_eq!(r.body["error"], "server_in_use");
+    let r = s
+        .delete(&format!("/api/v1/environments/{env}?delete_data=true"), &t)
+        .await;
+    assert_eq!(r.status, 422, "delete_data needs teardown: {}", r.text);
     let r = s.delete(&format!("/api/v1/environments/{env}"), &t).await;
-    assert_eq!(r.status, 204, "{}", r.text);
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["teardown"], false, "{}", r.text);
+    assert_eq!(
+        r.body["left_on_server"]["network"],
+        format!("paasportal_net_{env}"),
+        "a plain DELETE says what stays: {}",
+        r.text
+    );
     let r = s.delete(&format!("/api/v1/servers/{server}"), &t).await;
     assert_eq!(r.status, 204, "{}", r.text);
     assert_eq!(

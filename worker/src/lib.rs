@@ -3,7 +3,7 @@
 
 pub mod dependencies;
 pub mod log;
-pub mod names;
+pub use oec_common::names;
 pub mod odoo_conf;
 pub mod pipeline;
 pub mod probe;

@@ -9,7 +9,7 @@ use oec_common::db;
 use oec_common::db::deployments::{Created, NewDeployment};
 use oec_common::lifecycle;
 use oec_common::model::steps::Step;
-use oec_common::model::{DeploymentStatus, LogLevel, StepStatus, Trigger};
+use oec_common::model::{Action, DeploymentStatus, LogLevel, StepStatus, Trigger};
 use oec_common::queue;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -72,7 +72,7 @@ fn parse_commit(v: &str) -> Result<String, ApiError> {
     }
 }
 
-fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+pub(crate) fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     match req.headers().get("Idempotency-Key") {
         None => Ok(None),
         Some(v) => {
@@ -121,6 +121,8 @@ async fn create(
         idempotency_key: key.as_deref(),
         requested_commit: commit.as_deref(),
         redeploy_of: None,
+        action: Action::Deploy,
+        delete_data: false,
     };
     start(&state, &user, new).await
 }
@@ -134,6 +136,15 @@ async fn redeploy(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let past = access::deployment(&state, &user, *id, Permission::ProjectDeploymentsView).await?;
+    if past.action != Action::Deploy {
+        return Err(ApiError::Conflict {
+            code: "not_a_deployment",
+            message: format!(
+                "Deployment {} was a {} of the environment, not a deployment; only deployments can be redeployed.",
+                past.id, past.action
+            ),
+        });
+    }
     let Some(commit) = past.git_commit.clone() else {
         return Err(ApiError::Conflict {
             code: "no_commit",
@@ -151,12 +162,14 @@ async fn redeploy(
         idempotency_key: key.as_deref(),
         requested_commit: Some(&commit),
         redeploy_of: Some(past.id),
+        action: Action::Deploy,
+        delete_data: false,
     };
     start(&state, &user, new).await
 }
 
-/// Creates the pending deployment and queues it.
-async fn start(
+/// Creates the pending deployment (or lifecycle run) and queues it.
+pub(crate) async fn start(
     state: &AppState,
     user: &AuthUser,
     new: NewDeployment<'_>,
@@ -319,7 +332,9 @@ async fn progress(
     let rows = db::deployments::steps(&state.pool, d.id).await?;
     let (logs, counts) =
         db::deployments::step_log_tails(&state.pool, d.id, PROGRESS_LINES_PER_STEP).await?;
-    let steps: Vec<Value> = Step::PIPELINE
+    let steps: Vec<Value> = d
+        .action
+        .steps()
         .iter()
         .map(|step| {
             let row = rows.iter().find(|r| r.step == step.id());

@@ -1,11 +1,14 @@
 //! Environments: one Odoo instance of a project on a server. The id is the
 //! instance UUID used in every name on the server.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use oec_common::auth::Permission;
 use oec_common::db;
+use oec_common::db::deployments::NewDeployment;
 use oec_common::db::environments::EnvironmentFields;
-use oec_common::model::{EnvironmentKind, fields, overrides};
+use oec_common::model::ids::EnvironmentId;
+use oec_common::model::{Action, EnvironmentKind, EnvironmentStatus, Trigger, fields, overrides};
+use oec_common::names;
 use oec_common::secrets;
 use serde::Deserialize;
 use uuid::Uuid;
@@ -28,6 +31,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::patch().to(update))
             .route(web::delete().to(delete)),
     )
+    .service(resource("/environments/{id}/stop").route(web::post().to(stop)))
+    .service(resource("/environments/{id}/start").route(web::post().to(start)))
+    .service(resource("/environments/{id}/restart").route(web::post().to(restart)))
     .service(resource("/environments/{id}/credentials").route(web::get().to(credentials)));
 }
 
@@ -413,17 +419,134 @@ fn seal(state: &AppState, url: Option<&str>) -> Option<oec_common::secrets::Seal
     url.map(|u| state.settings.secret_key.seal(u))
 }
 
+#[derive(Deserialize)]
+pub struct DeleteQuery {
+    teardown: Option<bool>,
+    delete_data: Option<bool>,
+}
+
+/// `DELETE /environments/{id}`: forgets the environment and says what it
+/// leaves on the server. With `teardown=true` a worker first removes its
+/// containers, network, DNS record (if oec created it) and files, and the
+/// database volume too with `delete_data=true`; the answer is the queued
+/// run (202), and the environment is gone once it succeeds.
 async fn delete(
     state: web::Data<AppState>,
     user: AuthUser,
+    req: HttpRequest,
     id: web::Path<Uuid>,
+    q: Query<DeleteQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    load(&state, &user, *id, Permission::ProjectEnvironmentsManage).await?;
+    let (env, _) = load(&state, &user, *id, Permission::ProjectEnvironmentsManage).await?;
+    let teardown = q.teardown.unwrap_or(false);
+    let delete_data = q.delete_data.unwrap_or(false);
+    if delete_data && !teardown {
+        return Err(ApiError::invalid(
+            "delete_data",
+            "only applies with teardown=true (a plain DELETE leaves the server untouched)",
+        ));
+    }
+    if teardown {
+        return lifecycle_run(&state, &user, &req, env.id, Action::Teardown, delete_data).await;
+    }
     match db::delete_unless_deploying(&state.pool, db::DeleteScope::Environment, *id).await? {
-        db::Deleted::Deleted => Ok(HttpResponse::NoContent().finish()),
+        db::Deleted::Deleted => Ok(HttpResponse::Ok().json(serde_json::json!({
+            "deleted": true,
+            "teardown": false,
+            "left_on_server": left_on_server(&state, EnvironmentId(env.id)),
+            "note": "Only oec's records were deleted; the server keeps everything below. DELETE with ?teardown=true removes it (and ?delete_data=true the database volume too).",
+        }))),
         db::Deleted::NotFound => Err(ApiError::NotFound("environment")),
         db::Deleted::Busy(d) => Err(ApiError::DeploymentInProgress(d)),
     }
+}
+
+/// What an environment keeps on its server when only its record goes.
+fn left_on_server(state: &AppState, env: EnvironmentId) -> serde_json::Value {
+    serde_json::json!({
+        "containers": [
+            names::odoo_container(env),
+            names::pgbouncer_container(env),
+            names::db_container(env),
+            names::replica_pgbouncer_container(env),
+            names::replica_container(env),
+        ],
+        "network": names::network(env),
+        "volumes": [names::volume(env), names::replica_volume(env)],
+        "directory": names::env_dir(&state.settings.deploy_root, env),
+        "dns_record": "the A record of its hostname, if oec created one",
+    })
+}
+
+async fn stop(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    req: HttpRequest,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    lifecycle(&state, &user, &req, *id, Action::Stop).await
+}
+
+async fn start(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    req: HttpRequest,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    lifecycle(&state, &user, &req, *id, Action::Start).await
+}
+
+async fn restart(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    req: HttpRequest,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    lifecycle(&state, &user, &req, *id, Action::Restart).await
+}
+
+/// Stop, start or restart: a short run on a worker, with its own steps and
+/// logs, of an environment that was deployed.
+async fn lifecycle(
+    state: &AppState,
+    user: &AuthUser,
+    req: &HttpRequest,
+    id: Uuid,
+    action: Action,
+) -> Result<HttpResponse, ApiError> {
+    let (env, _) = load(state, user, id, Permission::ProjectEnvironmentsDeploy).await?;
+    if env.status == EnvironmentStatus::Created {
+        return Err(ApiError::Conflict {
+            code: "not_deployed",
+            message: format!(
+                "Environment {} was never deployed, so there is nothing to {action}; deploy it first.",
+                env.id
+            ),
+        });
+    }
+    lifecycle_run(state, user, req, env.id, action, false).await
+}
+
+async fn lifecycle_run(
+    state: &AppState,
+    user: &AuthUser,
+    req: &HttpRequest,
+    id: Uuid,
+    action: Action,
+    delete_data: bool,
+) -> Result<HttpResponse, ApiError> {
+    let key = crate::routes::deployments::idempotency_key(req)?;
+    let new = NewDeployment {
+        environment_id: id,
+        trigger: Trigger::Manual,
+        triggered_by: user.id,
+        idempotency_key: key.as_deref(),
+        requested_commit: None,
+        redeploy_of: None,
+        action,
+        delete_data,
+    };
+    crate::routes::deployments::start(state, user, new).await
 }
 
 /// Odoo's master password of the environment, once: the first project

@@ -12,7 +12,7 @@ use crate::model::fields::{Branch, DnsLabel};
 use crate::model::ids::{DeploymentId, EnvironmentId};
 use crate::model::steps::Step;
 use crate::model::{
-    DeploymentStatus, EnvironmentKind, EnvironmentStatus, LogLevel, StepStatus, Trigger,
+    Action, DeploymentStatus, EnvironmentKind, EnvironmentStatus, LogLevel, StepStatus, Trigger,
 };
 use crate::secrets::Sealed;
 
@@ -55,6 +55,10 @@ pub struct Deployment {
     pub rolled_back: bool,
     pub rollback_reason: Option<String>,
     pub rollback_seconds: Option<f64>,
+    /// The whole pipeline (`deploy`) or a lifecycle run (stop, start, restart, teardown).
+    pub action: Action,
+    /// A teardown that also removes the database volume.
+    pub delete_data: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -64,7 +68,7 @@ const COLUMNS: &str =
     git_commit, git_branch, git_message, committer_name, committer_email, commit_date, started_at,
     completed_at, duration_seconds, container_id, image_tag, error_message, current_step,
     progress_percent, cancel_requested_at, requested_commit, redeploy_of, module_changes, snapshot,
-    rolled_back, rollback_reason, rollback_seconds, created_at, updated_at";
+    rolled_back, rollback_reason, rollback_seconds, action, delete_data, created_at, updated_at";
 
 pub enum Created {
     /// A new pending deployment and its first log line.
@@ -86,6 +90,8 @@ pub struct NewDeployment<'a> {
     /// A commit of the project repository to deploy instead of the branch's head.
     pub requested_commit: Option<&'a str>,
     pub redeploy_of: Option<DeploymentId>,
+    pub action: Action,
+    pub delete_data: bool,
 }
 
 /// Creates a pending deployment with the next version of its environment and
@@ -118,6 +124,8 @@ pub async fn create(pool: &PgPool, n: &NewDeployment<'_>) -> sqlx::Result<Option
                 if d.environment_id == n.environment_id
                     && d.trigger == n.trigger
                     && d.requested_commit.as_deref() == n.requested_commit
+                    && d.action == n.action
+                    && d.delete_data == n.delete_data
                 {
                     Created::Replayed(d)
                 } else {
@@ -138,10 +146,10 @@ pub async fn create(pool: &PgPool, n: &NewDeployment<'_>) -> sqlx::Result<Option
     }
     let d: Deployment = sqlx::query_as(&format!(
         "INSERT INTO deployments (id, project_id, environment_id, vm_id, version, trigger, triggered_by, git_branch, idempotency_key,
-                                  requested_commit, redeploy_of)
+                                  requested_commit, redeploy_of, action, delete_data)
          VALUES ($1, $2, $3, $4,
                  (SELECT COALESCE(max(version), 0) + 1 FROM deployments WHERE environment_id = $3),
-                 $5, $6, $7, $8, $9, $10)
+                 $5, $6, $7, $8, $9, $10, $11, $12)
          RETURNING {COLUMNS}"
     ))
     .bind(Uuid::new_v4())
@@ -154,6 +162,8 @@ pub async fn create(pool: &PgPool, n: &NewDeployment<'_>) -> sqlx::Result<Option
     .bind(n.idempotency_key)
     .bind(n.requested_commit)
     .bind(n.redeploy_of)
+    .bind(n.action)
+    .bind(n.delete_data)
     .fetch_one(&mut *tx)
     .await?;
     let lines = append_lines(
@@ -502,6 +512,8 @@ pub struct RunContext {
     pub auth_method: String,
     pub secret_encrypted: Sealed,
     pub host_key_fingerprint: Option<String>,
+    pub action: Action,
+    pub delete_data: bool,
 }
 
 /// Takes a pending deployment for this worker: `None` when it is not pending
@@ -533,7 +545,7 @@ pub async fn claim(
                 p.name AS project_name, p.slug AS project_slug, e.id AS environment_id, e.name AS environment_name,
                 e.kind AS environment_kind, e.status AS environment_status, e.branch, e.subdomain, e.odoo_version,
                 e.cpu_cores, e.ram_mb, e.disk_gb, s.id AS server_id, s.host AS server_host, s.ssh_port, s.ssh_user,
-                s.auth_method, s.secret_encrypted, s.host_key_fingerprint
+                s.auth_method, s.secret_encrypted, s.host_key_fingerprint, d.action, d.delete_data
          FROM deployments d JOIN environments e ON e.id = d.environment_id JOIN projects p ON p.id = d.project_id
          JOIN servers s ON s.id = e.server_id WHERE d.id = $1",
     )

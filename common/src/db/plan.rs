@@ -72,9 +72,9 @@ pub async fn environment(pool: &PgPool, deployment: DeploymentId) -> sqlx::Resul
                     AS odoo_admin_password_pending,
                 e.hostname, e.dns_record_id,
                 (SELECT image_tag FROM deployments prev WHERE prev.environment_id = e.id
-                   AND prev.status = $2 ORDER BY prev.version DESC LIMIT 1) AS previous_image,
+                   AND prev.status = $2 AND prev.action = $3 ORDER BY prev.version DESC LIMIT 1) AS previous_image,
                 (SELECT addons FROM deployments prev WHERE prev.environment_id = e.id
-                   AND prev.status = $2 ORDER BY prev.version DESC LIMIT 1) AS previous_addons,
+                   AND prev.status = $2 AND prev.action = $3 ORDER BY prev.version DESC LIMIT 1) AS previous_addons,
                 d.requested_commit
          FROM deployments d JOIN environments e ON e.id = d.environment_id
          JOIN projects p ON p.id = e.project_id JOIN odoo_versions v ON v.version = e.odoo_version
@@ -82,6 +82,7 @@ pub async fn environment(pool: &PgPool, deployment: DeploymentId) -> sqlx::Resul
     )
     .bind(deployment)
     .bind(crate::model::DeploymentStatus::Success)
+    .bind(crate::model::Action::Deploy)
     .fetch_one(pool)
     .await
 }

@@ -145,6 +145,11 @@ text_enum!(
     Trigger { Manual => "manual", GitPush => "git_push", Api => "api", Scheduled => "scheduled", Rollback => "rollback", Redeploy => "redeploy" }
 );
 text_enum!(
+    /// What a deployment run does to its environment: the whole pipeline
+    /// (`deploy`), or one of the short lifecycle runs.
+    Action { Deploy => "deploy", Stop => "stop", Start => "start", Restart => "restart", Teardown => "teardown" }
+);
+text_enum!(
     /// Why a `permissions_changed` event was sent.
     PermissionsReason { MembershipChanged => "membership_changed", SessionsEnded => "sessions_ended" }
 );

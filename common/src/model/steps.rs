@@ -22,11 +22,13 @@ pub enum Step {
     VerifyingDns,
     ConfiguringTraefik,
     HealthCheck,
+    StoppingContainer,
+    RemovingEnvironment,
     Completed,
 }
 
 /// (step, id, name, description, fatal)
-const TABLE: [(Step, &str, &str, &str, bool); 17] = [
+const TABLE: [(Step, &str, &str, &str, bool); 19] = [
     (
         Step::Initializing,
         "initializing",
@@ -140,6 +142,20 @@ const TABLE: [(Step, &str, &str, &str, bool); 17] = [
         false,
     ),
     (
+        Step::StoppingContainer,
+        "stopping_container",
+        "Stopping Container",
+        "Stopping the environment's containers",
+        true,
+    ),
+    (
+        Step::RemovingEnvironment,
+        "removing_environment",
+        "Removing Environment",
+        "Removing containers, network, DNS record and files",
+        true,
+    ),
+    (
         Step::Completed,
         "completed",
         "Completed",
@@ -204,7 +220,45 @@ impl Step {
 
 /// Progress percent after `finished` of the 16 stages.
 pub fn progress_percent(finished: usize) -> i32 {
-    ((finished.min(16) * 100) / 16) as i32
+    percent_of(finished, 16)
+}
+
+/// Progress percent after `finished` of `total` stages.
+pub fn percent_of(finished: usize, total: usize) -> i32 {
+    ((finished.min(total) * 100) / total.max(1)) as i32
+}
+
+impl crate::model::Action {
+    /// The stages a run of this action goes through, in order.
+    pub fn steps(self) -> &'static [Step] {
+        use crate::model::Action;
+        match self {
+            Action::Deploy => &Step::PIPELINE,
+            Action::Stop => &[
+                Step::Initializing,
+                Step::Connecting,
+                Step::StoppingContainer,
+            ],
+            Action::Start => &[
+                Step::Initializing,
+                Step::Connecting,
+                Step::StartingContainer,
+                Step::HealthCheck,
+            ],
+            Action::Restart => &[
+                Step::Initializing,
+                Step::Connecting,
+                Step::StoppingContainer,
+                Step::StartingContainer,
+                Step::HealthCheck,
+            ],
+            Action::Teardown => &[
+                Step::Initializing,
+                Step::Connecting,
+                Step::RemovingEnvironment,
+            ],
+        }
+    }
 }
 
 #[cfg(test)]
@@ -218,6 +272,14 @@ mod tests {
             assert_eq!(Step::parse(s.id()), Some(*s));
         }
         assert_eq!(Step::Completed.id(), "completed");
+        assert_eq!(
+            Step::parse("stopping_container"),
+            Some(Step::StoppingContainer)
+        );
+        assert_eq!(
+            Step::parse("removing_environment"),
+            Some(Step::RemovingEnvironment)
+        );
         let non_fatal: Vec<_> = Step::PIPELINE
             .iter()
             .filter(|s| !s.fatal())

@@ -19,8 +19,8 @@ use oec_common::db::deployments::{self, Ending, RunContext};
 use oec_common::events::Publisher;
 use oec_common::lifecycle;
 use oec_common::model::ids::DeploymentId;
-use oec_common::model::steps::{Step, progress_percent};
-use oec_common::model::{DeploymentStatus, EnvironmentStatus, LogLevel, StepStatus};
+use oec_common::model::steps::{Step, percent_of};
+use oec_common::model::{Action, DeploymentStatus, EnvironmentStatus, LogLevel, StepStatus};
 use oec_common::secrets::Masker;
 use serde_json::Value;
 use sqlx::PgPool;
@@ -235,17 +235,20 @@ pub async fn run_job(deps: Arc<Deps>, deployment_id: DeploymentId) {
     };
     heartbeat.abort();
     let mut serving = None;
+    let deploying = run.ctx.action == Action::Deploy;
     match &end {
-        End::Failed(reason) => {
+        End::Failed(reason) if deploying => {
             serving = rollback(&deps, &mut run, reason).await;
             cleanup(&deps, &run).await;
         }
-        End::Aborted(Abort::Cancelled) => {
+        End::Aborted(Abort::Cancelled) if deploying => {
             serving = rollback(&deps, &mut run, "the deployment was cancelled").await;
             cleanup(&deps, &run).await;
         }
-        End::Success => retire_replica(&run).await,
-        End::Aborted(_) => {}
+        End::Success if deploying => retire_replica(&run).await,
+        // A lifecycle run puts nothing back: the status says whether Odoo runs.
+        End::Failed(_) | End::Aborted(Abort::Cancelled) => serving = odoo_runs(&run).await,
+        End::Success | End::Aborted(_) => {}
     }
     // Dropping the target closes the SSH session, hanging up any remote command.
     drop(run);
@@ -254,8 +257,24 @@ pub async fn run_job(deps: Arc<Deps>, deployment_id: DeploymentId) {
     let _ = writer.await;
 }
 
+/// Whether the environment's Odoo container runs (`None` when unknown).
+async fn odoo_runs(run: &Run) -> Option<bool> {
+    let target = run.target.as_ref()?;
+    match docker::inspect(
+        target.docker(),
+        &names::odoo_container(run.ctx.environment_id),
+    )
+    .await
+    {
+        Ok(Some(c)) => Some(docker::is_running(&c)),
+        Ok(None) => Some(false),
+        Err(_) => None,
+    }
+}
+
 async fn pipeline(deps: &Deps, run: &mut Run, progress: &Progress) -> End {
-    for (i, step) in Step::PIPELINE.into_iter().enumerate() {
+    let steps = run.ctx.action.steps();
+    for (i, step) in steps.iter().copied().enumerate() {
         let pool = &deps.pool;
         let id = run.ctx.deployment_id;
         if let Err(e) = deployments::step_started(pool, id, step.id()).await {
@@ -280,7 +299,7 @@ async fn pipeline(deps: &Deps, run: &mut Run, progress: &Progress) -> End {
             e.message = run.log.mask(&e.message);
             e
         });
-        let percent = progress_percent(i + 1);
+        let percent = percent_of(i + 1, steps.len());
         let (status, latest, failure) = match result {
             Ok(Outcome::Completed(m)) => (StepStatus::Completed, m, None),
             Ok(Outcome::Warning(m)) => (StepStatus::Warning, m, None),
@@ -359,7 +378,14 @@ async fn finish(
 ) {
     let total = started.elapsed().as_secs_f64();
     let (status, error, env_status) = match &end {
-        End::Success => (DeploymentStatus::Success, None, EnvironmentStatus::Running),
+        End::Success => (
+            DeploymentStatus::Success,
+            None,
+            match ctx.action {
+                Action::Stop | Action::Teardown => EnvironmentStatus::Stopped,
+                Action::Deploy | Action::Start | Action::Restart => EnvironmentStatus::Running,
+            },
+        ),
         End::Failed(m) => (
             DeploymentStatus::Failed,
             Some(m.clone()),
@@ -403,6 +429,10 @@ async fn finish(
         None => text.to_owned(),
     };
     let last: Vec<(LogLevel, String)> = match &end {
+        End::Success if ctx.action != Action::Deploy => vec![(
+            LogLevel::Info,
+            format!("Environment {} completed in {total:.1}s", ctx.action),
+        )],
         End::Success => vec![
             (
                 LogLevel::Info,
@@ -439,13 +469,36 @@ async fn finish(
         lines: &lines,
     };
     match lifecycle::finish(&deps.pool, ctx.deployment_id, &ending).await {
-        Ok(Some((_, events))) => deps.publisher.publish_or_warn(&events).await,
+        Ok(Some((_, events))) => {
+            deps.publisher.publish_or_warn(&events).await;
+            if ctx.action == Action::Teardown && status == DeploymentStatus::Success {
+                forget_environment(deps, ctx).await;
+            }
+        }
         Ok(None) => {}
         Err(e) => {
             tracing::error!(deployment_id = %ctx.deployment_id, error = %e, "recording the end of the deployment failed");
         }
     }
     tracing::info!(deployment_id = %ctx.deployment_id, %status, seconds = total, "deployment finished");
+}
+
+/// After a successful teardown: the environment's record goes, with its
+/// deployments (as a plain DELETE does); its server holds nothing of it.
+async fn forget_environment(deps: &Deps, ctx: &RunContext) {
+    let env = ctx.environment_id.uuid();
+    match oec_common::db::delete_unless_deploying(
+        &deps.pool,
+        oec_common::db::DeleteScope::Environment,
+        env,
+    )
+    .await
+    {
+        Ok(_) => tracing::info!(environment_id = %env, "environment torn down and deleted"),
+        Err(e) => {
+            tracing::error!(environment_id = %env, error = %e, "deleting the torn-down environment failed")
+        }
+    }
 }
 
 /// After a successful deployment without a read replica, removes the one an

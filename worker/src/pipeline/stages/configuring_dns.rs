@@ -92,7 +92,7 @@ async fn remember(s: &Stage<'_>, record_id: &str) -> Result<(), StageError> {
 
 /// Sends one API request; its JSON answer, or what went wrong (URLs left
 /// out of the error, so no query string reaches a log).
-async fn call(
+pub(super) async fn call(
     request: reqwest::RequestBuilder,
     token: &str,
 ) -> Result<Value, (&'static str, String)> {
@@ -107,7 +107,7 @@ async fn call(
 }
 
 /// Cloudflare's envelope: `success` and `errors[].message`.
-fn check(v: &Value) -> Result<(), String> {
+pub(super) fn check(v: &Value) -> Result<(), String> {
     if v["success"].as_bool() == Some(true) {
         return Ok(());
     }

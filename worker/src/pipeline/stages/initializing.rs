@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use oec_common::model::Action;
 use oec_common::model::steps::Step;
 
 use crate::pipeline::{Outcome, Run, StageError, secs};
@@ -13,7 +14,18 @@ pub async fn run(run: &mut Run) -> Result<Outcome, StageError> {
     let log = &run.log;
     log.info(
         Step::Initializing,
-        &format!("Deploying {} ({})", ctx.project_name, ctx.environment_name),
+        &format!(
+            "{} {} ({})",
+            match ctx.action {
+                Action::Deploy => "Deploying",
+                Action::Stop => "Stopping",
+                Action::Start => "Starting",
+                Action::Restart => "Restarting",
+                Action::Teardown => "Tearing down",
+            },
+            ctx.project_name,
+            ctx.environment_name
+        ),
     );
     log.info(
         Step::Initializing,

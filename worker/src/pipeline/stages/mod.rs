@@ -11,12 +11,14 @@ mod health_check;
 mod initializing;
 mod initializing_database;
 mod installing_dependencies;
+mod lifecycle;
 mod pulling_image;
 pub mod starting_container;
 pub mod switch;
 mod verifying_dns;
 
 pub use cloning::GIT_PRELUDE;
+use oec_common::model::Action;
 use oec_common::model::steps::Step;
 
 use super::{Outcome, Run, Stage, StageError};
@@ -66,12 +68,15 @@ pub async fn run(step: Step, run: &mut Run) -> Result<Outcome, StageError> {
         Step::CloningProjectRepo => cloning::project(s).await,
         Step::PullingImage => pulling_image::run(s).await,
         Step::GeneratingConfig => generating_config::run(s).await,
+        Step::StartingContainer if s.ctx.action != Action::Deploy => lifecycle::start(s).await,
         Step::StartingContainer => starting_container::run(s).await,
         Step::InstallingDependencies => installing_dependencies::run(s).await,
         Step::InitializingDatabase => initializing_database::run(s).await,
         Step::VerifyingDns => verifying_dns::run(s).await,
         Step::ConfiguringTraefik => configuring_traefik::run(s).await,
         Step::HealthCheck => health_check::run(s).await,
+        Step::StoppingContainer => lifecycle::stop(s).await,
+        Step::RemovingEnvironment => lifecycle::teardown(s).await,
         Step::Completed => Ok(super::Outcome::Completed("Deployment completed".into())),
     }
 }

@@ -4,7 +4,7 @@
 //! `paasportal_pgdata_{uuid}`, `paasportal_net_{uuid}`); whatever finds,
 //! replaces or removes an object goes through these.
 
-use oec_common::model::ids::EnvironmentId;
+use crate::model::ids::EnvironmentId;
 
 pub fn odoo_container(env: EnvironmentId) -> String {
     format!("{env}_odoo")
