@@ -421,7 +421,10 @@ impl DeploymentStream {
             }
             return;
         }
-        if e.deployment_id() != Some(self.deployment.deployment_id) {
+        // Live only on /events/stream; here its line says the same.
+        if e.deployment_id() != Some(self.deployment.deployment_id)
+            || matches!(e, oec_common::events::Event::MigrationProgress(_))
+        {
             return;
         }
         match &p.line_frame {

@@ -29,9 +29,8 @@ pub const CONNECTED: &[u8] = b"event: connected\ndata: {\"status\":\"connected\"
 /// Every event a client can receive, serialized as the spec's
 /// `{"type": ..., "data": {...}}`. The schema clients read is
 /// `events.schema.json` (served at `/api/v1/events/schema`); a test checks
-/// real events against it. The spec's `migration_progress`,
-/// `replica.health_updated` and `alert_triggered` become variants here when
-/// something emits them.
+/// real events against it. The spec's `replica.health_updated` and
+/// `alert_triggered` become variants here when something emits them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "data", rename_all = "snake_case")]
 pub enum Event {
@@ -46,6 +45,9 @@ pub enum Event {
     /// re-check what they may deliver. Sent only to the user it names, or
     /// (no user) to everyone in its organization or project.
     PermissionsChanged(PermissionsChanged),
+    /// A migration restore moved to a new phase or finished one (the
+    /// spec's `migration_progress`), after the log line that says so.
+    MigrationProgress(MigrationProgress),
 }
 
 /// The deployment an event belongs to, as every deployment event carries it.
@@ -99,6 +101,19 @@ pub struct EnvironmentStatusChanged {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationProgress {
+    #[serde(flatten)]
+    pub deployment: DeploymentRef,
+    /// The restore's id: the deployment that runs it (an environment's
+    /// backup is restored by exactly one deployment).
+    pub migration_id: Uuid,
+    /// `download`, `database_restore`, `filestore` or `sanitize`.
+    pub step: String,
+    /// The restore's own progress, 0 to 100.
+    pub progress_percent: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PermissionsChanged {
     pub organization_id: Option<Uuid>,
     pub project_id: Option<Uuid>,
@@ -114,6 +129,7 @@ impl Event {
             Event::DeploymentFinished(_) => "deployment_finished",
             Event::EnvironmentStatus(_) => "environment_status",
             Event::PermissionsChanged(_) => "permissions_changed",
+            Event::MigrationProgress(_) => "migration_progress",
         }
     }
 
@@ -124,6 +140,7 @@ impl Event {
             Event::DeploymentFinished(e) => Some(e.deployment.project_id),
             Event::EnvironmentStatus(e) => Some(e.project_id),
             Event::PermissionsChanged(e) => e.project_id,
+            Event::MigrationProgress(e) => Some(e.deployment.project_id),
         }
     }
 
@@ -133,6 +150,7 @@ impl Event {
             Event::DeploymentFinished(e) => Some(e.deployment.deployment_id),
             Event::EnvironmentStatus(e) => e.deployment_id,
             Event::PermissionsChanged(_) => None,
+            Event::MigrationProgress(e) => Some(e.deployment.deployment_id),
         }
     }
 
@@ -280,7 +298,7 @@ mod tests {
             .filter_map(|r| r["$ref"].as_str()?.strip_prefix("#/$defs/"))
             .map(|k| format!("\"{k}\""))
             .collect();
-        assert_eq!(kinds.len(), 5, "{kinds:?}");
+        assert_eq!(kinds.len(), 6, "{kinds:?}");
         let here = root.join("common/src/events.rs");
         let mut found = Vec::new();
         for file in files.iter().filter(|f| **f != here) {

@@ -15,7 +15,7 @@ use crate::db::deployments::{
 };
 use crate::events::{
     DeploymentFinished, DeploymentProgress, DeploymentRef, Envelope, EnvironmentStatusChanged,
-    Event,
+    Event, MigrationProgress,
 };
 use crate::model::EnvironmentStatus;
 use crate::model::ids::DeploymentId;
@@ -66,6 +66,18 @@ fn lines(r: &Referenced, lines: &[LogLine]) -> impl Iterator<Item = Envelope> {
     lines
         .iter()
         .map(|l| Envelope::new(r.organization_id, line_event(&r.deployment, l)))
+}
+
+/// The `migration_progress` a stored line implies: a line of a migration
+/// restore whose data is `{"migration": {"step", "progress_percent"}}`.
+pub fn migration_event(deployment: &DeploymentRef, line: &LogLine) -> Option<Event> {
+    let m = line.data.as_ref()?.get("migration")?;
+    Some(Event::MigrationProgress(MigrationProgress {
+        deployment: deployment.clone(),
+        migration_id: deployment.deployment_id,
+        step: m.get("step")?.as_str()?.to_owned(),
+        progress_percent: i32::try_from(m.get("progress_percent")?.as_i64()?).ok()?,
+    }))
 }
 
 /// The end of a deployment: its last lines, `deployment_finished` and, when
@@ -137,7 +149,17 @@ pub async fn log_lines(
     batch: &[NewLog],
 ) -> sqlx::Result<Vec<Envelope>> {
     let rows = deployments::insert_logs(pool, r.deployment.deployment_id, batch).await?;
-    Ok(lines(r, &rows).collect())
+    let mut out = Vec::with_capacity(rows.len());
+    for l in &rows {
+        out.push(Envelope::new(
+            r.organization_id,
+            line_event(&r.deployment, l),
+        ));
+        if let Some(m) = migration_event(&r.deployment, l) {
+            out.push(Envelope::new(r.organization_id, m));
+        }
+    }
+    Ok(out)
 }
 
 /// Ends a running deployment (the worker's end, or the reaper's); `None`

@@ -618,6 +618,12 @@ async fn a_migration_backup_is_restored_once_and_never_again() {
         .environment(json!({"name": "migrated", "subdomain": sub, "migration_source_url": url}))
         .await;
     let _purge = Purge(env, sub.clone());
+    let mut sse = SseClient::connect(
+        &w.stack.url(&format!("/api/v1/events/stream?token={t}")),
+        None,
+    )
+    .await;
+    assert_eq!(sse.status, 200);
     let shown = w.get(&format!("/api/v1/environments/{env}")).await;
     assert_eq!(
         shown.body["migration_source_url"],
@@ -627,6 +633,39 @@ async fn a_migration_backup_is_restored_once_and_never_again() {
     let (id, d) = w.deploy_and_wait(env).await;
     let messages = w.messages(id).await;
     assert_eq!(d["status"], "success", "{d}\n{}", messages.join("\n"));
+    // The spec's migration_progress, phase by phase, each after its line.
+    let frames = sse
+        .until(Duration::from_secs(10), |m| {
+            m.event.as_deref() == Some("deployment_finished")
+        })
+        .await;
+    let phases: Vec<(String, i64)> = frames
+        .iter()
+        .filter(|m| m.event.as_deref() == Some("migration_progress"))
+        .map(|m| {
+            let d = &m.json()["data"];
+            assert_eq!(d["migration_id"], json!(id), "{d}");
+            assert_eq!(d["environment_id"], json!(env), "{d}");
+            (
+                d["step"].as_str().unwrap_or_default().to_owned(),
+                d["progress_percent"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, i64)> = [
+        ("download", 0),
+        ("download", 25),
+        ("database_restore", 25),
+        ("database_restore", 60),
+        ("filestore", 60),
+        ("filestore", 85),
+        ("sanitize", 85),
+        ("sanitize", 100),
+    ]
+    .iter()
+    .map(|(s, p)| ((*s).to_owned(), *p))
+    .collect();
+    assert_eq!(phases, expected);
     for expected in [
         "Restoring from migration backup...",
         "Restoring database from migration backup...",

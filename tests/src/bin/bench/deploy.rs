@@ -1,15 +1,26 @@
 //! `oec-bench deploy --api URL --token T [--runs N]`: a fresh deployment of
 //! a sample project (local git repository, the images of scripts/test-images)
 //! and N redeploys with unchanged images and repositories, wall time to
-//! healthy and per stage. The fresh deployment is the baseline of the same
-//! run. Needs `scripts/services` and `scripts/test-images` (scripts/bench
-//! runs them) and an api and worker configured for the test images.
+//! healthy and per stage; then, under HTTPS load through the server's
+//! Traefik (50 requests/s), side by side: a stop-then-start replacement of
+//! the Odoo container done here through the Docker API (the old product's
+//! path, the baseline) and oec's redeploys, failed requests and wall time;
+//! the snapshot of an upgrade and the rollback of a failing one. Needs
+//! `scripts/services` and `scripts/test-images` (scripts/bench runs them)
+//! and an api and worker configured for the test images and the proxy.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, NetworkingConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, InspectContainerOptions, RemoveContainerOptions,
+    StartContainerOptions, StopContainerOptionsBuilder,
+};
 use oec_tests::TargetEnv;
+use oec_tests::edge::{Load, client};
 use oec_tests::git::GitHost;
 use serde_json::{Value, json};
 
@@ -48,8 +59,25 @@ impl Api {
         Ok(v["id"].as_str().unwrap_or_default().to_owned())
     }
 
-    /// Deploys and waits; the deployment's wall time and per-stage seconds.
+    /// Deploys and waits for success; the deployment's wall time and per-stage seconds.
     async fn deploy(&self, env: &str) -> anyhow::Result<(f64, BTreeMap<usize, (String, f64)>)> {
+        let (wall, stages, d) = self.deploy_any(env).await?;
+        if d["status"] != "success" {
+            bail!(
+                "deployment {} ended {}: {}",
+                d["id"],
+                d["status"],
+                d["error_message"]
+            );
+        }
+        Ok((wall, stages))
+    }
+
+    /// Deploys and waits for the end; wall time, per-stage seconds, the final row.
+    async fn deploy_any(
+        &self,
+        env: &str,
+    ) -> anyhow::Result<(f64, BTreeMap<usize, (String, f64)>, Value)> {
         let t0 = Instant::now();
         let (status, d) = self
             .call(
@@ -72,13 +100,6 @@ impl Api {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let wall = t0.elapsed().as_secs_f64();
-        if d["status"] != "success" {
-            bail!(
-                "deployment {id} ended {}: {}",
-                d["status"],
-                d["error_message"]
-            );
-        }
         let (_, p) = self
             .call(
                 reqwest::Method::GET,
@@ -102,8 +123,231 @@ impl Api {
                 ),
             );
         }
-        Ok((wall, stages))
+        Ok((wall, stages, d))
     }
+
+    /// Seconds from the deployment's creation to the new container passing
+    /// its health check (the switch's line), if it got there.
+    async fn to_healthy(&self, d: &Value) -> Option<f64> {
+        let id = d["id"].as_str()?;
+        let (_, logs) = self
+            .call(
+                reqwest::Method::GET,
+                &format!("/deployments/{id}/logs?limit=500"),
+                None,
+            )
+            .await
+            .ok()?;
+        let created = chrono::DateTime::parse_from_rfc3339(d["created_at"].as_str()?).ok()?;
+        let line = logs["logs"].as_array()?.iter().find(|l| {
+            l["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("New container healthy ("))
+        })?;
+        let at = chrono::DateTime::parse_from_rfc3339(line["timestamp"].as_str()?).ok()?;
+        Some((at - created).num_milliseconds() as f64 / 1000.0)
+    }
+}
+
+/// The old product's redeploy, done here as the baseline: stop and remove
+/// the serving container, then create and start the same one again.
+async fn stop_then_start(docker: &Docker, name: &str) -> anyhow::Result<()> {
+    let c = docker
+        .inspect_container(name, None::<InspectContainerOptions>)
+        .await?;
+    let config = c.config.context("no config")?;
+    let endpoints = c.network_settings.and_then(|n| n.networks).map(|n| {
+        n.into_iter()
+            .map(|(net, e)| {
+                (
+                    net,
+                    bollard::models::EndpointSettings {
+                        aliases: e.aliases,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect()
+    });
+    docker
+        .stop_container(
+            name,
+            Some(StopContainerOptionsBuilder::default().t(10).build()),
+        )
+        .await?;
+    docker
+        .remove_container(name, None::<RemoveContainerOptions>)
+        .await?;
+    let body = ContainerCreateBody {
+        image: config.image,
+        env: config.env,
+        labels: config.labels,
+        cmd: config.cmd,
+        entrypoint: config.entrypoint,
+        user: config.user,
+        exposed_ports: config.exposed_ports,
+        healthcheck: config.healthcheck,
+        working_dir: config.working_dir,
+        host_config: c.host_config,
+        networking_config: Some(NetworkingConfig {
+            endpoints_config: endpoints,
+        }),
+        ..Default::default()
+    };
+    docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(name).build()),
+            body,
+        )
+        .await?;
+    docker
+        .start_container(name, None::<StartContainerOptions>)
+        .await?;
+    Ok(())
+}
+
+/// Waits until `https://{host}/web/health` answers 200 through the proxy.
+async fn answers(host: &str, roots: &str, within: Duration) -> anyhow::Result<()> {
+    let http = client(host, roots, false);
+    let deadline = Instant::now() + within;
+    loop {
+        if let Ok(r) = http.get(format!("https://{host}/web/health")).send().await
+            && r.status() == 200
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("{host} did not answer within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn manifest(version: &str) -> String {
+    format!("{{'name': 'Bench', 'version': '{version}', 'depends': ['base']}}\n")
+}
+
+/// The redeploy paths side by side under HTTPS load, then the snapshot of
+/// an upgrade and the rollback of a failing one.
+async fn under_load(
+    api: &Api,
+    git: &GitHost,
+    env: &str,
+    slug: &str,
+    runs: usize,
+) -> anyhow::Result<()> {
+    let target = TargetEnv::load();
+    let roots = std::fs::read_to_string(&target.acme_roots)?;
+    let host = format!("{slug}.oec.localhost");
+    let docker = Docker::connect_with_local_defaults()?;
+    let odoo = format!("{env}_odoo");
+    answers(&host, &roots, Duration::from_secs(30)).await?;
+    println!("\n-- under load: GET https://{host}/web/health 50/s through Traefik --");
+    println!(
+        "{:<40} {:>8} {:>8} {:>12}",
+        "replacement", "ok", "failed", "wall (s)"
+    );
+    let settle = Duration::from_secs(1);
+    // The baseline: stop-then-start through the Docker API.
+    let mut base_failed = 0;
+    for n in 0..runs {
+        let load = Load::start(&host, &roots);
+        tokio::time::sleep(settle).await;
+        let t0 = Instant::now();
+        stop_then_start(&docker, &odoo).await?;
+        answers(&host, &roots, Duration::from_secs(120)).await?;
+        let wall = t0.elapsed().as_secs_f64();
+        tokio::time::sleep(settle).await;
+        let (ok, failed) = load.stop().await;
+        base_failed += failed.len();
+        println!(
+            "{:<40} {ok:>8} {:>8} {wall:>12.2}",
+            format!("stop-then-start (baseline) #{}", n + 1),
+            failed.len()
+        );
+    }
+    // oec's redeploy, unchanged inputs.
+    let mut oec_failed = 0;
+    let mut healthy = Vec::new();
+    for n in 0..runs {
+        let load = Load::start(&host, &roots);
+        tokio::time::sleep(settle).await;
+        let (wall, _, d) = api.deploy_any(env).await?;
+        tokio::time::sleep(settle).await;
+        let (ok, failed) = load.stop().await;
+        if d["status"] != "success" {
+            bail!("redeploy ended {}: {}", d["status"], d["error_message"]);
+        }
+        oec_failed += failed.len();
+        let h = api.to_healthy(&d).await;
+        if let Some(h) = h {
+            healthy.push(h);
+        }
+        println!(
+            "{:<40} {ok:>8} {:>8} {wall:>12.2}   new container healthy after {}",
+            format!("oec redeploy #{}", n + 1),
+            failed.len(),
+            h.map_or("?".to_owned(), |h| format!("{h:.2}s"))
+        );
+    }
+    healthy.sort_by(f64::total_cmp);
+    println!(
+        "failed requests: baseline {base_failed}, oec {oec_failed} (target 0); unchanged redeploy to healthy: median {:.2}s (target < 5 s)",
+        healthy.get(healthy.len() / 2).copied().unwrap_or(f64::NAN)
+    );
+
+    // A snapshot: an installed module changes, so it is upgraded.
+    let status = tokio::process::Command::new("docker")
+        .args(["exec", "-u", "odoo", &odoo, "odoo", "-d", env])
+        .args(["-i", "bench_module", "--stop-after-init", "--no-http"])
+        .status()
+        .await?;
+    if !status.success() {
+        bail!("installing bench_module failed");
+    }
+    let m11 = manifest("1.1");
+    git.push(
+        "bench-project",
+        &[("bench_module/__manifest__.py", m11.as_str())],
+        "Bench 1.1",
+    );
+    let load = Load::start(&host, &roots);
+    let (wall, _, d) = api.deploy_any(env).await?;
+    let (ok, failed) = load.stop().await;
+    if d["status"] != "success" {
+        bail!("upgrade ended {}: {}", d["status"], d["error_message"]);
+    }
+    println!(
+        "upgrade of 1 module: {wall:.2}s, snapshot {} bytes in {:.2}s; {ok} ok, {} failed requests",
+        d["snapshot"]["bytes"],
+        d["snapshot"]["seconds"].as_f64().unwrap_or(f64::NAN),
+        failed.len()
+    );
+    // A rollback: the next upgrade's migration raises.
+    let m12 = manifest("1.2");
+    git.push(
+        "bench-project",
+        &[
+            ("bench_module/__manifest__.py", m12.as_str()),
+            (
+                "bench_module/migrations/1.2/pre-migrate.py",
+                "def migrate(cr, version):\n    raise Exception('bench: this migration fails')\n",
+            ),
+        ],
+        "Bench 1.2 (failing migration)",
+    );
+    let load = Load::start(&host, &roots);
+    let (wall, _, d) = api.deploy_any(env).await?;
+    tokio::time::sleep(settle).await;
+    let (ok, failed) = load.stop().await;
+    println!(
+        "failing upgrade: ended {} after {wall:.2}s, rolled_back {}, rollback {:.2}s; {ok} ok, {} failed requests",
+        d["status"],
+        d["rolled_back"],
+        d["rollback_seconds"].as_f64().unwrap_or(f64::NAN),
+        failed.len()
+    );
+    Ok(())
 }
 
 pub async fn deploy(args: &[String]) -> anyhow::Result<()> {
@@ -195,7 +439,7 @@ pub async fn deploy(args: &[String]) -> anyhow::Result<()> {
             walls.last().copied().unwrap_or(0.0),
             re / fresh
         );
-        anyhow::Ok(())
+        under_load(&api, &git, &env, &slug, runs).await
     }
     .await;
     oec_tests::purge_environment(env.parse().unwrap_or_default(), None);

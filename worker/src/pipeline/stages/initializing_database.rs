@@ -463,8 +463,10 @@ try:
     psql = ["psql", "-h", host, "-U", "odoo", "-v", "ON_ERROR_STOP=1", "-q"]
     subprocess.run(psql + ["-d", db, "-c", "DROP SCHEMA IF EXISTS public CASCADE; CREATE SCHEMA public;"], check=True, env=env)
     subprocess.run(psql + ["-d", db, "-f", os.path.join(work, "dump.sql")], check=True, env=env)
+    print("Database restored", flush=True)
     fs = os.path.join(work, "filestore.tar.gz")
     if os.path.exists(fs):
+        print("Restoring filestore...", flush=True)
         dest = f"/var/lib/odoo/filestore/{db}"
         shutil.rmtree(dest, ignore_errors=True)
         os.makedirs(dest)
@@ -486,11 +488,29 @@ try:
         " UPDATE ir_config_parameter SET value = '%s' WHERE key = 'database.uuid';"
         " DELETE FROM ir_config_parameter WHERE key IN ('database.enterprise_code', 'database.expiration_date', 'database.expiration_reason', 'ocn.uuid', 'web.base.url.freeze');"
     ) % ("'" + base_url.replace("'", "''") + "'", uuid.uuid4())
+    print("Sanitizing ir_config_parameter...", flush=True)
     subprocess.run(psql + ["-d", db, "-c", sanitize], check=True, env=env)
     print("ir_config_parameter sanitized", flush=True)
 finally:
     shutil.rmtree(work, ignore_errors=True)
 "#;
+
+/// The restore's phase a line of RESTORE starts or ends, with the
+/// restore's progress at that line (download 0-25, database 25-60,
+/// filestore 60-85, sanitize 85-100).
+fn migration_phase(line: &str) -> Option<(&'static str, i32)> {
+    Some(match line {
+        "Downloading migration backup..." => ("download", 0),
+        l if l.starts_with("Downloaded ") && l.ends_with(" bytes") => ("download", 25),
+        "Restoring database from migration backup..." => ("database_restore", 25),
+        "Database restored" => ("database_restore", 60),
+        "Restoring filestore..." => ("filestore", 60),
+        "Filestore restored" => ("filestore", 85),
+        "Sanitizing ir_config_parameter..." => ("sanitize", 85),
+        "ir_config_parameter sanitized" => ("sanitize", 100),
+        _ => return None,
+    })
+}
 
 async fn restore(s: &Stage<'_>, url: &str) -> Result<(), StageError> {
     let env = s.ctx.environment_id;
@@ -515,7 +535,14 @@ async fn restore(s: &Stage<'_>, url: &str) -> Result<(), StageError> {
             format!("PGPASSWORD={}", plan.db_password),
             format!("OEC_MIGRATION_URL={url}"),
         ],
-        &mut |l| log.info(l),
+        &mut |l| match migration_phase(l) {
+            Some((step, percent)) => log.line(
+                LogLevel::Info,
+                l,
+                Some(json!({"migration": {"step": step, "progress_percent": percent}})),
+            ),
+            None => log.info(l),
+        },
     )
     .await?;
     if out.exit_code != 0 {
