@@ -30,6 +30,9 @@ pub enum ApiError {
     QueueUnavailable(String),
     #[error(transparent)]
     Invalid(#[from] FieldError),
+    /// 422: a query parameter the endpoint does not take.
+    #[error("{}", .0.message)]
+    UnknownParameter(FieldError),
     /// 422 with its own code (not a field's).
     #[error("{message}")]
     Unprocessable { code: &'static str, message: String },
@@ -98,6 +101,7 @@ impl ApiError {
             ApiError::Forbidden(_) | ApiError::PortalAdminOnly => "forbidden".into(),
             ApiError::NotFound(what) => format!("{what}_not_found"),
             ApiError::Invalid(_) => "invalid_field".into(),
+            ApiError::UnknownParameter(_) => "unknown_query_parameter".into(),
             ApiError::PayloadTooLarge(_) => "payload_too_large".into(),
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type".into(),
             ApiError::NotReady(_) => "not_ready".into(),
@@ -118,6 +122,10 @@ impl ApiError {
                 what.replace('_', " ")
             ),
             ApiError::Invalid(e) => format!("Invalid {}: {}", e.field, e.message),
+            ApiError::UnknownParameter(e) => format!(
+                "This endpoint takes no query parameter `{}` ({}).",
+                e.field, e.message
+            ),
             ApiError::Internal(_) => "Internal error; it has been logged. Try again later.".into(),
             ApiError::DeploymentInProgress(id) => format!(
                 "Deployment {id} is pending or running here; wait for it to finish or cancel it."
@@ -153,9 +161,9 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } | ApiError::DeploymentInProgress(_) => StatusCode::CONFLICT,
             ApiError::QueueUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Invalid(_) | ApiError::Unprocessable { .. } => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::Invalid(_)
+            | ApiError::UnknownParameter(_)
+            | ApiError::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -168,7 +176,7 @@ impl ResponseError for ApiError {
             tracing::error!(error = ?e, "request failed");
         }
         let field = match self {
-            ApiError::Invalid(e) => Some(e.field.clone()),
+            ApiError::Invalid(e) | ApiError::UnknownParameter(e) => Some(e.field.clone()),
             _ => None,
         };
         let mut resp = HttpResponse::build(self.status_code());

@@ -153,6 +153,7 @@ pub const MAX_LIMIT: i64 = 500;
 
 /// `?skip=&limit=`: skip ≥ 0, 1 ≤ limit ≤ 500.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Pagination {
     pub skip: Option<i64>,
     pub limit: Option<i64>,
@@ -251,6 +252,25 @@ impl<T: serde::de::DeserializeOwned + 'static> FromRequest for Query<T> {
                 "contains a control character (only tab and line breaks are allowed)",
             )
             .into()));
+        }
+        // A parameter the endpoint does not take is a 422 naming it (the
+        // query structs deny unknown fields), never silently ignored.
+        if let Err(actix_web::error::QueryPayloadError::Deserialize(e)) =
+            web::Query::<T>::from_query(req.query_string())
+        {
+            let text = e.to_string();
+            if let Some((name, _)) = text
+                .strip_prefix("unknown field `")
+                .and_then(|rest| rest.split_once('`'))
+            {
+                return std::future::ready(Err(ApiError::UnknownParameter(
+                    oec_common::model::fields::FieldError {
+                        field: name.to_owned(),
+                        message: text.clone(),
+                    },
+                )
+                .into()));
+            }
         }
         let inner = web::Query::<T>::from_request(req, payload).into_inner();
         std::future::ready(inner.map(|q| Query(q.into_inner())))

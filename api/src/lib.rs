@@ -5,6 +5,7 @@ pub mod access;
 pub mod errors;
 pub mod extract;
 pub mod hub;
+pub mod listing;
 pub mod login_limit;
 pub mod request_log;
 pub mod routes;

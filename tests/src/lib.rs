@@ -111,6 +111,7 @@ pub fn test_settings(database_url: &str, extra: &[(&str, &str)]) -> Settings {
 #[derive(Debug)]
 pub struct Resp {
     pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
     pub body: Value,
     pub text: String,
 }
@@ -132,9 +133,15 @@ pub async fn request(
     }
     let resp = req.send().await.expect("request");
     let status = resp.status();
+    let headers = resp.headers().clone();
     let text = resp.text().await.expect("body");
     let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-    Resp { status, body, text }
+    Resp {
+        status,
+        headers,
+        body,
+        text,
+    }
 }
 
 impl Resp {
@@ -245,9 +252,15 @@ impl TestApp {
             .await
             .expect("request");
         let status = resp.status();
+        let headers = resp.headers().clone();
         let text = resp.text().await.expect("body");
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp { status, body, text }
+        Resp {
+            status,
+            headers,
+            body,
+            text,
+        }
     }
 
     pub async fn login(&self, email: &str, password: &str) -> String {

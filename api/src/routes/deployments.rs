@@ -2,7 +2,7 @@
 //! the live event streams (see `sse.rs`).
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures_util::stream;
 use oec_common::auth::Permission;
 use oec_common::db;
@@ -19,6 +19,7 @@ use super::resource;
 use crate::access;
 use crate::errors::ApiError;
 use crate::extract::{AuthUser, Json, Pagination, Query};
+use crate::listing;
 use crate::sse;
 use crate::state::AppState;
 
@@ -221,14 +222,37 @@ pub(crate) async fn start(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     project_id: Option<Uuid>,
+    environment_id: Option<Uuid>,
     status: Option<String>,
+    trigger: Option<String>,
+    /// RFC 3339: created at or after.
+    since: Option<String>,
+    /// RFC 3339: created before.
+    until: Option<String>,
     skip: Option<i64>,
     limit: Option<i64>,
 }
 
+fn parse_time(field: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    value
+        .map(|v| {
+            DateTime::parse_from_rfc3339(v)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| {
+                    ApiError::invalid(
+                        field,
+                        "must be an RFC 3339 time such as 2026-12-01T03:00:00Z",
+                    )
+                })
+        })
+        .transpose()
+}
+
 async fn list(
+    req: HttpRequest,
     state: web::Data<AppState>,
     user: AuthUser,
     q: Query<ListQuery>,
@@ -250,19 +274,49 @@ async fn list(
             })
         })
         .transpose()?;
+    let trigger = q
+        .trigger
+        .as_deref()
+        .map(|t| {
+            Trigger::parse(t).ok_or_else(|| {
+                ApiError::invalid("trigger", format!("must be one of {}", Trigger::choices()))
+            })
+        })
+        .transpose()?;
+    let since = parse_time("since", q.since.as_deref())?;
+    let until = parse_time("until", q.until.as_deref())?;
+    if let (Some(s), Some(u)) = (since, until)
+        && s >= u
+    {
+        return Err(ApiError::invalid("until", "must be later than since"));
+    }
     if let Some(p) = q.project_id {
         access::project(&state, &user, p, Permission::ProjectDeploymentsList).await?;
     }
-    let rows = db::deployments::list_visible(
-        &state.pool,
-        user.id,
-        user.portal_admin,
-        q.project_id,
-        status.map(|s| s.as_str()),
-        page,
-    )
-    .await?;
-    Ok(HttpResponse::Ok().json(rows))
+    if let Some(e) = q.environment_id {
+        let env = db::environments::get(&state.pool, e)
+            .await?
+            .ok_or(ApiError::NotFound("environment"))?;
+        access::project(
+            &state,
+            &user,
+            env.project_id,
+            Permission::ProjectDeploymentsList,
+        )
+        .await
+        .map_err(|e| e.not_found_as("environment"))?;
+    }
+    let filter = db::deployments::ListFilter {
+        project: q.project_id,
+        environment: q.environment_id,
+        status,
+        trigger,
+        since,
+        until,
+    };
+    let rows = db::deployments::list_visible(&state.pool, user.id, user.portal_admin, filter, page)
+        .await?;
+    Ok(listing::respond(&req, page, rows))
 }
 
 async fn get(
@@ -275,6 +329,7 @@ async fn get(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogsQuery {
     level: Option<String>,
     step: Option<String>,
@@ -473,6 +528,7 @@ async fn cancel(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ExportQuery {
     format: Option<String>,
 }

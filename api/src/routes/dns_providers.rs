@@ -1,7 +1,7 @@
 //! DNS providers (Cloudflare) of an organization; the API token is encrypted
 //! at rest and never returned.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use oec_common::auth::Permission;
 use oec_common::db;
 use oec_common::model::{DnsKind, fields};
@@ -12,6 +12,7 @@ use super::resource;
 use crate::access;
 use crate::errors::ApiError;
 use crate::extract::{AuthUser, Json, Pagination, Query};
+use crate::listing;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -33,6 +34,7 @@ pub struct CreateDnsProvider {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     organization_id: Option<Uuid>,
     skip: Option<i64>,
@@ -80,6 +82,7 @@ async fn create(
 }
 
 async fn list(
+    req: HttpRequest,
     state: web::Data<AppState>,
     user: AuthUser,
     q: Query<ListQuery>,
@@ -97,5 +100,5 @@ async fn list(
         page,
     )
     .await?;
-    Ok(HttpResponse::Ok().json(rows))
+    Ok(listing::respond(&req, page, rows))
 }

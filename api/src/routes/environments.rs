@@ -17,6 +17,7 @@ use super::resource;
 use crate::access;
 use crate::errors::ApiError;
 use crate::extract::{AuthUser, Json, Pagination, Query};
+use crate::listing;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -64,6 +65,7 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<Strin
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     project_id: Option<Uuid>,
     skip: Option<i64>,
@@ -283,6 +285,7 @@ async fn create(
 }
 
 async fn list(
+    req: HttpRequest,
     state: web::Data<AppState>,
     user: AuthUser,
     q: Query<ListQuery>,
@@ -295,7 +298,7 @@ async fn list(
     let rows =
         db::environments::list_visible(&state.pool, user.id, user.portal_admin, q.project_id, page)
             .await?;
-    Ok(HttpResponse::Ok().json(rows))
+    Ok(listing::respond(&req, page, rows))
 }
 
 /// Loads the environment and checks `permission` on its project; an
@@ -420,6 +423,7 @@ fn seal(state: &AppState, url: Option<&str>) -> Option<oec_common::secrets::Seal
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DeleteQuery {
     teardown: Option<bool>,
     delete_data: Option<bool>,

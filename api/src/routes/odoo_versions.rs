@@ -1,6 +1,6 @@
 //! Odoo versions and the image each deploys; portal admins manage them.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use oec_common::auth::Permission;
 use oec_common::db;
 use oec_common::model::fields;
@@ -9,6 +9,7 @@ use serde::Deserialize;
 use super::resource;
 use crate::errors::ApiError;
 use crate::extract::{AuthUser, Json, Pagination, Query};
+use crate::listing;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -82,10 +83,12 @@ async fn create(
 
 /// Every signed-in user may list versions, to choose one for an environment.
 async fn list(
+    req: HttpRequest,
     state: web::Data<AppState>,
     _user: AuthUser,
     q: Query<Pagination>,
 ) -> Result<HttpResponse, ApiError> {
     let page = q.page(50)?;
-    Ok(HttpResponse::Ok().json(db::odoo_versions::list(&state.pool, page).await?))
+    let rows = db::odoo_versions::list(&state.pool, page).await?;
+    Ok(listing::respond(&req, page, rows))
 }

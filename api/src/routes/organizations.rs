@@ -1,6 +1,6 @@
 //! Organizations and their members.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use oec_common::auth::Permission;
 use oec_common::db;
 use oec_common::model::{OrgRole, fields};
@@ -11,6 +11,7 @@ use super::resource;
 use crate::access;
 use crate::errors::ApiError;
 use crate::extract::{AuthUser, Json, Pagination, Query};
+use crate::listing;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -76,14 +77,15 @@ async fn create(
 }
 
 async fn list(
+    req: HttpRequest,
     state: web::Data<AppState>,
     user: AuthUser,
     q: Query<Pagination>,
 ) -> Result<HttpResponse, ApiError> {
     let page = q.page(50)?;
-    Ok(HttpResponse::Ok().json(
-        db::organizations::list_visible(&state.pool, user.id, user.portal_admin, page).await?,
-    ))
+    let rows =
+        db::organizations::list_visible(&state.pool, user.id, user.portal_admin, page).await?;
+    Ok(listing::respond(&req, page, rows))
 }
 
 async fn get(

@@ -1,6 +1,6 @@
 //! Projects and their members.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use oec_common::auth::Permission;
 use oec_common::db;
 use oec_common::db::projects::{NewProject, ProjectPatch};
@@ -12,6 +12,7 @@ use super::resource;
 use crate::access;
 use crate::errors::ApiError;
 use crate::extract::{AuthUser, Json, Pagination, Query};
+use crate::listing;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -50,6 +51,7 @@ pub struct UpdateProject {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     organization_id: Option<Uuid>,
     skip: Option<i64>,
@@ -102,6 +104,7 @@ async fn create(
 }
 
 async fn list(
+    req: HttpRequest,
     state: web::Data<AppState>,
     user: AuthUser,
     q: Query<ListQuery>,
@@ -119,7 +122,7 @@ async fn list(
         page,
     )
     .await?;
-    Ok(HttpResponse::Ok().json(rows))
+    Ok(listing::respond(&req, page, rows))
 }
 
 async fn get(

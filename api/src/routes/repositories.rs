@@ -1,6 +1,6 @@
 //! Addon repositories at platform, organization or project scope.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use oec_common::auth::Permission;
 use oec_common::db;
 use oec_common::db::repositories::NewRepository;
@@ -12,6 +12,7 @@ use super::resource;
 use crate::access;
 use crate::errors::ApiError;
 use crate::extract::{AuthUser, Json, Pagination, Query};
+use crate::listing;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -115,11 +116,13 @@ async fn create(
 }
 
 async fn list(
+    req: HttpRequest,
     state: web::Data<AppState>,
     user: AuthUser,
     q: Query<Pagination>,
 ) -> Result<HttpResponse, ApiError> {
     let page = q.page(50)?;
-    Ok(HttpResponse::Ok()
-        .json(db::repositories::list_visible(&state.pool, user.id, user.portal_admin, page).await?))
+    let rows =
+        db::repositories::list_visible(&state.pool, user.id, user.portal_admin, page).await?;
+    Ok(listing::respond(&req, page, rows))
 }

@@ -1,7 +1,7 @@
 //! Servers: where environments are deployed. Credentials are encrypted at
 //! rest and never returned.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use oec_common::auth::Permission;
 use oec_common::db;
 use oec_common::db::servers::NewServer;
@@ -13,6 +13,7 @@ use super::resource;
 use crate::access;
 use crate::errors::ApiError;
 use crate::extract::{AuthUser, Json, Pagination, Query};
+use crate::listing;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -51,6 +52,7 @@ fn default_port() -> i64 {
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ListQuery {
     organization_id: Option<Uuid>,
     skip: Option<i64>,
@@ -266,6 +268,7 @@ async fn delete(
 }
 
 async fn list(
+    req: HttpRequest,
     state: web::Data<AppState>,
     user: AuthUser,
     q: Query<ListQuery>,
@@ -283,7 +286,7 @@ async fn list(
         page,
     )
     .await?;
-    Ok(HttpResponse::Ok().json(rows))
+    Ok(listing::respond(&req, page, rows))
 }
 
 /// The server, if the user may view it (else it is not found).
@@ -345,6 +348,7 @@ async fn get(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CheckQuery {
     /// Seconds to wait for the result (default 60, at most 120; 0 answers
     /// at once with the pending check).

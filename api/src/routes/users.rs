@@ -1,6 +1,6 @@
 //! Users: portal admins create, list and delete them.
 
-use actix_web::{HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use oec_common::auth::Permission;
 use oec_common::model::fields;
 use oec_common::{auth, db};
@@ -10,6 +10,7 @@ use uuid::Uuid;
 use super::resource;
 use crate::errors::ApiError;
 use crate::extract::{AuthUser, Json, Pagination, Query};
+use crate::listing;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -54,13 +55,15 @@ async fn create(
 }
 
 async fn list(
+    req: HttpRequest,
     state: web::Data<AppState>,
     user: AuthUser,
     q: Query<Pagination>,
 ) -> Result<HttpResponse, ApiError> {
     user.require_portal(Permission::PortalUsersManage)?;
     let page = q.page(50)?;
-    Ok(HttpResponse::Ok().json(db::users::list(&state.pool, page).await?))
+    let rows = db::users::list(&state.pool, page).await?;
+    Ok(listing::respond(&req, page, rows))
 }
 
 /// Deletes a user: their memberships and sessions go with them, their open

@@ -237,30 +237,52 @@ pub async fn get(pool: &PgPool, id: DeploymentId) -> sqlx::Result<Option<Deploym
         .await
 }
 
+/// What a deployment list is narrowed to (every field optional).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ListFilter {
+    pub project: Option<Uuid>,
+    pub environment: Option<Uuid>,
+    pub status: Option<DeploymentStatus>,
+    pub trigger: Option<Trigger>,
+    /// Created at or after.
+    pub since: Option<DateTime<Utc>>,
+    /// Created before.
+    pub until: Option<DateTime<Utc>>,
+}
+
 /// Deployments of the projects whose deployments the user may list, newest first.
 pub async fn list_visible(
     pool: &PgPool,
     user: Uuid,
     portal_admin: bool,
-    project: Option<Uuid>,
-    status: Option<&str>,
+    filter: ListFilter,
     page: Page,
-) -> sqlx::Result<Vec<Deployment>> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM deployments d
+) -> sqlx::Result<super::Paged<Deployment>> {
+    let sql = format!(
+        "SELECT {COLUMNS}, count(*) OVER () AS total_count FROM deployments d
          WHERE ($3::uuid IS NULL OR d.project_id = $3) AND ($4::text IS NULL OR d.status = $4)
+           AND ($8::uuid IS NULL OR d.environment_id = $8) AND ($9::text IS NULL OR d.trigger = $9)
+           AND ($10::timestamptz IS NULL OR d.created_at >= $10)
+           AND ($11::timestamptz IS NULL OR d.created_at < $11)
            AND ($1 OR {ROLE_PAIR} = ANY($7))
          ORDER BY created_at DESC, id DESC OFFSET $5 LIMIT $6",
         ROLE_PAIR = super::role_pair("d.project_id")
-    ))
-    .bind(portal_admin)
-    .bind(user)
-    .bind(project)
-    .bind(status)
-    .bind(page.skip)
-    .bind(page.limit)
-    .bind(role_pairs_with(Permission::ProjectDeploymentsList))
-    .fetch_all(pool)
+    );
+    super::paged(page, |page| {
+        sqlx::query_as(&sql)
+            .bind(portal_admin)
+            .bind(user)
+            .bind(filter.project)
+            .bind(filter.status)
+            .bind(page.skip)
+            .bind(page.limit)
+            .bind(role_pairs_with(Permission::ProjectDeploymentsList))
+            .bind(filter.environment)
+            .bind(filter.trigger)
+            .bind(filter.since)
+            .bind(filter.until)
+            .fetch_all(pool)
+    })
     .await
 }
 

@@ -50,20 +50,25 @@ pub async fn list_visible(
     portal_admin: bool,
     org: Option<Uuid>,
     page: Page,
-) -> sqlx::Result<Vec<DnsProvider>> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM dns_providers d
+) -> sqlx::Result<super::Paged<DnsProvider>> {
+    let sql = format!(
+        "SELECT {COLUMNS}, count(*) OVER () AS total_count FROM dns_providers d
          WHERE ($3::uuid IS NULL OR d.organization_id = $3)
            AND ($1 OR EXISTS (SELECT 1 FROM organization_members m WHERE m.organization_id = d.organization_id
                               AND m.user_id = $2 AND m.role = ANY($6)))
          ORDER BY created_at, id OFFSET $4 LIMIT $5"
-    ))
-    .bind(portal_admin)
-    .bind(user)
-    .bind(org)
-    .bind(page.skip)
-    .bind(page.limit)
-    .bind(crate::auth::org_roles_with(crate::auth::Permission::OrgDnsView))
-    .fetch_all(pool)
+    );
+    super::paged(page, |page| {
+        sqlx::query_as(&sql)
+            .bind(portal_admin)
+            .bind(user)
+            .bind(org)
+            .bind(page.skip)
+            .bind(page.limit)
+            .bind(crate::auth::org_roles_with(
+                crate::auth::Permission::OrgDnsView,
+            ))
+            .fetch_all(pool)
+    })
     .await
 }

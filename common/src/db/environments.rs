@@ -155,23 +155,26 @@ pub async fn list_visible(
     portal_admin: bool,
     project: Option<Uuid>,
     page: Page,
-) -> sqlx::Result<Vec<Environment>> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM environments e
+) -> sqlx::Result<super::Paged<Environment>> {
+    let sql = format!(
+        "SELECT {COLUMNS}, count(*) OVER () AS total_count FROM environments e
          WHERE ($3::uuid IS NULL OR e.project_id = $3)
            AND ($1 OR {ROLE_PAIR} = ANY($6))
          ORDER BY created_at, id OFFSET $4 LIMIT $5",
         ROLE_PAIR = super::role_pair("e.project_id")
-    ))
-    .bind(portal_admin)
-    .bind(user)
-    .bind(project)
-    .bind(page.skip)
-    .bind(page.limit)
-    .bind(crate::auth::role_pairs_with(
-        crate::auth::Permission::ProjectEnvironmentsView,
-    ))
-    .fetch_all(pool)
+    );
+    super::paged(page, |page| {
+        sqlx::query_as(&sql)
+            .bind(portal_admin)
+            .bind(user)
+            .bind(project)
+            .bind(page.skip)
+            .bind(page.limit)
+            .bind(crate::auth::role_pairs_with(
+                crate::auth::Permission::ProjectEnvironmentsView,
+            ))
+            .fetch_all(pool)
+    })
     .await
 }
 

@@ -19,8 +19,8 @@ pub mod users;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::{FromRow, PgPool, Row as _};
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -47,6 +47,46 @@ pub async fn connect_and_migrate(url: &str, max_connections: u32) -> anyhow::Res
 pub struct Page {
     pub skip: i64,
     pub limit: i64,
+}
+
+/// One page of a list and the size of the whole (filtered) list.
+#[derive(Debug)]
+pub struct Paged<T> {
+    pub rows: Vec<T>,
+    pub total: i64,
+}
+
+/// A row of a list query that also selects `count(*) OVER () AS
+/// total_count`: the list's size rides on every row of the page.
+pub struct Counted<T>(T, i64);
+
+impl<'r, T: FromRow<'r, PgRow>> FromRow<'r, PgRow> for Counted<T> {
+    fn from_row(row: &'r PgRow) -> sqlx::Result<Self> {
+        Ok(Counted(T::from_row(row)?, row.try_get("total_count")?))
+    }
+}
+
+/// Runs a list query (`run`, given the page) whose rows are [`Counted`].
+/// A page past the end has no row to carry the count, so the first row is
+/// asked for then: the total is right on every page.
+pub(crate) async fn paged<T, F, Fut>(page: Page, run: F) -> sqlx::Result<Paged<T>>
+where
+    F: Fn(Page) -> Fut,
+    Fut: std::future::Future<Output = sqlx::Result<Vec<Counted<T>>>>,
+{
+    let rows = run(page).await?;
+    let total = match rows.first() {
+        Some(Counted(_, total)) => *total,
+        None if page.skip > 0 => run(Page { skip: 0, limit: 1 })
+            .await?
+            .first()
+            .map_or(0, |Counted(_, total)| *total),
+        None => 0,
+    };
+    Ok(Paged {
+        rows: rows.into_iter().map(|Counted(row, _)| row).collect(),
+        total,
+    })
 }
 
 /// True when `e` is a violation of the named unique constraint or index.

@@ -42,13 +42,16 @@ pub async fn insert(
     .await
 }
 
-pub async fn list(pool: &PgPool, page: Page) -> sqlx::Result<Vec<OdooVersion>> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM odoo_versions ORDER BY version OFFSET $1 LIMIT $2"
-    ))
-    .bind(page.skip)
-    .bind(page.limit)
-    .fetch_all(pool)
+pub async fn list(pool: &PgPool, page: Page) -> sqlx::Result<super::Paged<OdooVersion>> {
+    let sql = format!(
+        "SELECT {COLUMNS}, count(*) OVER () AS total_count FROM odoo_versions ORDER BY version OFFSET $1 LIMIT $2"
+    );
+    super::paged(page, |page| {
+        sqlx::query_as(&sql)
+            .bind(page.skip)
+            .bind(page.limit)
+            .fetch_all(pool)
+    })
     .await
 }
 

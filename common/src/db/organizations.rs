@@ -63,19 +63,22 @@ pub async fn list_visible(
     user: Uuid,
     portal_admin: bool,
     page: Page,
-) -> sqlx::Result<Vec<Organization>> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM organizations o
+) -> sqlx::Result<super::Paged<Organization>> {
+    let sql = format!(
+        "SELECT {COLUMNS}, count(*) OVER () AS total_count FROM organizations o
          WHERE $1 OR EXISTS (SELECT 1 FROM organization_members m WHERE m.organization_id = o.id AND m.user_id = $2)
             OR EXISTS (SELECT 1 FROM project_members pm JOIN projects p ON p.id = pm.project_id
                        WHERE p.organization_id = o.id AND pm.user_id = $2)
          ORDER BY created_at, id OFFSET $3 LIMIT $4"
-    ))
-    .bind(portal_admin)
-    .bind(user)
-    .bind(page.skip)
-    .bind(page.limit)
-    .fetch_all(pool)
+    );
+    super::paged(page, |page| {
+        sqlx::query_as(&sql)
+            .bind(portal_admin)
+            .bind(user)
+            .bind(page.skip)
+            .bind(page.limit)
+            .fetch_all(pool)
+    })
     .await
 }
 

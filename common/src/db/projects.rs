@@ -61,20 +61,23 @@ pub async fn list_visible(
     portal_admin: bool,
     org: Option<Uuid>,
     page: Page,
-) -> sqlx::Result<Vec<Project>> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM projects p
+) -> sqlx::Result<super::Paged<Project>> {
+    let sql = format!(
+        "SELECT {COLUMNS}, count(*) OVER () AS total_count FROM projects p
          WHERE ($3::uuid IS NULL OR p.organization_id = $3)
            AND ($1 OR EXISTS (SELECT 1 FROM organization_members m WHERE m.organization_id = p.organization_id AND m.user_id = $2)
                    OR EXISTS (SELECT 1 FROM project_members pm WHERE pm.project_id = p.id AND pm.user_id = $2))
          ORDER BY created_at, id OFFSET $4 LIMIT $5"
-    ))
-    .bind(portal_admin)
-    .bind(user)
-    .bind(org)
-    .bind(page.skip)
-    .bind(page.limit)
-    .fetch_all(pool)
+    );
+    super::paged(page, |page| {
+        sqlx::query_as(&sql)
+            .bind(portal_admin)
+            .bind(user)
+            .bind(org)
+            .bind(page.skip)
+            .bind(page.limit)
+            .fetch_all(pool)
+    })
     .await
 }
 

@@ -62,22 +62,29 @@ pub async fn list_visible(
     user: Uuid,
     portal_admin: bool,
     page: Page,
-) -> sqlx::Result<Vec<Repository>> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM addon_repositories r
+) -> sqlx::Result<super::Paged<Repository>> {
+    let sql = format!(
+        "SELECT {COLUMNS}, count(*) OVER () AS total_count FROM addon_repositories r
          WHERE $1 OR r.scope = 'platform'
             OR EXISTS (SELECT 1 FROM organization_members m WHERE m.organization_id = r.organization_id
                        AND m.user_id = $2 AND m.role = ANY($5))
             OR (r.scope = 'project' AND {ROLE_PAIR} = ANY($6))
          ORDER BY scope, priority DESC, name OFFSET $3 LIMIT $4",
         ROLE_PAIR = super::role_pair("r.project_id")
-    ))
-    .bind(portal_admin)
-    .bind(user)
-    .bind(page.skip)
-    .bind(page.limit)
-    .bind(crate::auth::org_roles_with(crate::auth::Permission::OrgRepositoriesView))
-    .bind(crate::auth::role_pairs_with(crate::auth::Permission::ProjectRepositoriesView))
-    .fetch_all(pool)
+    );
+    super::paged(page, |page| {
+        sqlx::query_as(&sql)
+            .bind(portal_admin)
+            .bind(user)
+            .bind(page.skip)
+            .bind(page.limit)
+            .bind(crate::auth::org_roles_with(
+                crate::auth::Permission::OrgRepositoriesView,
+            ))
+            .bind(crate::auth::role_pairs_with(
+                crate::auth::Permission::ProjectRepositoriesView,
+            ))
+            .fetch_all(pool)
+    })
     .await
 }

@@ -72,19 +72,22 @@ pub async fn list_visible(
     portal_admin: bool,
     org: Option<Uuid>,
     page: Page,
-) -> sqlx::Result<Vec<Server>> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM servers s
+) -> sqlx::Result<super::Paged<Server>> {
+    let sql = format!(
+        "SELECT {COLUMNS}, count(*) OVER () AS total_count FROM servers s
          WHERE ($3::uuid IS NULL OR s.organization_id = $3)
            AND ($1 OR EXISTS (SELECT 1 FROM organization_members m WHERE m.organization_id = s.organization_id AND m.user_id = $2))
          ORDER BY created_at, id OFFSET $4 LIMIT $5"
-    ))
-    .bind(portal_admin)
-    .bind(user)
-    .bind(org)
-    .bind(page.skip)
-    .bind(page.limit)
-    .fetch_all(pool)
+    );
+    super::paged(page, |page| {
+        sqlx::query_as(&sql)
+            .bind(portal_admin)
+            .bind(user)
+            .bind(org)
+            .bind(page.skip)
+            .bind(page.limit)
+            .fetch_all(pool)
+    })
     .await
 }
 

@@ -85,13 +85,16 @@ pub async fn credentials(pool: &PgPool, email: &str) -> sqlx::Result<Option<(Uui
         .await
 }
 
-pub async fn list(pool: &PgPool, page: Page) -> sqlx::Result<Vec<User>> {
-    sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM users ORDER BY created_at, id OFFSET $1 LIMIT $2"
-    ))
-    .bind(page.skip)
-    .bind(page.limit)
-    .fetch_all(pool)
+pub async fn list(pool: &PgPool, page: Page) -> sqlx::Result<super::Paged<User>> {
+    let sql = format!(
+        "SELECT {COLUMNS}, count(*) OVER () AS total_count FROM users ORDER BY created_at, id OFFSET $1 LIMIT $2"
+    );
+    super::paged(page, |page| {
+        sqlx::query_as(&sql)
+            .bind(page.skip)
+            .bind(page.limit)
+            .fetch_all(pool)
+    })
     .await
 }
 

@@ -464,7 +464,29 @@ async fn environments_crud_with_defaults_and_reference_checks() {
         .execute(&app.db)
         .await
         .expect("delete");
-    assert_eq!(app.delete(&path, t).await.status, StatusCode::NO_CONTENT);
+    // A plain DELETE removes oec's records only and names what stays on the server.
+    let r = app.delete(&path, t).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["deleted"], true);
+    assert_eq!(r.body["teardown"], false);
+    let left = &r.body["left_on_server"];
+    let id = w.environment.to_string();
+    let containers = left["containers"].as_array().expect("containers");
+    assert!(
+        !containers.is_empty()
+            && containers
+                .iter()
+                .all(|c| c.as_str().is_some_and(|c| c.contains(&id))),
+        "{left}"
+    );
+    assert!(
+        left["network"].as_str().is_some_and(|n| n.ends_with(&id)),
+        "{left}"
+    );
+    assert!(
+        left["directory"].as_str().is_some_and(|d| d.ends_with(&id)),
+        "{left}"
+    );
     assert_eq!(app.get(&path, t).await.status, StatusCode::NOT_FOUND);
 }
 
