@@ -1069,7 +1069,12 @@ async fn an_ssh_repository_url_fails_at_once_trusts_hosts_per_environment_and_th
     let messages = w.messages(id).await.join("\n");
     assert_eq!(d["status"], "failed", "{d}\n{messages}");
     assert_eq!(d["current_step"], "cloning_project_repo", "{d}");
-    assert_eq!(d["error_message"], "Failed to clone over-ssh", "{d}");
+    assert!(
+        d["error_message"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("Failed to clone over-ssh")),
+        "{d}"
+    );
     assert!(
         took < std::time::Duration::from_secs(120),
         "the ssh:// clone held the deployment {took:?}"

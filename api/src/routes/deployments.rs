@@ -615,11 +615,19 @@ async fn export(
                 );
             } else {
                 out.push_str(&format!(
-                    "[{}] [{}] {}\n",
+                    "[{}] [{}] [{}] {}\n",
                     l.timestamp.format("%Y-%m-%d %H:%M:%S"),
                     l.level.as_str().to_uppercase(),
+                    l.step.as_deref().unwrap_or("-"),
                     l.message
                 ));
+                // An error's data (its code, cause and hint) on the next
+                // line, indented: every line of the log still starts with `[`.
+                if l.level == LogLevel::Error
+                    && let Some(data) = l.data.as_ref().filter(|d| !d.is_null())
+                {
+                    out.push_str(&format!("    data: {data}\n"));
+                }
             }
             c.first = false;
             c.last = l.seq;

@@ -70,6 +70,36 @@ impl StageError {
     }
 }
 
+impl StageError {
+    /// What the deployment's `error_message` says: the message, then the
+    /// cause its data names (`error`, `error_code`, `hint`), e.g. `Failed
+    /// to connect to server via SSH: Wrong password (AUTH_FAILED); check
+    /// the server's SSH user and password or key`.
+    pub fn summary(&self) -> String {
+        let field = |k: &str| {
+            self.data
+                .as_ref()
+                .and_then(|d| d.get(k))
+                .and_then(Value::as_str)
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+        };
+        let mut s = self.message.clone();
+        if let Some(cause) = field("error").filter(|c| !self.message.contains(c)) {
+            s.push_str(": ");
+            s.push_str(cause);
+        }
+        if let Some(code) = field("error_code") {
+            s.push_str(&format!(" ({code})"));
+        }
+        if let Some(hint) = field("hint") {
+            s.push_str("; ");
+            s.push_str(hint);
+        }
+        s
+    }
+}
+
 impl From<anyhow::Error> for StageError {
     fn from(e: anyhow::Error) -> Self {
         StageError::new(format!("{e:#}"))
@@ -307,7 +337,8 @@ async fn pipeline(deps: &Deps, run: &mut Run, progress: &Progress) -> End {
             Err(e) if step.fatal() => {
                 run.log
                     .line(LogLevel::Error, step, &e.message, e.data.clone());
-                (StepStatus::Failed, e.message.clone(), Some(e.message))
+                let summary = run.log.mask(&e.summary());
+                (StepStatus::Failed, e.message, Some(summary))
             }
             Err(e) => {
                 let m = format!("{} ({})", e.message, secs(t0));
