@@ -72,8 +72,17 @@ pub(crate) fn sse_frame(kind: &str, id: &str, body: &str) -> web::Bytes {
     web::Bytes::from(out)
 }
 
+/// What the hub's subscription hands the threads: an event, or word that
+/// it subscribed again after losing Redis (events published meanwhile may
+/// never have reached Redis; a deployment's stream reads PostgreSQL then).
+#[derive(Clone)]
+pub enum Hubbed {
+    Event(Arc<Prepared>),
+    Resubscribed,
+}
+
 pub struct Hub {
-    tx: broadcast::Sender<Arc<Prepared>>,
+    tx: broadcast::Sender<Hubbed>,
 }
 
 impl Hub {
@@ -89,7 +98,7 @@ impl Hub {
         Ok(Arc::new(Hub { tx }))
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Prepared>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Hubbed> {
         self.tx.subscribe()
     }
 }
@@ -102,6 +111,9 @@ pub enum Relayed {
     Lost,
     /// Time for the `: keepalive` comment (one timer per thread, not per client).
     Keepalive,
+    /// The subscription to Redis was lost and is back: what was published
+    /// meanwhile may be missing from the live events.
+    Resubscribed,
 }
 
 /// The hub's events on one actix worker thread: a single receiver of the
@@ -122,7 +134,8 @@ impl LocalHub {
             loop {
                 let item = tokio::select! {
                     r = rx.recv() => match r {
-                        Ok(p) => Relayed::Event(p),
+                        Ok(Hubbed::Event(p)) => Relayed::Event(p),
+                        Ok(Hubbed::Resubscribed) => Relayed::Resubscribed,
                         Err(broadcast::error::RecvError::Lagged(_)) => Relayed::Lost,
                         Err(broadcast::error::RecvError::Closed) => return,
                     },
@@ -140,12 +153,29 @@ impl LocalHub {
     }
 }
 
-async fn pump(client: redis::Client, publisher: Publisher, tx: broadcast::Sender<Arc<Prepared>>) {
+/// The first wait before resubscribing, and the longest.
+const RESUBSCRIBE_FIRST: Duration = Duration::from_millis(250);
+const RESUBSCRIBE_MAX: Duration = Duration::from_secs(30);
+
+/// The wait before the next attempt: `delay` with full jitter in its upper
+/// half (so the api processes of a fleet do not reconnect in step), and the
+/// delay after that, doubled up to [`RESUBSCRIBE_MAX`].
+fn backoff(delay: Duration) -> (Duration, Duration) {
+    let unit = (Uuid::new_v4().as_u128() % 1_000) as u32;
+    let wait = delay / 2 + delay / 2 * unit / 1_000;
+    (wait, (delay * 2).min(RESUBSCRIBE_MAX))
+}
+
+async fn pump(client: redis::Client, publisher: Publisher, tx: broadcast::Sender<Hubbed>) {
     let mut last: Option<String> = None;
+    let mut first = true;
+    let mut delay = RESUBSCRIBE_FIRST;
     loop {
         match client.get_async_pubsub().await {
             Ok(mut pubsub) => match pubsub.subscribe(publisher.channel()).await {
                 Ok(()) => {
+                    delay = RESUBSCRIBE_FIRST;
+                    tracing::info!("subscribed to the events channel");
                     // Events published while we were not subscribed.
                     if let Some(id) = &last
                         && let Ok((missed, _)) = publisher
@@ -154,9 +184,13 @@ async fn pump(client: redis::Client, publisher: Publisher, tx: broadcast::Sender
                     {
                         for e in missed {
                             last = Some(e.id.clone());
-                            let _ = tx.send(Arc::new(Prepared::new(e)));
+                            let _ = tx.send(Hubbed::Event(Arc::new(Prepared::new(e))));
                         }
                     }
+                    if !first {
+                        let _ = tx.send(Hubbed::Resubscribed);
+                    }
+                    first = false;
                     let mut messages = pubsub.into_on_message();
                     while let Some(msg) = messages.next().await {
                         let Ok(payload) = msg.get_payload::<String>() else {
@@ -174,7 +208,7 @@ async fn pump(client: redis::Client, publisher: Publisher, tx: broadcast::Sender
                             continue;
                         }
                         last = Some(event.id.clone());
-                        let _ = tx.send(Arc::new(Prepared::new(event)));
+                        let _ = tx.send(Hubbed::Event(Arc::new(Prepared::new(event))));
                     }
                     tracing::warn!("Redis event subscription ended; resubscribing");
                 }
@@ -182,7 +216,13 @@ async fn pump(client: redis::Client, publisher: Publisher, tx: broadcast::Sender
             },
             Err(e) => tracing::warn!(error = %e, "connecting to Redis for events failed"),
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (wait, next) = backoff(delay);
+        delay = next;
+        tracing::info!(
+            wait_ms = wait.as_millis() as u64,
+            "resubscribing to the events channel after a pause"
+        );
+        tokio::time::sleep(wait).await;
     }
 }
 
@@ -261,4 +301,27 @@ impl Drop for StreamSlot {
 /// A keepalive timer whose first tick is one period from now.
 fn keepalive(period: Duration) -> Interval {
     interval_at(Instant::now() + period, period)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resubscribing_backs_off_with_jitter_up_to_the_maximum() {
+        let mut delay = RESUBSCRIBE_FIRST;
+        let mut waits = Vec::new();
+        for _ in 0..12 {
+            let (wait, next) = backoff(delay);
+            assert!(wait >= delay / 2 && wait <= delay, "{wait:?} of {delay:?}");
+            waits.push(wait);
+            delay = next;
+        }
+        assert_eq!(delay, RESUBSCRIBE_MAX);
+        assert!(waits[5] > waits[0] * 8, "{waits:?}");
+        // Jitter: not every process waits the same.
+        let spread: std::collections::HashSet<_> =
+            (0..20).map(|_| backoff(RESUBSCRIBE_MAX).0).collect();
+        assert!(spread.len() > 10, "{spread:?}");
+    }
 }

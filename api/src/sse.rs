@@ -252,6 +252,9 @@ pub async fn events_stream(
                 Ok(Relayed::Keepalive) => {
                     return Some((Ok(web::Bytes::from_static(KEEPALIVE)), st));
                 }
+                // What was published while Redis was away never reached
+                // the replay stream either: nothing to catch up from here.
+                Ok(Relayed::Resubscribed) => continue,
                 Ok(Relayed::Event(p)) => {
                     if concerns(&p, st.user.id, &st.scope) {
                         st.control = Some(p);
@@ -275,7 +278,9 @@ pub async fn events_stream(
                                     .extend_from_slice(&q.frame);
                                 continue;
                             }
-                            Ok(Relayed::Event(_) | Relayed::Keepalive) => continue,
+                            Ok(Relayed::Event(_) | Relayed::Keepalive | Relayed::Resubscribed) => {
+                                continue;
+                            }
                             Ok(Relayed::Lost) | Err(broadcast::error::TryRecvError::Lagged(_)) => {
                                 st.done = true;
                                 LAGGED
@@ -505,8 +510,10 @@ pub async fn deployment_events(
                         Ok(Relayed::Keepalive) => {
                             st.queue.push_back(web::Bytes::from_static(KEEPALIVE))
                         }
-                        // Fell behind the relay: PostgreSQL has every line.
-                        Ok(Relayed::Lost) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Fell behind the relay, or the relay lost Redis for
+                        // a while: PostgreSQL has every line, and the end.
+                        Ok(Relayed::Lost | Relayed::Resubscribed)
+                        | Err(broadcast::error::RecvError::Lagged(_)) => {
                             st.phase = Phase::Backlog;
                         }
                         Err(broadcast::error::RecvError::Closed) => return None,

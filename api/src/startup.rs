@@ -54,6 +54,7 @@ impl Application {
             .jwt_secret
             .clone()
             .context("OEC_JWT_SECRET is required by oec-api")?;
+        let (queue, checks) = AppState::queues(&settings);
         let state = web::Data::new(AppState {
             pool,
             redis,
@@ -67,8 +68,8 @@ impl Application {
             hub,
             streams: Default::default(),
             replays: tokio::sync::Semaphore::new(2),
-            queue: tokio::sync::OnceCell::new(),
-            checks: tokio::sync::OnceCell::new(),
+            queue,
+            checks,
         });
         let server = HttpServer::new(move || {
             // Runs once on each worker thread: that thread's relay of the hub.

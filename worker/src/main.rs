@@ -13,9 +13,17 @@ use oec_common::config::{Process, Settings};
 use oec_common::events::Publisher;
 use oec_common::queue::{self, DeploymentJob, ServerCheckJob};
 use oec_worker::pipeline::{self, Deps};
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
-async fn handle(job: DeploymentJob, deps: Data<Arc<Deps>>) -> Result<(), BoxDynError> {
+async fn handle(
+    job: DeploymentJob,
+    deps: Data<Arc<Deps>>,
+    slots: Data<Arc<Semaphore>>,
+) -> Result<(), BoxDynError> {
+    // A consumer started again after a Redis outage may take jobs while the
+    // previous one's deployments still run: the process-wide slots keep
+    // OEC_WORKER_CONCURRENCY true across both.
+    let _slot = slots.acquire().await?;
     // Pipeline failures are recorded in PostgreSQL and are final: the job
     // itself always succeeds, so the queue never re-runs a deployment.
     pipeline::run_job((*deps).clone(), job.deployment_id).await;
@@ -25,6 +33,83 @@ async fn handle(job: DeploymentJob, deps: Data<Arc<Deps>>) -> Result<(), BoxDynE
 async fn handle_check(job: ServerCheckJob, deps: Data<Arc<Deps>>) -> Result<(), BoxDynError> {
     oec_worker::servers::run_check((*deps).clone(), job.check_id).await;
     Ok(())
+}
+
+/// Resolves when the process is told to stop.
+async fn stopping(mut stop: watch::Receiver<bool>) -> Result<(), std::io::Error> {
+    let _ = stop.wait_for(|s| *s).await;
+    Ok(())
+}
+
+/// Runs a queue consumer until the process stops, starting it again (on a
+/// fresh connection, under a new name: apalis refuses a name it saw
+/// recently) whenever it ends on its own: apalis ends a worker on the first
+/// error of its backend, e.g. when Redis restarts, and without this the
+/// process would go on running without consuming anything.
+async fn supervise<F, Fut>(what: &str, stop: watch::Receiver<bool>, mut run: F)
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    const FIRST: Duration = Duration::from_millis(250);
+    let mut delay = FIRST;
+    for generation in 0u32.. {
+        let started = std::time::Instant::now();
+        let result = run(generation).await;
+        if *stop.borrow() {
+            return;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            delay = FIRST;
+        }
+        tracing::warn!(
+            error = %result.err().map(|e| format!("{e:#}")).unwrap_or_else(|| "ended".into()),
+            retry_ms = delay.as_millis() as u64,
+            "the {what} consumer stopped; starting it again on a fresh Redis connection"
+        );
+        let mut stop = stop.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}
+
+/// One run of the deployment queue's consumer (built outside the async
+/// block that awaits it, so that its `Send` is proven on concrete types).
+fn consume_deployments(
+    storage: queue::Storage,
+    deps: Arc<Deps>,
+    slots: Arc<Semaphore>,
+    generation: u32,
+    stop: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = Result<(), WorkerError>> + Send {
+    let concurrency = deps.settings.worker_concurrency;
+    WorkerBuilder::new(format!("{}-{generation}", deps.worker_id))
+        .backend(storage.poll_with_interval(Duration::from_millis(250)))
+        .concurrency(concurrency)
+        .parallelize(tokio::spawn)
+        .data(deps)
+        .data(slots)
+        .build(handle)
+        .run_until(stopping(stop))
+}
+
+/// One run of the server-check queue's consumer: two checks at a time.
+fn consume_checks(
+    storage: queue::CheckStorage,
+    deps: Arc<Deps>,
+    generation: u32,
+    stop: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = Result<(), WorkerError>> + Send {
+    WorkerBuilder::new(format!("{}-checks-{generation}", deps.worker_id))
+        .backend(storage.poll_with_interval(Duration::from_millis(250)))
+        .concurrency(2)
+        .parallelize(tokio::spawn)
+        .data(deps)
+        .build(handle_check)
+        .run_until(stopping(stop))
 }
 
 #[tokio::main]
@@ -40,13 +125,6 @@ async fn main() -> anyhow::Result<()> {
     let redis = deadpool_redis::Config::from_url(settings.redis_url.clone())
         .create_pool(Some(deadpool_redis::Runtime::Tokio1))?;
     let publisher = Publisher::new(redis, &settings.redis_prefix, settings.event_replay_max);
-    let storage = queue::storage(
-        &settings.redis_url,
-        &settings.redis_prefix,
-        settings.worker_concurrency,
-    )
-    .await?;
-    let checks = queue::check_storage(&settings.redis_url, &settings.redis_prefix, 2).await?;
 
     // Unique per process: apalis refuses a name seen within its threshold.
     let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
@@ -64,33 +142,45 @@ async fn main() -> anyhow::Result<()> {
         publisher,
         settings,
         worker_id: worker_id.clone(),
-        shutdown: shutdown_rx,
+        shutdown: shutdown_rx.clone(),
     });
+    let slots = Arc::new(Semaphore::new(concurrency));
 
-    let worker = WorkerBuilder::new(worker_id.clone())
-        .backend(storage.poll_with_interval(Duration::from_millis(250)))
-        .concurrency(concurrency)
-        .parallelize(tokio::spawn)
-        .data(deps.clone())
-        .build(handle);
+    let run = {
+        let (deps, stop) = (deps.clone(), shutdown_rx.clone());
+        tokio::spawn(supervise(
+            "deployment queue",
+            shutdown_rx.clone(),
+            move |generation| {
+                let (deps, slots, stop) = (deps.clone(), slots.clone(), stop.clone());
+                async move {
+                    let s = &deps.settings;
+                    let storage =
+                        queue::storage(&s.redis_url, &s.redis_prefix, concurrency).await?;
+                    consume_deployments(storage, deps, slots, generation, stop).await?;
+                    Ok(())
+                }
+            },
+        ))
+    };
     // Server checks: short jobs of their own queue, two at a time.
-    let checker = WorkerBuilder::new(format!("{worker_id}-checks"))
-        .backend(checks.poll_with_interval(Duration::from_millis(250)))
-        .concurrency(2)
-        .parallelize(tokio::spawn)
-        .data(deps.clone())
-        .build(handle_check);
+    let run_checks = {
+        let (deps, stop) = (deps.clone(), shutdown_rx.clone());
+        tokio::spawn(supervise(
+            "server-check queue",
+            shutdown_rx.clone(),
+            move |generation| {
+                let (deps, stop) = (deps.clone(), stop.clone());
+                async move {
+                    let s = &deps.settings;
+                    let storage = queue::check_storage(&s.redis_url, &s.redis_prefix, 2).await?;
+                    consume_checks(storage, deps, generation, stop).await?;
+                    Ok(())
+                }
+            },
+        ))
+    };
     tracing::info!(worker = %worker_id, concurrency, "oec-worker started");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let run = tokio::spawn(worker.run_until(async move {
-        let _ = stop_rx.await;
-        Ok::<(), std::io::Error>(())
-    }));
-    let (stop_checks_tx, stop_checks_rx) = tokio::sync::oneshot::channel::<()>();
-    let run_checks = tokio::spawn(checker.run_until(async move {
-        let _ = stop_checks_rx.await;
-        Ok::<(), std::io::Error>(())
-    }));
     let signal = signals.recv().await;
     tracing::info!(
         signal,
@@ -98,8 +188,6 @@ async fn main() -> anyhow::Result<()> {
         "oec-worker stopping: no new jobs; running deployments get the grace period"
     );
     let _ = shutdown_tx.send(true);
-    let _ = stop_tx.send(());
-    let _ = stop_checks_tx.send(());
     // Wait for the queue consumer to stop and the running deployments to end
     // (the grace period is enforced per deployment by the pipeline).
     let drained = async {

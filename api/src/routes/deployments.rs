@@ -200,10 +200,13 @@ pub(crate) async fn start(
         }
         Some((Created::New(d, _), events)) => (d, events),
     };
-    let queued = match state.queue().await {
-        Ok(mut storage) => queue::enqueue(&mut storage, d.id).await,
-        Err(e) => Err(e),
-    };
+    let id = d.id;
+    let queued = state
+        .queue
+        .with("enqueueing a deployment", |mut storage| async move {
+            queue::enqueue(&mut storage, id).await
+        })
+        .await;
     if let Err(e) = queued {
         tracing::error!(deployment_id = %d.id, error = %e, "enqueueing failed");
         let events = lifecycle::fail_pending(

@@ -1,4 +1,5 @@
-//! `/healthz`: the process is up. `/readyz`: PostgreSQL and Redis answer.
+//! `/healthz`: the process is up. `/readyz`: PostgreSQL and Redis answer,
+//! through the connections requests use.
 
 use actix_web::{HttpResponse, web};
 use serde_json::json;
@@ -22,7 +23,9 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
     let pg = oec_common::db::ping(&state.pool)
         .await
         .map_err(|e| e.to_string());
-    let redis = match state.redis.get().await {
+    // What requests use: the pool (events, limits) and the queue's own
+    // connection, each as a request would (the queue's reconnects once).
+    let pool = match state.redis.get().await {
         Ok(mut c) => deadpool_redis::redis::cmd("PING")
             .query_async::<String>(&mut c)
             .await
@@ -30,6 +33,20 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
             .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
+    let queue = state
+        .queue
+        .with(
+            "the readiness check of the queue",
+            |mut storage| async move {
+                deadpool_redis::redis::cmd("PING")
+                    .query_async::<String>(storage.get_connection())
+                    .await?;
+                Ok(())
+            },
+        )
+        .await
+        .map_err(|e| format!("{e:#}"));
+    let redis = pool.and(queue);
     let mut down = Vec::new();
     for (name, result) in [("PostgreSQL", &pg), ("Redis", &redis)] {
         if let Err(e) = result {

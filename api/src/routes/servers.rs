@@ -371,10 +371,12 @@ async fn check(
         Some(_) => return Err(ApiError::invalid("wait", "must be 0 to 120 seconds")),
     };
     let pending = db::server_checks::create(&state.pool, server.id, user.id).await?;
-    let queued = match state.checks().await {
-        Ok(mut storage) => oec_common::queue::enqueue_check(&mut storage, pending.id).await,
-        Err(e) => Err(e),
-    };
+    let queued = state
+        .checks
+        .with("enqueueing a server check", |mut storage| async move {
+            oec_common::queue::enqueue_check(&mut storage, pending.id).await
+        })
+        .await;
     if let Err(e) = queued {
         db::server_checks::abandon(&state.pool, pending.id).await?;
         tracing::warn!(error = %e, "enqueueing a server check failed");
