@@ -305,3 +305,13 @@ fn first_control_character(v: &serde_json::Value, path: &str) -> Option<String> 
         _ => None,
     }
 }
+
+/// For PATCH bodies: tells a field sent as `null` (`Some(None)`) from one
+/// left out (`None`); use with `#[serde(default, deserialize_with = ...)]`.
+pub fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}

@@ -100,12 +100,17 @@ async fn login(
     crate::login_limit::check(&state, &email, ip).await?;
     let found = db::users::credentials(&state.pool, &email).await?;
     // Verify even for an unknown email, so timing does not reveal which emails exist.
-    let (user, hash) = match found {
-        Some((id, hash)) => (Some(id), hash),
-        None => (None, auth::dummy_hash().to_owned()),
+    let (user, hash, active) = match found {
+        Some((id, hash, active)) => (Some(id), hash, active),
+        None => (None, auth::dummy_hash().to_owned(), true),
     };
     let ok = password_matches(body.password.clone(), hash).await?;
     match (user, ok) {
+        // Said only to whoever knows the password.
+        (Some(_), true) if !active => Err(ApiError::unauthorized(
+            "account_deactivated",
+            "This account is deactivated; a portal admin can reactivate it.",
+        )),
         (Some(id), true) => {
             crate::login_limit::succeeded(&state, &email).await;
             Ok(no_store(open_session(&state, id).await?))

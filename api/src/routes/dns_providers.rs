@@ -20,6 +20,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         resource("/dns-providers")
             .route(web::post().to(create))
             .route(web::get().to(list)),
+    )
+    .service(
+        resource("/dns-providers/{id}")
+            .route(web::get().to(get))
+            .route(web::patch().to(update))
+            .route(web::delete().to(delete)),
     );
 }
 
@@ -101,4 +107,114 @@ async fn list(
     )
     .await?;
     Ok(listing::respond(&req, page, rows))
+}
+
+/// The provider, if the user may see it (404 otherwise), after checking
+/// `permission` on its organization (403).
+async fn visible(
+    state: &AppState,
+    user: &AuthUser,
+    id: Uuid,
+    permission: Permission,
+) -> Result<db::dns_providers::DnsProvider, ApiError> {
+    let d = db::dns_providers::get(&state.pool, id)
+        .await?
+        .ok_or(ApiError::NotFound("dns_provider"))?;
+    access::org(state, user, d.organization_id, Permission::OrgDnsView)
+        .await
+        .map_err(|_| ApiError::NotFound("dns_provider"))?;
+    access::org(state, user, d.organization_id, permission).await?;
+    Ok(d)
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let d = visible(&state, &user, *id, Permission::OrgDnsView).await?;
+    Ok(HttpResponse::Ok().json(d))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateDnsProvider {
+    api_token: Option<String>,
+    zone_id: Option<String>,
+    apps_domain: Option<String>,
+}
+
+/// Rotates the token, changes the zone, or (while no environment is under
+/// it) the domain.
+async fn update(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    body: Json<UpdateDnsProvider>,
+) -> Result<HttpResponse, ApiError> {
+    let d = visible(&state, &user, *id, Permission::OrgDnsManage).await?;
+    let token = body
+        .api_token
+        .as_deref()
+        .map(|t| fields::parse_secret("api_token", t).map(|t| state.settings.secret_key.seal(&t)))
+        .transpose()?;
+    let zone_id = body
+        .zone_id
+        .as_deref()
+        .map(|z| fields::parse_external_id("zone_id", z))
+        .transpose()?;
+    let apps_domain = body
+        .apps_domain
+        .as_deref()
+        .map(|a| fields::parse_domain("apps_domain", a))
+        .transpose()?
+        .filter(|a| !a.eq_ignore_ascii_case(&d.apps_domain));
+    if apps_domain.is_some() {
+        let n = db::dns_providers::users(&state.pool, &d).await?;
+        if n > 0 {
+            return Err(in_use(n, "change its domain"));
+        }
+    }
+    match db::dns_providers::update(
+        &state.pool,
+        d.id,
+        token.as_ref(),
+        zone_id.as_deref(),
+        apps_domain.as_deref(),
+    )
+    .await
+    {
+        Ok(Some(d)) => Ok(HttpResponse::Ok().json(d)),
+        Ok(None) => Err(ApiError::NotFound("dns_provider")),
+        Err(e) if db::is_unique_violation(&e, "dns_providers_organization_id_apps_domain_key") => {
+            Err(ApiError::conflict(
+                "domain_taken",
+                "The organization already has a DNS provider for this domain.",
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn in_use(n: i64, to: &str) -> ApiError {
+    ApiError::conflict(
+        "dns_provider_in_use",
+        format!(
+            "{n} environment(s) have their hostname under this provider's domain; delete or move them to {to}."
+        ),
+    )
+}
+
+/// Deletes a provider no environment's hostname is under; 409 otherwise.
+async fn delete(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let d = visible(&state, &user, *id, Permission::OrgDnsManage).await?;
+    match db::dns_providers::delete(&state.pool, &d).await? {
+        Ok(true) => Ok(HttpResponse::NoContent().finish()),
+        Ok(false) => Err(ApiError::NotFound("dns_provider")),
+        Err(n) => Err(in_use(n, "delete the provider")),
+    }
 }

@@ -55,13 +55,8 @@ pub struct EnvironmentBody {
     odoo_conf_overrides: Option<serde_json::Value>,
     replica_enabled: Option<bool>,
     /// Absent: unchanged; `null`: removed (PATCH); a URL: set.
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "crate::extract::present")]
     migration_source_url: Option<Option<String>>,
-}
-
-/// Tells a field sent as `null` (`Some(None)`) from one left out (`None`).
-fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize)]

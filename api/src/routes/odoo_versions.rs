@@ -5,6 +5,7 @@ use oec_common::auth::Permission;
 use oec_common::db;
 use oec_common::model::fields;
 use serde::Deserialize;
+use uuid::Uuid;
 
 use super::resource;
 use crate::errors::ApiError;
@@ -17,6 +18,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         resource("/odoo-versions")
             .route(web::post().to(create))
             .route(web::get().to(list)),
+    )
+    .service(
+        resource("/odoo-versions/{id}")
+            .route(web::get().to(get))
+            .route(web::patch().to(update))
+            .route(web::delete().to(delete)),
     );
 }
 
@@ -37,39 +44,16 @@ async fn create(
     user.require_portal(Permission::PortalOdooVersionsManage)?;
     let version = fields::parse_odoo_version("version", &body.version)?;
     let image = fields::parse_image("image", &body.image)?;
-    let (username, password) = match (&body.registry_username, &body.registry_password) {
-        (Some(u), Some(p)) => (
-            Some(fields::parse_secret("registry_username", u)?),
-            Some(
-                state
-                    .settings
-                    .secret_key
-                    .seal(&fields::parse_secret("registry_password", p)?),
-            ),
-        ),
-        (None, None) => (None, None),
-        (Some(_), None) => {
-            return Err(ApiError::invalid(
-                "registry_password",
-                "required with registry_username",
-            ));
-        }
-        (None, Some(_)) => {
-            return Err(ApiError::invalid(
-                "registry_username",
-                "required with registry_password",
-            ));
-        }
+    let credentials = credentials(
+        &state,
+        body.registry_username.as_deref(),
+        body.registry_password.as_deref(),
+    )?;
+    let (username, password) = match &credentials {
+        Some((u, p)) => (Some(u.as_str()), Some(p)),
+        None => (None, None),
     };
-    match db::odoo_versions::insert(
-        &state.pool,
-        &version,
-        &image,
-        username.as_deref(),
-        password.as_ref(),
-    )
-    .await
-    {
+    match db::odoo_versions::insert(&state.pool, &version, &image, username, password).await {
         Ok(v) => Ok(HttpResponse::Created().json(v)),
         Err(e) if db::is_unique_violation(&e, "odoo_versions_version_key") => {
             Err(ApiError::conflict(
@@ -78,6 +62,118 @@ async fn create(
             ))
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Registry credentials come as a pair (the password sealed), or not at all.
+fn credentials(
+    state: &AppState,
+    username: Option<&str>,
+    password: Option<&str>,
+) -> Result<Option<(String, oec_common::secrets::Sealed)>, ApiError> {
+    match (username, password) {
+        (Some(u), Some(p)) => Ok(Some((
+            fields::parse_secret("registry_username", u)?,
+            state
+                .settings
+                .secret_key
+                .seal(&fields::parse_secret("registry_password", p)?),
+        ))),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(ApiError::invalid(
+            "registry_password",
+            "required with registry_username",
+        )),
+        (None, Some(_)) => Err(ApiError::invalid(
+            "registry_username",
+            "required with registry_password",
+        )),
+    }
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    _user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let v = db::odoo_versions::get(&state.pool, *id)
+        .await?
+        .ok_or(ApiError::NotFound("odoo_version"))?;
+    Ok(HttpResponse::Ok().json(v))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateVersion {
+    image: Option<String>,
+    /// Both set: new credentials; both `null`: none; left out: unchanged.
+    #[serde(default, deserialize_with = "crate::extract::present")]
+    registry_username: Option<Option<String>>,
+    #[serde(default, deserialize_with = "crate::extract::present")]
+    registry_password: Option<Option<String>>,
+}
+
+/// Changes the image (the next deployment of each environment on this
+/// version pulls it) or the registry credentials. The version itself is
+/// what environments name and does not change.
+async fn update(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    body: Json<UpdateVersion>,
+) -> Result<HttpResponse, ApiError> {
+    user.require_portal(Permission::PortalOdooVersionsManage)?;
+    let image = body
+        .image
+        .as_deref()
+        .map(|i| fields::parse_image("image", i))
+        .transpose()?;
+    let sealed;
+    let creds = match (&body.registry_username, &body.registry_password) {
+        (None, None) => db::odoo_versions::Credentials::Keep,
+        (Some(None), Some(None)) => db::odoo_versions::Credentials::Clear,
+        (Some(Some(u)), Some(Some(p))) => {
+            sealed = credentials(&state, Some(u), Some(p))?;
+            match &sealed {
+                Some((u, p)) => db::odoo_versions::Credentials::Set(u, p),
+                None => db::odoo_versions::Credentials::Keep,
+            }
+        }
+        (_, Some(_)) => {
+            return Err(ApiError::invalid(
+                "registry_username",
+                "give registry_username and registry_password together (both null removes them)",
+            ));
+        }
+        (Some(_), _) => {
+            return Err(ApiError::invalid(
+                "registry_password",
+                "give registry_username and registry_password together (both null removes them)",
+            ));
+        }
+    };
+    let v = db::odoo_versions::update(&state.pool, *id, image.as_ref(), creds)
+        .await?
+        .ok_or(ApiError::NotFound("odoo_version"))?;
+    Ok(HttpResponse::Ok().json(v))
+}
+
+/// Deletes a version no environment uses; 409 `odoo_version_in_use` else.
+async fn delete(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    user.require_portal(Permission::PortalOdooVersionsManage)?;
+    match db::odoo_versions::delete(&state.pool, *id).await? {
+        db::odoo_versions::Deleted::Deleted => Ok(HttpResponse::NoContent().finish()),
+        db::odoo_versions::Deleted::NotFound => Err(ApiError::NotFound("odoo_version")),
+        db::odoo_versions::Deleted::InUse(n) => Err(ApiError::conflict(
+            "odoo_version_in_use",
+            format!(
+                "{n} environment(s) use this Odoo version; move them to another version first."
+            ),
+        )),
     }
 }
 

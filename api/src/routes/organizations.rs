@@ -26,9 +26,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::patch().to(update))
             .route(web::delete().to(delete)),
     )
-    .service(resource("/organizations/{id}/members").route(web::post().to(add_member)))
     .service(
-        resource("/organizations/{id}/members/{user_id}").route(web::delete().to(remove_member)),
+        resource("/organizations/{id}/members")
+            .route(web::post().to(add_member))
+            .route(web::get().to(list_members)),
+    )
+    .service(
+        resource("/organizations/{id}/members/{user_id}")
+            .route(web::patch().to(change_member))
+            .route(web::delete().to(remove_member)),
     );
 }
 
@@ -148,20 +154,54 @@ async fn add_member(
     id: web::Path<Uuid>,
     body: Json<AddMember>,
 ) -> Result<HttpResponse, ApiError> {
-    access::org(&state, &user, *id, Permission::OrgMembersManage).await?;
-    let role = OrgRole::parse(&body.role).ok_or_else(|| {
+    let m = set_role(&state, &user, *id, body.user_id, &body.role, false).await?;
+    Ok(HttpResponse::Created().json(m))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeMember {
+    role: String,
+}
+
+/// Changes a member's role (404 `member_not_found` for a non-member).
+async fn change_member(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(Uuid, Uuid)>,
+    body: Json<ChangeMember>,
+) -> Result<HttpResponse, ApiError> {
+    let (org, member) = path.into_inner();
+    let m = set_role(&state, &user, org, member, &body.role, true).await?;
+    Ok(HttpResponse::Ok().json(m))
+}
+
+/// Gives `member` `role` in `org`: only owners (and portal admins) hand
+/// out or take away ownership, and the organization keeps an owner.
+async fn set_role(
+    state: &AppState,
+    user: &AuthUser,
+    org: Uuid,
+    member: Uuid,
+    role: &str,
+    existing: bool,
+) -> Result<db::organizations::Member, ApiError> {
+    access::org(state, user, org, Permission::OrgMembersManage).await?;
+    let role = OrgRole::parse(role).ok_or_else(|| {
         ApiError::invalid("role", format!("must be one of {}", OrgRole::choices()))
     })?;
-    // Only owners (and portal admins) hand out or take away ownership.
-    let current = db::organizations::member_role(&state.pool, *id, body.user_id).await?;
+    let current = db::organizations::member_role(&state.pool, org, member).await?;
+    if existing && current.is_none() {
+        return Err(ApiError::NotFound("member"));
+    }
     let touches_owner = role == OrgRole::Owner || current.as_deref() == Some("owner");
     if touches_owner {
-        access::org(&state, &user, *id, Permission::OrgDelete).await?;
+        access::org(state, user, org, Permission::OrgDelete).await?;
     }
-    if !db::users::exists(&state.pool, body.user_id).await? {
+    if !db::users::exists(&state.pool, member).await? {
         return Err(ApiError::invalid("user_id", "no user with this id"));
     }
-    let m = db::organizations::set_role_keeping_an_owner(&state.pool, *id, body.user_id, role)
+    let m = db::organizations::set_role_keeping_an_owner(&state.pool, org, member, role)
         .await?
         .ok_or_else(|| {
             ApiError::conflict(
@@ -169,8 +209,23 @@ async fn add_member(
                 "An organization keeps at least one owner; add another owner first.",
             )
         })?;
-    super::permissions_changed(&state, *id, None, Some(body.user_id)).await;
-    Ok(HttpResponse::Created().json(m))
+    super::permissions_changed(state, org, None, Some(member)).await;
+    Ok(m)
+}
+
+/// The organization's members with their email, name and role; every
+/// member of the organization may see them.
+async fn list_members(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    q: Query<Pagination>,
+) -> Result<HttpResponse, ApiError> {
+    access::org(&state, &user, *id, Permission::OrgView).await?;
+    let page = q.page(100)?;
+    let rows = db::organizations::list_members(&state.pool, *id, page).await?;
+    Ok(listing::respond(&req, page, rows))
 }
 
 async fn remove_member(

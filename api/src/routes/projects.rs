@@ -27,8 +27,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::patch().to(update))
             .route(web::delete().to(delete)),
     )
-    .service(resource("/projects/{id}/members").route(web::post().to(add_member)))
-    .service(resource("/projects/{id}/members/{user_id}").route(web::delete().to(remove_member)));
+    .service(
+        resource("/projects/{id}/members")
+            .route(web::post().to(add_member))
+            .route(web::get().to(list_members)),
+    )
+    .service(
+        resource("/projects/{id}/members/{user_id}")
+            .route(web::patch().to(change_member))
+            .route(web::delete().to(remove_member)),
+    );
 }
 
 #[derive(Deserialize)]
@@ -209,6 +217,50 @@ async fn add_member(
     let m = db::projects::upsert_member(&state.pool, *id, body.user_id, role).await?;
     super::permissions_changed(&state, org, Some(*id), Some(body.user_id)).await;
     Ok(HttpResponse::Created().json(m))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeMember {
+    role: String,
+}
+
+/// Changes a project member's role (404 `member_not_found` for a non-member).
+async fn change_member(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    path: web::Path<(Uuid, Uuid)>,
+    body: Json<ChangeMember>,
+) -> Result<HttpResponse, ApiError> {
+    let (project, member) = path.into_inner();
+    let org = access::project(&state, &user, project, Permission::ProjectMembersManage).await?;
+    let role = ProjectRole::parse(&body.role).ok_or_else(|| {
+        ApiError::invalid("role", format!("must be one of {}", ProjectRole::choices()))
+    })?;
+    if db::projects::member_role(&state.pool, project, member)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::NotFound("member"));
+    }
+    let m = db::projects::upsert_member(&state.pool, project, member, role).await?;
+    super::permissions_changed(&state, org, Some(project), Some(member)).await;
+    Ok(HttpResponse::Ok().json(m))
+}
+
+/// The project's members with their email, name and role; whoever may see
+/// the project may see them.
+async fn list_members(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    q: Query<Pagination>,
+) -> Result<HttpResponse, ApiError> {
+    access::project(&state, &user, *id, Permission::ProjectView).await?;
+    let page = q.page(100)?;
+    let rows = db::projects::list_members(&state.pool, *id, page).await?;
+    Ok(listing::respond(&req, page, rows))
 }
 
 async fn remove_member(

@@ -20,6 +20,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         resource("/repositories")
             .route(web::post().to(create))
             .route(web::get().to(list)),
+    )
+    .service(
+        resource("/repositories/{id}")
+            .route(web::get().to(get))
+            .route(web::patch().to(update))
+            .route(web::delete().to(delete)),
     );
 }
 
@@ -125,4 +131,153 @@ async fn list(
     let rows =
         db::repositories::list_visible(&state.pool, user.id, user.portal_admin, page).await?;
     Ok(listing::respond(&req, page, rows))
+}
+
+/// The repository if the user may see it (404 otherwise); with `manage`,
+/// also the permission to change it at its scope (403).
+async fn visible(
+    state: &AppState,
+    user: &AuthUser,
+    id: Uuid,
+    manage: bool,
+) -> Result<db::repositories::Repository, ApiError> {
+    let r = db::repositories::get(&state.pool, id)
+        .await?
+        .ok_or(ApiError::NotFound("repository"))?;
+    let hidden = |_| ApiError::NotFound("repository");
+    match (r.organization_id, r.project_id) {
+        (_, Some(project)) => {
+            access::project(state, user, project, Permission::ProjectRepositoriesView)
+                .await
+                .map_err(hidden)?;
+            if manage {
+                access::project(state, user, project, Permission::ProjectRepositoriesManage)
+                    .await?;
+            }
+        }
+        (Some(org), None) => {
+            access::org(state, user, org, Permission::OrgRepositoriesView)
+                .await
+                .map_err(hidden)?;
+            if manage {
+                access::org(state, user, org, Permission::OrgRepositoriesManage).await?;
+            }
+        }
+        (None, None) => {
+            if manage {
+                user.require_portal(Permission::PortalRepositoriesManage)?;
+            }
+        }
+    }
+    Ok(r)
+}
+
+async fn get(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(visible(&state, &user, *id, false).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateRepository {
+    name: Option<String>,
+    git_url: Option<String>,
+    branch: Option<String>,
+    priority: Option<i64>,
+    /// A token: replaced; `null`: removed; left out: unchanged.
+    #[serde(default, deserialize_with = "crate::extract::present")]
+    token: Option<Option<String>>,
+}
+
+/// 409 `repository_in_use` while a deployment that clones it is pending
+/// or running: changing it under a running clone would deploy a mix.
+async fn not_in_use(state: &AppState, r: &db::repositories::Repository) -> Result<(), ApiError> {
+    let n = db::repositories::active_deployments(&state.pool, r).await?;
+    if n > 0 {
+        return Err(ApiError::conflict(
+            "repository_in_use",
+            format!(
+                "{n} deployment(s) that clone this repository are pending or running; try again when they end."
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Changes a repository; the next deployments clone what it says then.
+async fn update(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    body: Json<UpdateRepository>,
+) -> Result<HttpResponse, ApiError> {
+    let r = visible(&state, &user, *id, true).await?;
+    let name = body
+        .name
+        .as_deref()
+        .map(|n| fields::parse_dns_label("name", n))
+        .transpose()?;
+    let git_url = body
+        .git_url
+        .as_deref()
+        .map(|u| fields::parse_git_url("git_url", u, state.settings.allow_file_repos))
+        .transpose()?;
+    let branch = body
+        .branch
+        .as_deref()
+        .map(|b| fields::parse_branch("branch", b))
+        .transpose()?;
+    let priority = body
+        .priority
+        .map(|p| fields::parse_int_range("priority", p, -1000, 1000, ""))
+        .transpose()?;
+    let token = match &body.token {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(t)) => Some(Some(
+            state
+                .settings
+                .secret_key
+                .seal(&fields::parse_secret("token", t)?),
+        )),
+    };
+    not_in_use(&state, &r).await?;
+    let patch = db::repositories::RepositoryPatch {
+        name: name.as_ref(),
+        git_url: git_url.as_ref(),
+        branch: branch.as_ref(),
+        priority,
+        token_encrypted: token.as_ref().map(Option::as_ref),
+    };
+    match db::repositories::update(&state.pool, r.id, &patch).await {
+        Ok(Some(r)) => Ok(HttpResponse::Ok().json(r)),
+        Ok(None) => Err(ApiError::NotFound("repository")),
+        Err(e) if db::is_unique_violation(&e, "addon_repositories_name") => {
+            Err(ApiError::conflict(
+                "name_taken",
+                format!(
+                    "A {} repository with this name already exists here.",
+                    r.scope
+                ),
+            ))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes a repository; the next deployments no longer clone it.
+async fn delete(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let r = visible(&state, &user, *id, true).await?;
+    not_in_use(&state, &r).await?;
+    if !db::repositories::delete(&state.pool, r.id).await? {
+        return Err(ApiError::NotFound("repository"));
+    }
+    Ok(HttpResponse::NoContent().finish())
 }

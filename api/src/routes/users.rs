@@ -1,4 +1,5 @@
-//! Users: portal admins create, list and delete them.
+//! Users: portal admins create, list, rename, deactivate, reset and delete
+//! them (a user changes their own password at `PUT /auth/password`).
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use oec_common::auth::Permission;
@@ -19,7 +20,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::post().to(create))
             .route(web::get().to(list)),
     )
-    .service(resource("/users/{id}").route(web::delete().to(delete)));
+    .service(
+        resource("/users/{id}")
+            .route(web::patch().to(update))
+            .route(web::delete().to(delete)),
+    )
+    .service(resource("/users/{id}/password").route(web::put().to(reset_password)));
 }
 
 #[derive(Deserialize)]
@@ -92,4 +98,80 @@ async fn delete(
             "The user is the only portal admin; make someone else a portal admin first.",
         )),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    name: Option<String>,
+    is_active: Option<bool>,
+}
+
+/// Renames, deactivates or reactivates a user. Deactivating ends every
+/// session and open stream of theirs at once; their memberships and
+/// history stay, and login answers 401 `account_deactivated`.
+async fn update(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    body: Json<UpdateUser>,
+) -> Result<HttpResponse, ApiError> {
+    user.require_portal(Permission::PortalUsersManage)?;
+    let name = body
+        .name
+        .as_deref()
+        .map(|n| fields::parse_name("name", n))
+        .transpose()?;
+    if body.is_active == Some(false) && *id == user.id {
+        return Err(ApiError::invalid(
+            "is_active",
+            "you cannot deactivate yourself; another portal admin can",
+        ));
+    }
+    match db::users::set_active(&state.pool, *id, body.is_active, name.as_deref()).await? {
+        db::users::Activation::Changed(u) => {
+            if body.is_active == Some(false) {
+                super::sessions_ended(&state, *id).await;
+            }
+            Ok(HttpResponse::Ok().json(u))
+        }
+        db::users::Activation::NotFound => Err(ApiError::NotFound("user")),
+        db::users::Activation::LastPortalAdmin => Err(ApiError::conflict(
+            "last_portal_admin",
+            "The user is the only active portal admin; make someone else a portal admin first.",
+        )),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResetPassword {
+    new_password: String,
+}
+
+/// A portal admin sets another user's password; every session of theirs
+/// ends. For one's own password, `PUT /auth/password` (it asks for the
+/// current one).
+async fn reset_password(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    id: web::Path<Uuid>,
+    body: Json<ResetPassword>,
+) -> Result<HttpResponse, ApiError> {
+    user.require_portal(Permission::PortalUsersManage)?;
+    if *id == user.id {
+        return Err(ApiError::invalid(
+            "new_password",
+            "change your own password with PUT /api/v1/auth/password (it asks for the current one)",
+        ));
+    }
+    let password = fields::parse_password("new_password", &body.new_password)?;
+    let hash = web::block(move || auth::hash_password(&password))
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("hashing: {e}")))??;
+    if !db::users::reset_password(&state.pool, *id, &hash).await? {
+        return Err(ApiError::NotFound("user"));
+    }
+    super::sessions_ended(&state, *id).await;
+    Ok(HttpResponse::NoContent().finish())
 }

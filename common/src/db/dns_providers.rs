@@ -72,3 +72,71 @@ pub async fn list_visible(
     })
     .await
 }
+
+pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<DnsProvider>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM dns_providers WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// The environments whose hostname is under the provider's domain: their
+/// DNS records are managed through it.
+const USERS: &str = "SELECT count(*) FROM environments e JOIN projects p ON p.id = e.project_id
+     WHERE p.organization_id = $1 AND lower(e.hostname) LIKE '%.' || lower($2)";
+
+pub async fn users(pool: &PgPool, d: &DnsProvider) -> sqlx::Result<i64> {
+    sqlx::query_scalar(USERS)
+        .bind(d.organization_id)
+        .bind(&d.apps_domain)
+        .fetch_one(pool)
+        .await
+}
+
+/// Rotates the token or changes the zone (or, for an unused provider, its
+/// domain: the caller checks).
+pub async fn update(
+    pool: &PgPool,
+    id: Uuid,
+    api_token_encrypted: Option<&Sealed>,
+    zone_id: Option<&str>,
+    apps_domain: Option<&str>,
+) -> sqlx::Result<Option<DnsProvider>> {
+    sqlx::query_as(&format!(
+        "UPDATE dns_providers SET api_token_encrypted = COALESCE($2, api_token_encrypted),
+             zone_id = COALESCE($3, zone_id), apps_domain = COALESCE($4, apps_domain)
+         WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(api_token_encrypted)
+    .bind(zone_id)
+    .bind(apps_domain)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Deletes the provider unless environments are under its domain (their
+/// count then).
+pub async fn delete(pool: &PgPool, d: &DnsProvider) -> sqlx::Result<Result<bool, i64>> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT 1 FROM dns_providers WHERE id = $1 FOR UPDATE")
+        .bind(d.id)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let n: i64 = sqlx::query_scalar(USERS)
+        .bind(d.organization_id)
+        .bind(&d.apps_domain)
+        .fetch_one(&mut *tx)
+        .await?;
+    if n > 0 {
+        return Ok(Err(n));
+    }
+    let r = sqlx::query("DELETE FROM dns_providers WHERE id = $1")
+        .bind(d.id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Ok(r.rows_affected() == 1))
+}

@@ -190,3 +190,45 @@ async fn lock_owners(
     .fetch_all(&mut **tx)
     .await
 }
+
+/// A member as the members list shows them.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct ListedMember {
+    pub user_id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The members of an organization (`table` organization_members, key
+/// organization_id) or a project (project_members, project_id), by email.
+pub(crate) async fn list_members_of(
+    pool: &PgPool,
+    table: &str,
+    key: &str,
+    id: Uuid,
+    page: Page,
+) -> sqlx::Result<super::Paged<ListedMember>> {
+    let sql = format!(
+        "SELECT m.user_id, u.email, u.name, m.role, m.created_at, count(*) OVER () AS total_count
+         FROM {table} m JOIN users u ON u.id = m.user_id WHERE m.{key} = $1
+         ORDER BY u.email, u.id OFFSET $2 LIMIT $3"
+    );
+    super::paged(page, |page| {
+        sqlx::query_as(&sql)
+            .bind(id)
+            .bind(page.skip)
+            .bind(page.limit)
+            .fetch_all(pool)
+    })
+    .await
+}
+
+pub async fn list_members(
+    pool: &PgPool,
+    org: Uuid,
+    page: Page,
+) -> sqlx::Result<super::Paged<ListedMember>> {
+    list_members_of(pool, "organization_members", "organization_id", org, page).await
+}

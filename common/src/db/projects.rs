@@ -143,3 +143,20 @@ pub async fn remove_member(pool: &PgPool, project: Uuid, user: Uuid) -> sqlx::Re
         .await?;
     Ok(r.rows_affected() == 1)
 }
+
+pub async fn list_members(
+    pool: &PgPool,
+    project: Uuid,
+    page: Page,
+) -> sqlx::Result<super::Paged<super::organizations::ListedMember>> {
+    super::organizations::list_members_of(pool, "project_members", "project_id", project, page)
+        .await
+}
+
+pub async fn member_role(pool: &PgPool, project: Uuid, user: Uuid) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT role FROM project_members WHERE project_id = $1 AND user_id = $2")
+        .bind(project)
+        .bind(user)
+        .fetch_optional(pool)
+        .await
+}

@@ -88,3 +88,69 @@ pub async fn list_visible(
     })
     .await
 }
+
+pub async fn get(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<Repository>> {
+    sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM addon_repositories WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
+/// A change to a repository; `None` leaves a field as it is.
+pub struct RepositoryPatch<'a> {
+    pub name: Option<&'a DnsLabel>,
+    pub git_url: Option<&'a GitUrl>,
+    pub branch: Option<&'a Branch>,
+    pub priority: Option<i32>,
+    /// `Some(None)` removes the token.
+    pub token_encrypted: Option<Option<&'a Sealed>>,
+}
+
+pub async fn update(
+    pool: &PgPool,
+    id: Uuid,
+    p: &RepositoryPatch<'_>,
+) -> sqlx::Result<Option<Repository>> {
+    sqlx::query_as(&format!(
+        "UPDATE addon_repositories SET name = COALESCE($2, name), git_url = COALESCE($3, git_url),
+             branch = COALESCE($4, branch), priority = COALESCE($5, priority),
+             token_encrypted = CASE WHEN $6 THEN $7 ELSE token_encrypted END
+         WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(p.name)
+    .bind(p.git_url)
+    .bind(p.branch)
+    .bind(p.priority)
+    .bind(p.token_encrypted.is_some())
+    .bind(p.token_encrypted.flatten())
+    .fetch_optional(pool)
+    .await
+}
+
+/// The deployments pending or running that clone this repository (every
+/// one for a platform repository, those of its organization or project
+/// otherwise).
+pub async fn active_deployments(pool: &PgPool, r: &Repository) -> sqlx::Result<i64> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM deployments d JOIN projects p ON p.id = d.project_id
+         WHERE d.status IN ('pending', 'running') AND d.action = 'deploy'
+           AND ($1 = 'platform' OR ($1 = 'organization' AND p.organization_id = $2)
+                OR ($1 = 'project' AND d.project_id = $3))",
+    )
+    .bind(&r.scope)
+    .bind(r.organization_id)
+    .bind(r.project_id)
+    .fetch_one(pool)
+    .await
+}
+
+pub async fn delete(pool: &PgPool, id: Uuid) -> sqlx::Result<bool> {
+    let r = sqlx::query("DELETE FROM addon_repositories WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?;
+    Ok(r.rows_affected() == 1)
+}

@@ -12,6 +12,7 @@ pub enum Revoked {
     Logout,
     PasswordChanged,
     RefreshTokenReused,
+    Deactivated,
 }
 
 impl Revoked {
@@ -20,6 +21,7 @@ impl Revoked {
             Revoked::Logout => "logout",
             Revoked::PasswordChanged => "password_changed",
             Revoked::RefreshTokenReused => "refresh_token_reused",
+            Revoked::Deactivated => "deactivated",
         }
     }
 }

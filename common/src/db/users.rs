@@ -12,10 +12,13 @@ pub struct User {
     pub email: String,
     pub name: String,
     pub is_portal_admin: bool,
+    /// False once a portal admin deactivated the user.
+    pub is_active: bool,
     pub created_at: DateTime<Utc>,
 }
 
-const COLUMNS: &str = "id, email, name, is_portal_admin, created_at";
+const COLUMNS: &str =
+    "id, email, name, is_portal_admin, deactivated_at IS NULL AS is_active, created_at";
 
 pub async fn insert(
     pool: &PgPool,
@@ -26,7 +29,7 @@ pub async fn insert(
 ) -> sqlx::Result<User> {
     sqlx::query_as(
         "INSERT INTO users (id, email, name, password_hash, is_portal_admin) VALUES ($1, $2, $3, $4, $5)
-         RETURNING id, email, name, is_portal_admin, created_at",
+         RETURNING id, email, name, is_portal_admin, TRUE AS is_active, created_at",
     )
     .bind(Uuid::new_v4())
     .bind(email)
@@ -67,9 +70,10 @@ pub async fn by_id(pool: &PgPool, id: Uuid) -> sqlx::Result<Option<User>> {
 /// was revoked or has expired.
 pub async fn by_session(pool: &PgPool, user: Uuid, session: Uuid) -> sqlx::Result<Option<User>> {
     sqlx::query_as(
-        "SELECT u.id, u.email, u.name, u.is_portal_admin, u.created_at
+        "SELECT u.id, u.email, u.name, u.is_portal_admin, TRUE AS is_active, u.created_at
          FROM users u JOIN sessions s ON s.user_id = u.id
-         WHERE u.id = $1 AND s.id = $2 AND s.revoked_at IS NULL AND s.expires_at > now()",
+         WHERE u.id = $1 AND s.id = $2 AND s.revoked_at IS NULL AND s.expires_at > now()
+           AND u.deactivated_at IS NULL",
     )
     .bind(user)
     .bind(session)
@@ -77,9 +81,9 @@ pub async fn by_session(pool: &PgPool, user: Uuid, session: Uuid) -> sqlx::Resul
     .await
 }
 
-/// The user and their password hash, for login.
-pub async fn credentials(pool: &PgPool, email: &str) -> sqlx::Result<Option<(Uuid, String)>> {
-    sqlx::query_as("SELECT id, password_hash FROM users WHERE email = $1")
+/// The user, their password hash and whether they are active, for login.
+pub async fn credentials(pool: &PgPool, email: &str) -> sqlx::Result<Option<(Uuid, String, bool)>> {
+    sqlx::query_as("SELECT id, password_hash, deactivated_at IS NULL FROM users WHERE email = $1")
         .bind(email)
         .fetch_optional(pool)
         .await
@@ -198,4 +202,75 @@ pub async fn delete(pool: &PgPool, id: Uuid) -> sqlx::Result<Deleted> {
     } else {
         Deleted::NotFound
     })
+}
+
+/// What changing whether a user is active did.
+#[derive(Debug, Clone)]
+pub enum Activation {
+    Changed(User),
+    NotFound,
+    /// The user is the only active portal admin.
+    LastPortalAdmin,
+}
+
+/// Deactivates (ending every session of theirs, in the same transaction)
+/// or reactivates a user, and renames them when `name` is given. The last
+/// active portal admin is never deactivated.
+pub async fn set_active(
+    pool: &PgPool,
+    id: Uuid,
+    active: Option<bool>,
+    name: Option<&str>,
+) -> sqlx::Result<Activation> {
+    use super::sessions;
+    let mut tx = pool.begin().await?;
+    if active == Some(false) {
+        let admins: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM users WHERE is_portal_admin AND deactivated_at IS NULL
+             ORDER BY id FOR UPDATE",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        if admins == [id] {
+            return Ok(Activation::LastPortalAdmin);
+        }
+    }
+    let user: Option<User> = sqlx::query_as(&format!(
+        "UPDATE users SET name = COALESCE($3, name), updated_at = now(),
+             deactivated_at = CASE WHEN $2 IS NULL THEN deactivated_at
+                                   WHEN $2 THEN NULL
+                                   ELSE COALESCE(deactivated_at, now()) END
+         WHERE id = $1 RETURNING {COLUMNS}"
+    ))
+    .bind(id)
+    .bind(active)
+    .bind(name)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(user) = user else {
+        return Ok(Activation::NotFound);
+    };
+    if active == Some(false) {
+        sessions::revoke_all(&mut *tx, id, None, sessions::Revoked::Deactivated).await?;
+    }
+    tx.commit().await?;
+    Ok(Activation::Changed(user))
+}
+
+/// A portal admin sets another user's password: every session of theirs
+/// ends (they log in with the new one).
+pub async fn reset_password(pool: &PgPool, id: Uuid, hash: &str) -> sqlx::Result<bool> {
+    use super::sessions;
+    let mut tx = pool.begin().await?;
+    let r = sqlx::query("UPDATE users SET password_hash = $2, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(hash)
+        .execute(&mut *tx)
+        .await?;
+    if r.rows_affected() == 0 {
+        return Ok(false);
+    }
+    sessions::revoke_all(&mut *tx, id, None, sessions::Revoked::PasswordChanged).await?;
+    tx.commit().await?;
+    Ok(true)
 }

@@ -2,6 +2,7 @@
 
 mod auth;
 mod bad_input;
+mod crud;
 mod lists;
 mod permissions;
 mod resources;
