@@ -141,8 +141,18 @@ impl LocalHub {
                     },
                     _ = tick.tick() => Relayed::Keepalive,
                 };
+                let event = matches!(item, Relayed::Event(_));
                 // No client on this thread: nothing to do.
-                let _ = out.send(item);
+                if let Ok(clients) = out.send(item)
+                    && event
+                {
+                    oec_common::metrics::count(
+                        "oec_sse_events_fanned_out_total",
+                        "Events handed to event-stream clients (one per event and client woken).",
+                        &[],
+                        clients as u64,
+                    );
+                }
             }
         });
         LocalHub { tx }
@@ -208,6 +218,12 @@ async fn pump(client: redis::Client, publisher: Publisher, tx: broadcast::Sender
                             continue;
                         }
                         last = Some(event.id.clone());
+                        oec_common::metrics::count(
+                            "oec_events_received_total",
+                            "Events this api process received from the events channel.",
+                            &[],
+                            1,
+                        );
                         let _ = tx.send(Hubbed::Event(Arc::new(Prepared::new(event))));
                     }
                     tracing::warn!("Redis event subscription ended; resubscribing");
@@ -265,6 +281,7 @@ impl StreamCounts {
                 retry_after: 5,
             });
         }
+        sse_clients(1.0);
         *users.entry(user).or_default() += 1;
         if let Some(ip) = ip {
             *ips.entry(ip).or_default() += 1;
@@ -277,8 +294,18 @@ impl StreamCounts {
     }
 }
 
+fn sse_clients(by: f64) {
+    oec_common::metrics::add(
+        "oec_sse_clients_connected",
+        "Event streams open on this api process (both kinds).",
+        &[],
+        by,
+    );
+}
+
 impl Drop for StreamSlot {
     fn drop(&mut self) {
+        sse_clients(-1.0);
         let Ok(mut open) = self.counts.open.lock() else {
             return;
         };

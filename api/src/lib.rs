@@ -2,6 +2,7 @@
 //! and Redis. `main.rs` only loads settings and runs [`startup::Application`].
 
 pub mod access;
+pub mod cors;
 pub mod errors;
 pub mod extract;
 pub mod hub;

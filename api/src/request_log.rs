@@ -2,8 +2,9 @@
 //!
 //! Every response carries `X-Request-Id`: the caller's own when it is 1–64
 //! characters of `A-Z a-z 0-9 . _ -`, otherwise a new one. Each request logs
-//! one line (method, path, status, milliseconds to the response head) inside
-//! a span holding the id, so that an error logged while handling it carries
+//! one line (method, path, status, milliseconds to the response head; in
+//! JSON mode also as the fields `request_id`, `method`, `route`, `path`,
+//! `status`, `latency_ms`) inside a span holding the id, so that an error logged while handling it carries
 //! the id too. The query string is never logged: it may hold an access token
 //! (`?token=` of the event streams).
 
@@ -44,21 +45,57 @@ pub async fn middleware(
     // Handlers and extractors turn their errors into responses; an error
     // that still gets here (none of ours) is rendered by actix, without the
     // header, and logged with its status.
-    let (status, result) = match result {
+    let (status, route, result) = match result {
         Ok(mut res) => {
             if let Ok(v) = HeaderValue::from_str(&id) {
                 res.headers_mut().insert(HEADER, v);
             }
-            (res.status().as_u16(), Ok(res))
+            let route = res.request().match_pattern();
+            (res.status().as_u16(), route, Ok(res))
         }
-        Err(e) => (e.as_response_error().status_code().as_u16(), Err(e)),
+        Err(e) => (e.as_response_error().status_code().as_u16(), None, Err(e)),
     };
-    if path.ends_with("/healthz") || path.ends_with("/readyz") {
-        tracing::debug!(target: "oec_api::access", "{method} {path} {status} {ms:.1}ms");
+    // The route's pattern (`/api/v1/deployments/{id}`), never the path's
+    // ids: a bounded set of labels. Paths that match no route share one.
+    let route = route.unwrap_or_else(|| "unmatched".to_owned());
+    let labels = [
+        ("method", method.as_str()),
+        ("route", route.as_str()),
+        ("status", &status.to_string()),
+    ];
+    oec_common::metrics::count(
+        "oec_http_requests_total",
+        "HTTP requests answered, by method, route and status.",
+        &labels,
+        1,
+    );
+    oec_common::metrics::observe(
+        "oec_http_request_duration_seconds",
+        "Time to the response head, by method and route.",
+        &labels[..2],
+        ms / 1000.0,
+    );
+    // Fields for machines (JSON mode), the message for people.
+    macro_rules! access {
+        ($level:ident) => {
+            tracing::$level!(
+                target: "oec_api::access",
+                request_id = %id,
+                method = %method,
+                route = %route,
+                path = %path,
+                status,
+                latency_ms = (ms * 10.0).round() / 10.0,
+                "{method} {path} {status} {ms:.1}ms"
+            )
+        };
+    }
+    if path.ends_with("/healthz") || path.ends_with("/readyz") || path == "/metrics" {
+        access!(debug);
     } else if status >= 500 {
-        tracing::warn!(target: "oec_api::access", "{method} {path} {status} {ms:.1}ms");
+        access!(warn);
     } else {
-        tracing::info!(target: "oec_api::access", "{method} {path} {status} {ms:.1}ms");
+        access!(info);
     }
     result
 }

@@ -83,6 +83,7 @@ impl Application {
                     actix_web::middleware::DefaultHeaders::new()
                         .add(("X-Content-Type-Options", "nosniff")),
                 )
+                .wrap(actix_web::middleware::from_fn(crate::cors::middleware))
                 .wrap(actix_web::middleware::from_fn(
                     crate::request_log::middleware,
                 ))

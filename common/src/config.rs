@@ -58,6 +58,11 @@ pub struct Settings {
     /// channel is exactly `sse:events`.
     pub redis_prefix: String,
     pub bind: SocketAddr,
+    /// The worker's and the scheduler's `/metrics` listener (off when unset;
+    /// the api serves `/metrics` on `OEC_BIND`).
+    pub metrics_bind: Option<SocketAddr>,
+    /// Origins a browser may call the api from (CORS); none by default.
+    pub cors_origins: Vec<String>,
     /// The tokens' signing secret: required by the api only (the worker
     /// and the scheduler never see a token).
     pub jwt_secret: Option<String>,
@@ -188,6 +193,8 @@ impl fmt::Debug for Settings {
             .field("redis_url", &crate::secrets::mask_url(&self.redis_url))
             .field("redis_prefix", &self.redis_prefix)
             .field("bind", &self.bind)
+            .field("metrics_bind", &self.metrics_bind)
+            .field("cors_origins", &self.cors_origins)
             .field("log_retention_days", &self.log_retention_days)
             .finish_non_exhaustive()
     }
@@ -252,6 +259,32 @@ impl Settings {
         let bind = r.optional("OEC_BIND", SocketAddr::from(([127, 0, 0, 1], 8080)), |v| {
             v.parse()
                 .map_err(|_| "must be host:port, e.g. 0.0.0.0:8080".into())
+        });
+        let metrics_bind = r.optional("OEC_METRICS_BIND", None, |v| {
+            v.parse()
+                .map(Some)
+                .map_err(|_| "must be host:port, e.g. 0.0.0.0:9100".into())
+        });
+        let cors_origins = r.optional("OEC_CORS_ORIGINS", Vec::new(), |v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|o| !o.is_empty())
+                .map(|o| {
+                    let bare = o.strip_suffix('/').unwrap_or(o);
+                    let ok = bare.split_once("://").is_some_and(|(scheme, host)| {
+                        matches!(scheme, "http" | "https")
+                            && !host.is_empty()
+                            && !host.contains(['/', '?', '#', ' '])
+                    });
+                    if ok {
+                        Ok(bare.to_ascii_lowercase())
+                    } else {
+                        Err(format!(
+                            "{o:?} is not an origin such as https://dashboard.example.com"
+                        ))
+                    }
+                })
+                .collect()
         });
         let jwt = |v: &str| -> Result<String, String> {
             if v.len() >= 32 {
@@ -529,6 +562,8 @@ impl Settings {
             redis_url,
             redis_prefix,
             bind,
+            metrics_bind,
+            cors_origins,
             jwt_secret,
             secret_key,
             access_token_ttl,
@@ -703,6 +738,41 @@ mod tests {
         assert_eq!(s.log_retention_days, 90);
         assert!(!s.allow_file_repos);
         assert!(s.bootstrap_admin.is_none());
+    }
+
+    #[test]
+    fn cors_origins_and_the_metrics_listener_are_parsed_or_refused() {
+        let s = Settings::from_vars(
+            Process::Api,
+            api_vars(&[
+                (
+                    "OEC_CORS_ORIGINS",
+                    " https://Dash.example.com/, http://localhost:5173 ,",
+                ),
+                ("OEC_METRICS_BIND", "0.0.0.0:9100"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(
+            s.cors_origins,
+            ["https://dash.example.com", "http://localhost:5173"]
+        );
+        assert_eq!(s.metrics_bind, Some(SocketAddr::from(([0, 0, 0, 0], 9100))));
+        let d = Settings::from_vars(Process::Api, api_vars(&[])).expect("valid");
+        assert!(d.cors_origins.is_empty() && d.metrics_bind.is_none());
+        for bad in [
+            "*",
+            "dash.example.com",
+            "https://x.test/path",
+            "ftp://x.test",
+            "https://",
+        ] {
+            let err = Settings::from_vars(Process::Api, api_vars(&[("OEC_CORS_ORIGINS", bad)]))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("OEC_CORS_ORIGINS"), "{bad}: {err}");
+        }
     }
 
     #[test]

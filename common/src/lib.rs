@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod events;
 pub mod lifecycle;
+pub mod metrics;
 pub mod model;
 pub mod names;
 pub mod queue;

@@ -54,6 +54,9 @@ async fn main() -> anyhow::Result<()> {
         pool.close().await;
         return r.map(|summary| println!("{summary}"));
     }
+    if let Some(bind) = deps.settings.metrics_bind {
+        oec_common::metrics::serve(bind, || async {}).await?;
+    }
     let loops: Vec<_> = Job::ALL
         .into_iter()
         .map(|j| tokio::spawn(schedule_loop(j, deps.clone())))

@@ -289,7 +289,29 @@ async fn write_batch(
         match store(pool, deployment, part).await {
             // The lines are stored; live viewers catch up from PostgreSQL
             // if publishing fails.
-            Ok(events) => publisher.publish_or_warn(&events).await,
+            Ok(events) => {
+                oec_common::metrics::count(
+                    "oec_log_lines_written_total",
+                    "Deployment log lines committed to PostgreSQL.",
+                    &[],
+                    part.len() as u64,
+                );
+                publisher.publish_or_warn(&events).await;
+                // From the line's stored timestamp to its event on the channel.
+                let now = chrono::Utc::now();
+                for e in &events {
+                    let oec_common::events::Event::DeploymentProgress(p) = &e.event else {
+                        continue;
+                    };
+                    let lag = (now - p.timestamp).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                    oec_common::metrics::observe(
+                        "oec_event_publish_lag_seconds",
+                        "From a log line's commit (its timestamp) to its publication on the events channel.",
+                        &[],
+                        lag.max(0.0),
+                    );
+                }
+            }
             Err(e) if part.len() > 1 => {
                 tracing::warn!(deployment = %id, error = %e, lines = part.len(), "a batch of log lines was refused; splitting it");
                 let (first, second) = part.split_at(part.len() / 2);

@@ -24,9 +24,19 @@ async fn handle(
     // previous one's deployments still run: the process-wide slots keep
     // OEC_WORKER_CONCURRENCY true across both.
     let _slot = slots.acquire().await?;
+    let running = |by: f64| {
+        oec_common::metrics::add(
+            "oec_worker_running_deployments",
+            "Deployments this worker process is running.",
+            &[],
+            by,
+        )
+    };
+    running(1.0);
     // Pipeline failures are recorded in PostgreSQL and are final: the job
     // itself always succeeds, so the queue never re-runs a deployment.
     pipeline::run_job((*deps).clone(), job.deployment_id).await;
+    running(-1.0);
     Ok(())
 }
 
@@ -180,6 +190,9 @@ async fn main() -> anyhow::Result<()> {
             },
         ))
     };
+    if let Some(bind) = deps.settings.metrics_bind {
+        oec_common::metrics::serve(bind, || async {}).await?;
+    }
     tracing::info!(worker = %worker_id, concurrency, "oec-worker started");
     let signal = signals.recv().await;
     tracing::info!(

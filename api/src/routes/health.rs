@@ -10,7 +10,50 @@ use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/healthz").route(web::get().to(healthz)))
-        .service(resource("/readyz").route(web::get().to(readyz)));
+        .service(resource("/readyz").route(web::get().to(readyz)))
+        .service(resource("/metrics").route(web::get().to(metrics)));
+}
+
+/// Prometheus text: this process's own metrics (HTTP, event streams), and
+/// what PostgreSQL says of the deployments at the time of the scrape (the
+/// same from every api process): counts by status and trigger, the pending
+/// ones and the oldest one's wait, running ones per worker.
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    use oec_common::metrics::{clear, set};
+    let g = oec_common::db::maintenance::gauges(&state.pool).await?;
+    clear("oec_deployments");
+    for (status, trigger, n) in &g.deployments {
+        set(
+            "oec_deployments",
+            "Deployments in PostgreSQL by status and trigger.",
+            &[("status", status), ("trigger", trigger)],
+            *n as f64,
+        );
+    }
+    set(
+        "oec_queue_pending_deployments",
+        "Deployments waiting for a worker.",
+        &[],
+        g.pending as f64,
+    );
+    set(
+        "oec_queue_oldest_pending_age_seconds",
+        "How long the oldest pending deployment has waited (0 with none).",
+        &[],
+        g.oldest_pending_secs,
+    );
+    clear("oec_running_deployments");
+    for (worker, n) in &g.running {
+        set(
+            "oec_running_deployments",
+            "Running deployments per worker (its worker id).",
+            &[("worker", worker)],
+            *n as f64,
+        );
+    }
+    Ok(HttpResponse::Ok()
+        .content_type(oec_common::metrics::CONTENT_TYPE)
+        .body(oec_common::metrics::render()))
 }
 
 pub async fn healthz() -> HttpResponse {

@@ -120,3 +120,40 @@ pub async fn mark_requeued(pool: &PgPool, id: DeploymentId) -> sqlx::Result<()> 
         .await?;
     Ok(())
 }
+
+/// What `/metrics` reads from PostgreSQL at each scrape.
+pub struct Gauges {
+    /// (status, trigger, count) over every deployment.
+    pub deployments: Vec<(String, String, i64)>,
+    /// Deployments waiting for a worker, and how long the oldest has waited.
+    pub pending: i64,
+    pub oldest_pending_secs: f64,
+    /// (worker id, running deployments).
+    pub running: Vec<(String, i64)>,
+}
+
+pub async fn gauges(pool: &PgPool) -> sqlx::Result<Gauges> {
+    let deployments = sqlx::query_as(
+        "SELECT status, trigger, count(*) FROM deployments GROUP BY status, trigger ORDER BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await?;
+    let (pending, oldest_pending_secs): (i64, f64) = sqlx::query_as(
+        "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0)
+         FROM deployments WHERE status = 'pending'",
+    )
+    .fetch_one(pool)
+    .await?;
+    let running = sqlx::query_as(
+        "SELECT COALESCE(worker_id, ''), count(*) FROM deployments WHERE status = 'running'
+         GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(Gauges {
+        deployments,
+        pending,
+        oldest_pending_secs,
+        running,
+    })
+}

@@ -75,6 +75,18 @@ pub async fn run(deps: &Deps) -> anyhow::Result<String> {
             }
         }
     }
+    for (action, n) in [
+        ("failed_stale", reaped),
+        ("requeued", requeued),
+        ("failed_never_picked_up", failed),
+    ] {
+        oec_common::metrics::count(
+            "oec_reaper_actions_total",
+            "What the reaper did: stale running deployments failed, lost jobs enqueued again, pending ones failed.",
+            &[("action", action)],
+            n,
+        );
+    }
     Ok(format!(
         "{reaped} stale running deployments failed, {requeued} lost jobs enqueued again, {failed} never picked up"
     ))

@@ -11,9 +11,19 @@ use oec_common::queue;
 
 use crate::Deps;
 
+fn removed(what: &str, n: u64) {
+    oec_common::metrics::count(
+        "oec_retention_removed_total",
+        "What the retention job removed: log lines, sessions, queue records, steps.",
+        &[("what", what)],
+        n,
+    );
+}
+
 pub async fn run(deps: &Deps) -> anyhow::Result<String> {
     let logs = logs(deps).await?;
     let sessions = oec_common::db::sessions::prune(&deps.pool).await?;
+    removed("sessions", sessions);
     let logs = format!("{logs}; removed {sessions} ended sessions");
     // The logs are done whatever happens to Redis: a failure here is reported
     // in the summary, and the next run prunes what this one could not.
@@ -27,7 +37,10 @@ pub async fn run(deps: &Deps) -> anyhow::Result<String> {
         .await
     };
     Ok(match jobs.await {
-        Ok(n) => format!("{logs}; removed {n} finished queue jobs"),
+        Ok(n) => {
+            removed("queue_jobs", n);
+            format!("{logs}; removed {n} finished queue jobs")
+        }
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), "pruning the queue's finished jobs failed");
             format!("{logs}; finished queue jobs not pruned: {e:#}")
@@ -56,11 +69,13 @@ async fn logs(deps: &Deps) -> anyhow::Result<String> {
         // Let live reads and writes through between batches.
         tokio::time::sleep(deps.settings.retention_pause).await;
     }
+    removed("log_lines", deleted);
     tracing::info!("Deleted {deleted} deployment logs older than {days} days");
     let mut summary =
         format!("Deleted {deleted} deployment logs older than {days} days in {batches} batches");
     if deps.settings.retention_delete_steps {
         let steps = maintenance::delete_orphan_steps(&deps.pool, cutoff).await?;
+        removed("steps", steps);
         summary.push_str(&format!(
             "; deleted {steps} steps of deployments without logs"
         ));

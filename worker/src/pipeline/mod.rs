@@ -356,6 +356,12 @@ async fn pipeline(deps: &Deps, run: &mut Run, progress: &Progress) -> End {
         {
             return End::Failed(format!("Recording step {} failed: {e}", step.id()));
         }
+        oec_common::metrics::observe(
+            "oec_stage_duration_seconds",
+            "How long pipeline stages took, by stage and how they ended.",
+            &[("stage", step.id()), ("status", status.as_str())],
+            t0.elapsed().as_secs_f64(),
+        );
         if let Some(message) = failure {
             return End::Failed(message);
         }
@@ -453,6 +459,20 @@ async fn finish(
             return;
         }
     };
+    let action = ctx.action.to_string();
+    let labels = [("action", action.as_str()), ("status", status.as_str())];
+    oec_common::metrics::count(
+        "oec_deployments_finished_total",
+        "Deployments and lifecycle runs this worker ended, by action and status.",
+        &labels,
+        1,
+    );
+    oec_common::metrics::observe(
+        "oec_deployment_duration_seconds",
+        "How long deployments and lifecycle runs took, by action and status.",
+        &labels,
+        total,
+    );
     // The last lines are written with the final status, in the same
     // transaction as it, after everything the writer holds.
     let clean = |text: &str| match log {
