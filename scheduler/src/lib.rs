@@ -63,11 +63,11 @@ pub async fn run_logged(job: Job, deps: &Deps) -> anyhow::Result<String> {
     tracing::info!(job = job.name(), "job started");
     let r = job.run(deps).await;
     let secs = t0.elapsed().as_secs_f64();
-    let result = if r.is_ok() { "ok" } else { "failed" };
+    let ok = if r.is_ok() { "true" } else { "false" };
     oec_common::metrics::observe(
         "oec_scheduler_job_duration_seconds",
-        "Scheduler job runs on this replica, by job and result.",
-        &[("job", job.name()), ("result", result)],
+        "Scheduler job runs on this replica, by job and whether they succeeded.",
+        &[("job", job.name()), ("ok", ok)],
         secs,
     );
     match &r {

@@ -140,14 +140,16 @@ pub async fn gauges(pool: &PgPool) -> sqlx::Result<Gauges> {
     .await?;
     let (pending, oldest_pending_secs): (i64, f64) = sqlx::query_as(
         "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at))::float8, 0)
-         FROM deployments WHERE status = 'pending'",
+         FROM deployments WHERE status = $1",
     )
+    .bind(DeploymentStatus::Pending)
     .fetch_one(pool)
     .await?;
     let running = sqlx::query_as(
-        "SELECT COALESCE(worker_id, ''), count(*) FROM deployments WHERE status = 'running'
+        "SELECT COALESCE(worker_id, ''), count(*) FROM deployments WHERE status = $1
          GROUP BY 1 ORDER BY 1",
     )
+    .bind(DeploymentStatus::Running)
     .fetch_all(pool)
     .await?;
     Ok(Gauges {

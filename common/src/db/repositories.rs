@@ -136,13 +136,14 @@ pub async fn update(
 pub async fn active_deployments(pool: &PgPool, r: &Repository) -> sqlx::Result<i64> {
     sqlx::query_scalar(
         "SELECT count(*) FROM deployments d JOIN projects p ON p.id = d.project_id
-         WHERE d.status IN ('pending', 'running') AND d.action = 'deploy'
+         WHERE d.status = ANY($4) AND d.action = 'deploy'
            AND ($1 = 'platform' OR ($1 = 'organization' AND p.organization_id = $2)
                 OR ($1 = 'project' AND d.project_id = $3))",
     )
     .bind(&r.scope)
     .bind(r.organization_id)
     .bind(r.project_id)
+    .bind(crate::model::DeploymentStatus::ACTIVE)
     .fetch_one(pool)
     .await
 }
