@@ -138,15 +138,27 @@ pub fn clear(name: &'static str) {
 
 /// Records one observation (seconds) in a histogram.
 pub fn observe(name: &'static str, help: &'static str, labels: &[(&str, &str)], seconds: f64) {
+    observe_all(name, help, labels, [seconds]);
+}
+
+/// Records several observations of one series under one lock.
+pub fn observe_all(
+    name: &'static str,
+    help: &'static str,
+    labels: &[(&str, &str)],
+    seconds: impl IntoIterator<Item = f64>,
+) {
     update(name, help, Kind::Histogram, labels, |v| {
         if let Value::Histogram(buckets, sum, n) = v {
-            for (b, le) in buckets.iter_mut().zip(BUCKETS) {
-                if seconds <= le {
-                    *b += 1;
+            for s in seconds {
+                for (b, le) in buckets.iter_mut().zip(BUCKETS) {
+                    if s <= le {
+                        *b += 1;
+                    }
                 }
+                *sum += s;
+                *n += 1;
             }
-            *sum += seconds;
-            *n += 1;
         }
     });
 }
@@ -188,23 +200,16 @@ pub fn render() -> String {
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Serves `GET /metrics` (anything else: 404) on `bind` until the process
-/// ends: the worker's and the scheduler's listener. `refresh` runs before
-/// each answer, to set gauges read at scrape time.
-pub async fn serve<F, Fut>(bind: std::net::SocketAddr, refresh: F) -> anyhow::Result<()>
-where
-    F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send,
-{
+/// ends: the worker's and the scheduler's listener.
+pub async fn serve(bind: std::net::SocketAddr) -> anyhow::Result<()> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = tokio::net::TcpListener::bind(bind).await?;
     tracing::info!(addr = %listener.local_addr()?, "metrics listening");
-    let refresh = std::sync::Arc::new(refresh);
     tokio::spawn(async move {
         loop {
             let Ok((mut stream, _)) = listener.accept().await else {
                 continue;
             };
-            let refresh = refresh.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::with_capacity(1024);
                 let mut chunk = [0u8; 1024];
@@ -225,7 +230,6 @@ where
                 let line = buf.split(|b| *b == b'\r').next().unwrap_or_default();
                 let ok = line.starts_with(b"GET /metrics ") || line.starts_with(b"GET /metrics?");
                 let (status, body) = if ok {
-                    refresh().await;
                     ("200 OK", render())
                 } else {
                     ("404 Not Found", "only GET /metrics here\n".to_owned())

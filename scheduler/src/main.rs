@@ -55,7 +55,7 @@ async fn main() -> anyhow::Result<()> {
         return r.map(|summary| println!("{summary}"));
     }
     if let Some(bind) = deps.settings.metrics_bind {
-        oec_common::metrics::serve(bind, || async {}).await?;
+        oec_common::metrics::serve(bind).await?;
     }
     let loops: Vec<_> = Job::ALL
         .into_iter()

@@ -299,18 +299,18 @@ async fn write_batch(
                 publisher.publish_or_warn(&events).await;
                 // From the line's stored timestamp to its event on the channel.
                 let now = chrono::Utc::now();
-                for e in &events {
-                    let oec_common::events::Event::DeploymentProgress(p) = &e.event else {
-                        continue;
-                    };
-                    let lag = (now - p.timestamp).num_microseconds().unwrap_or(0) as f64 / 1e6;
-                    oec_common::metrics::observe(
-                        "oec_event_publish_lag_seconds",
-                        "From a log line's commit (its timestamp) to its publication on the events channel.",
-                        &[],
-                        lag.max(0.0),
-                    );
-                }
+                let lags = events.iter().filter_map(|e| match &e.event {
+                    oec_common::events::Event::DeploymentProgress(p) => Some(
+                        ((now - p.timestamp).num_microseconds().unwrap_or(0) as f64 / 1e6).max(0.0),
+                    ),
+                    _ => None,
+                });
+                oec_common::metrics::observe_all(
+                    "oec_event_publish_lag_seconds",
+                    "From a log line's commit (its timestamp) to its publication on the events channel.",
+                    &[],
+                    lags,
+                );
             }
             Err(e) if part.len() > 1 => {
                 tracing::warn!(deployment = %id, error = %e, lines = part.len(), "a batch of log lines was refused; splitting it");

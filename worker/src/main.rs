@@ -191,7 +191,7 @@ async fn main() -> anyhow::Result<()> {
         ))
     };
     if let Some(bind) = deps.settings.metrics_bind {
-        oec_common::metrics::serve(bind, || async {}).await?;
+        oec_common::metrics::serve(bind).await?;
     }
     tracing::info!(worker = %worker_id, concurrency, "oec-worker started");
     let signal = signals.recv().await;

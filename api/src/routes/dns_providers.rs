@@ -123,7 +123,9 @@ async fn visible(
     access::org(state, user, d.organization_id, Permission::OrgDnsView)
         .await
         .map_err(|_| ApiError::NotFound("dns_provider"))?;
-    access::org(state, user, d.organization_id, permission).await?;
+    if permission != Permission::OrgDnsView {
+        access::org(state, user, d.organization_id, permission).await?;
+    }
     Ok(d)
 }
 

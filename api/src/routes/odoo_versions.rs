@@ -72,13 +72,7 @@ fn credentials(
     password: Option<&str>,
 ) -> Result<Option<(String, oec_common::secrets::Sealed)>, ApiError> {
     match (username, password) {
-        (Some(u), Some(p)) => Ok(Some((
-            fields::parse_secret("registry_username", u)?,
-            state
-                .settings
-                .secret_key
-                .seal(&fields::parse_secret("registry_password", p)?),
-        ))),
+        (Some(u), Some(p)) => seal_pair(state, u, p).map(Some),
         (None, None) => Ok(None),
         (Some(_), None) => Err(ApiError::invalid(
             "registry_password",
@@ -89,6 +83,20 @@ fn credentials(
             "required with registry_password",
         )),
     }
+}
+
+fn seal_pair(
+    state: &AppState,
+    username: &str,
+    password: &str,
+) -> Result<(String, oec_common::secrets::Sealed), ApiError> {
+    Ok((
+        fields::parse_secret("registry_username", username)?,
+        state
+            .settings
+            .secret_key
+            .seal(&fields::parse_secret("registry_password", password)?),
+    ))
 }
 
 async fn get(
@@ -133,11 +141,8 @@ async fn update(
         (None, None) => db::odoo_versions::Credentials::Keep,
         (Some(None), Some(None)) => db::odoo_versions::Credentials::Clear,
         (Some(Some(u)), Some(Some(p))) => {
-            sealed = credentials(&state, Some(u), Some(p))?;
-            match &sealed {
-                Some((u, p)) => db::odoo_versions::Credentials::Set(u, p),
-                None => db::odoo_versions::Credentials::Keep,
-            }
+            sealed = seal_pair(&state, u, p)?;
+            db::odoo_versions::Credentials::Set(&sealed.0, &sealed.1)
         }
         (_, Some(_)) => {
             return Err(ApiError::invalid(

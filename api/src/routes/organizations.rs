@@ -198,7 +198,7 @@ async fn set_role(
     if touches_owner {
         access::org(state, user, org, Permission::OrgDelete).await?;
     }
-    if !db::users::exists(&state.pool, member).await? {
+    if current.is_none() && !db::users::exists(&state.pool, member).await? {
         return Err(ApiError::invalid("user_id", "no user with this id"));
     }
     let m = db::organizations::set_role_keeping_an_owner(&state.pool, org, member, role)

@@ -207,15 +207,7 @@ async fn add_member(
     id: web::Path<Uuid>,
     body: Json<AddMember>,
 ) -> Result<HttpResponse, ApiError> {
-    let org = access::project(&state, &user, *id, Permission::ProjectMembersManage).await?;
-    let role = ProjectRole::parse(&body.role).ok_or_else(|| {
-        ApiError::invalid("role", format!("must be one of {}", ProjectRole::choices()))
-    })?;
-    if !db::users::exists(&state.pool, body.user_id).await? {
-        return Err(ApiError::invalid("user_id", "no user with this id"));
-    }
-    let m = db::projects::upsert_member(&state.pool, *id, body.user_id, role).await?;
-    super::permissions_changed(&state, org, Some(*id), Some(body.user_id)).await;
+    let m = set_role(&state, &user, *id, body.user_id, &body.role, false).await?;
     Ok(HttpResponse::Created().json(m))
 }
 
@@ -233,19 +225,36 @@ async fn change_member(
     body: Json<ChangeMember>,
 ) -> Result<HttpResponse, ApiError> {
     let (project, member) = path.into_inner();
-    let org = access::project(&state, &user, project, Permission::ProjectMembersManage).await?;
-    let role = ProjectRole::parse(&body.role).ok_or_else(|| {
+    let m = set_role(&state, &user, project, member, &body.role, true).await?;
+    Ok(HttpResponse::Ok().json(m))
+}
+
+/// Gives `member` `role` in `project`; with `existing`, only to a member.
+async fn set_role(
+    state: &AppState,
+    user: &AuthUser,
+    project: Uuid,
+    member: Uuid,
+    role: &str,
+    existing: bool,
+) -> Result<db::projects::Member, ApiError> {
+    let org = access::project(state, user, project, Permission::ProjectMembersManage).await?;
+    let role = ProjectRole::parse(role).ok_or_else(|| {
         ApiError::invalid("role", format!("must be one of {}", ProjectRole::choices()))
     })?;
-    if db::projects::member_role(&state.pool, project, member)
-        .await?
-        .is_none()
-    {
-        return Err(ApiError::NotFound("member"));
+    if existing {
+        if db::projects::member_role(&state.pool, project, member)
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::NotFound("member"));
+        }
+    } else if !db::users::exists(&state.pool, member).await? {
+        return Err(ApiError::invalid("user_id", "no user with this id"));
     }
     let m = db::projects::upsert_member(&state.pool, project, member, role).await?;
-    super::permissions_changed(&state, org, Some(project), Some(member)).await;
-    Ok(HttpResponse::Ok().json(m))
+    super::permissions_changed(state, org, Some(project), Some(member)).await;
+    Ok(m)
 }
 
 /// The project's members with their email, name and role; whoever may see
