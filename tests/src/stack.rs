@@ -115,9 +115,7 @@ pub const ABSENT_DB_IMAGE_ERROR: &str = "Failed to pull image 127.0.0.1:5000/oec
 pub struct Stack {
     pub api: Proc,
     pub workers: Vec<Proc>,
-    pub address: String,
-    pub client: reqwest::Client,
-    pub admin_token: String,
+    pub http: Api,
     pub env: Vec<(String, String)>,
     pub pool: sqlx::PgPool,
     pub redis_keys: RedisPrefix,
@@ -184,7 +182,6 @@ impl Stack {
             w.wait_for("oec-worker started", Duration::from_secs(60))
                 .await;
         }
-        let client = reqwest::Client::new();
         let pool = sqlx::PgPool::connect(&db.url).await.expect("pool");
         let prefix = env
             .iter()
@@ -192,31 +189,15 @@ impl Stack {
             .map(|(_, v)| v.clone())
             .unwrap_or_default();
         let redis_keys = RedisPrefix(prefix);
-        let mut s = Stack {
+        Stack {
             api,
             workers: procs,
-            address,
-            client,
-            admin_token: String::new(),
+            http: Api::login(address).await,
             env,
             pool,
             redis_keys,
             db,
-        };
-        let r = s
-            .send(
-                reqwest::Method::POST,
-                "/api/v1/auth/login",
-                None,
-                Some(json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
-            )
-            .await;
-        s.admin_token = r.body["access_token"].as_str().expect("token").to_owned();
-        s
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{}", self.address, path)
+        }
     }
 
     /// Another process on the same database and Redis prefix.
@@ -236,6 +217,49 @@ impl Stack {
             .find(|(k, _)| k == name)
             .map(|(_, v)| v.clone())
             .unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for Stack {
+    type Target = Api;
+    fn deref(&self) -> &Api {
+        &self.http
+    }
+}
+
+/// An oec API as a user drives it: its address and the portal admin's
+/// token. A [`Stack`] is one; so is any other deployment of oec (the
+/// compose test's, behind nginx).
+pub struct Api {
+    pub address: String,
+    pub client: reqwest::Client,
+    pub admin_token: String,
+}
+
+impl Api {
+    /// The API at `address` (`http://host:port`), signed in as the portal
+    /// admin the test settings bootstrap.
+    pub async fn login(address: String) -> Api {
+        let mut a = Api {
+            address,
+            client: reqwest::Client::new(),
+            admin_token: String::new(),
+        };
+        let r = a
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/auth/login",
+                None,
+                Some(json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD})),
+            )
+            .await;
+        assert_eq!(r.status, 200, "admin login at {}: {}", a.address, r.text);
+        a.admin_token = r.body["access_token"].as_str().expect("token").to_owned();
+        a
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
     }
 
     pub async fn send(
