@@ -141,12 +141,17 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-#[derive(Serialize)]
-struct Body {
+/// Every error's body.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable snake_case code, e.g. `invalid_field`, `organization_not_found`.
     error: String,
+    /// What went wrong, for a person.
     message: String,
+    /// The request field or query parameter at fault, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<String>,
+    /// With `deployment_in_progress`: the deployment that is.
     #[serde(skip_serializing_if = "Option::is_none")]
     deployment_id: Option<uuid::Uuid>,
 }
@@ -190,7 +195,7 @@ impl ResponseError for ApiError {
             ApiError::DeploymentInProgress(id) => Some(*id),
             _ => None,
         };
-        resp.json(Body {
+        resp.json(ErrorBody {
             error: self.code(),
             message: self.message(),
             field,
@@ -250,7 +255,7 @@ pub fn query_error(err: QueryPayloadError, _req: &HttpRequest) -> actix_web::Err
 }
 
 pub async fn not_found() -> HttpResponse {
-    HttpResponse::NotFound().json(Body {
+    HttpResponse::NotFound().json(ErrorBody {
         error: "not_found".into(),
         message: "No such route; the API lives under /api/v1.".into(),
         field: None,
@@ -259,7 +264,7 @@ pub async fn not_found() -> HttpResponse {
 }
 
 pub async fn method_not_allowed() -> HttpResponse {
-    HttpResponse::MethodNotAllowed().json(Body {
+    HttpResponse::MethodNotAllowed().json(ErrorBody {
         error: "method_not_allowed".into(),
         message: "This method is not allowed on this path.".into(),
         field: None,

@@ -152,7 +152,8 @@ impl FromRequest for SseUser {
 pub const MAX_LIMIT: i64 = 500;
 
 /// `?skip=&limit=`: skip ≥ 0, 1 ≤ limit ≤ 500.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct Pagination {
     pub skip: Option<i64>,

@@ -8,6 +8,7 @@ pub mod extract;
 pub mod hub;
 pub mod listing;
 pub mod login_limit;
+pub mod openapi;
 pub mod request_log;
 pub mod routes;
 pub mod sse;

@@ -172,6 +172,8 @@ struct StreamState {
 }
 
 /// `GET /api/v1/events/stream`: every event the caller may see.
+#[utoipa::path(get, path = "/api/v1/events/stream", tag = "events", params(("token" = Option<String>, Query, description = "The access token, for clients that cannot send `Authorization` (EventSource)."), ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id.")),
+    responses((status = 200, description = "Server-sent events of every deployment you may see: `connected`, then the event types of `/api/v1/events/schema`.", content_type = "text/event-stream", body = String), (status = 429, description = "Too many open streams for the user or address.", body = crate::errors::ErrorBody)))]
 pub async fn events_stream(
     state: web::Data<AppState>,
     local: web::Data<LocalHub>,
@@ -446,6 +448,8 @@ impl DeploymentStream {
 /// `GET /api/v1/deployments/{id}/events`: the stored log lines (after
 /// `Last-Event-ID`), then live lines, then `deployment_finished`. Live lines
 /// come from the thread's relay as frames encoded once for every client.
+#[utoipa::path(get, path = "/api/v1/deployments/{id}/events", tag = "events", params(("id" = Uuid, Path, description = "The deployment's id."), ("token" = Option<String>, Query, description = "The access token, for clients that cannot send `Authorization` (EventSource)."), ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id.")),
+    responses((status = 200, description = "Server-sent events of one deployment: its history, then live until it ends.", content_type = "text/event-stream", body = String), (status = 429, description = "Too many open streams for the user or address.", body = crate::errors::ErrorBody)))]
 pub async fn deployment_events(
     state: web::Data<AppState>,
     local: web::Data<LocalHub>,

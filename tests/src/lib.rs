@@ -441,6 +441,8 @@ pub struct TargetEnv {
     pub acme_roots: String,
     /// Traefik v3, built by scripts/test-images.
     pub proxy_image: String,
+    /// The schemathesis command (a venv of scripts/services).
+    pub schemathesis: String,
 }
 
 impl TargetEnv {
@@ -473,6 +475,7 @@ impl TargetEnv {
             acme_ca: get("OEC_TEST_ACME_CA"),
             acme_roots: get("OEC_TEST_ACME_ROOTS"),
             proxy_image: get("OEC_TEST_PROXY_IMAGE"),
+            schemathesis: get("OEC_TEST_SCHEMATHESIS"),
         }
     }
 

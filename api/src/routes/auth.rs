@@ -22,20 +22,20 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/auth/me").route(web::get().to(me)));
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     email: String,
     password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RefreshRequest {
     refresh_token: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogoutRequest {
     /// The session to end; without it, the access token's session.
@@ -45,14 +45,14 @@ pub struct LogoutRequest {
     all_sessions: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PasswordChange {
     current_password: String,
     new_password: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Tokens {
     access_token: String,
     refresh_token: String,
@@ -90,6 +90,10 @@ async fn password_matches(password: String, hash: String) -> Result<bool, ApiErr
 }
 
 #[tracing::instrument(skip_all)]
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, description = "Signed in: a new session's tokens.", body = Tokens),
+              (status = 401, description = "Wrong email or password, or a deactivated account.", body = crate::errors::ErrorBody),
+              (status = 429, description = "Too many failed attempts for the email or address; see `Retry-After`.", body = crate::errors::ErrorBody)))]
 async fn login(
     state: web::Data<AppState>,
     req: actix_web::HttpRequest,
@@ -148,6 +152,9 @@ fn session_ended() -> ApiError {
 /// Exchanges a refresh token for new tokens. Each refresh token is good for
 /// one exchange: presenting one that was already exchanged revokes its
 /// session (a stolen copy and the owner cannot both go on).
+#[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, description = "The session's next tokens (the refresh token rotates).", body = Tokens),
+              (status = 401, description = "An invalid, expired or reused refresh token.", body = crate::errors::ErrorBody)))]
 async fn refresh(
     state: web::Data<AppState>,
     body: Json<RefreshRequest>,
@@ -175,6 +182,8 @@ async fn refresh(
 /// Ends the session of the refresh token in the body, or else of the access
 /// token; with `all_sessions`, every session of the user. Its access tokens
 /// stop working at once and its open event streams end.
+#[utoipa::path(post, path = "/api/v1/auth/logout", tag = "auth", request_body = LogoutRequest,
+    responses((status = 204, description = "The session (or every session) ended.")))]
 async fn logout(
     state: web::Data<AppState>,
     req: actix_web::HttpRequest,
@@ -206,6 +215,9 @@ async fn logout(
 
 /// Changes the caller's password. Every other session of theirs is revoked;
 /// the caller's own goes on with fresh tokens, returned like a login's.
+#[utoipa::path(put, path = "/api/v1/auth/password", tag = "auth", request_body = PasswordChange,
+    responses((status = 200, description = "Changed; every other session ended; this session's new tokens.", body = Tokens),
+              (status = 429, description = "Too many wrong current passwords; see `Retry-After`.", body = crate::errors::ErrorBody)))]
 async fn change_password(
     state: web::Data<AppState>,
     req: actix_web::HttpRequest,
@@ -252,6 +264,8 @@ pub fn no_store(body: impl Serialize) -> HttpResponse {
         .json(body)
 }
 
+#[utoipa::path(get, path = "/api/v1/auth/me", tag = "auth",
+    responses((status = 200, description = "The signed-in user.", body = oec_common::db::users::User)))]
 async fn me(state: web::Data<AppState>, user: AuthUser) -> Result<HttpResponse, ApiError> {
     let u = db::users::by_id(&state.pool, user.id)
         .await?

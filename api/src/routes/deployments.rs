@@ -11,7 +11,9 @@ use oec_common::lifecycle;
 use oec_common::model::steps::Step;
 use oec_common::model::{Action, DeploymentStatus, LogLevel, StepStatus, Trigger};
 use oec_common::queue;
-use serde::Deserialize;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -44,13 +46,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 
 /// `GET /api/v1/events/schema`: the JSON Schema of every event the streams
 /// send (public: it describes, it reveals nothing).
+#[utoipa::path(get, path = "/api/v1/events/schema", tag = "events",
+    responses((status = 200, description = "The JSON Schema of every event the streams send.", content_type = "application/schema+json", body = Object)))]
 async fn event_schema() -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/schema+json")
         .body(oec_common::events::SCHEMA)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDeployment {
     environment_id: Uuid,
@@ -93,6 +97,9 @@ pub(crate) fn idempotency_key(req: &HttpRequest) -> Result<Option<String>, ApiEr
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/deployments", tag = "deployments", request_body = CreateDeployment, params(("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key answers the deployment it created instead of a second one.")),
+    responses((status = 202, description = "Queued (or, with a seen `Idempotency-Key`, the deployment it created).", body = oec_common::db::deployments::Deployment),
+              (status = 409, description = "A deployment of the environment is pending or running (`deployment_in_progress`, with its `deployment_id`).", body = crate::errors::ErrorBody), (status = 503, description = "The job queue is unavailable; nothing was queued.", body = crate::errors::ErrorBody)))]
 async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -130,6 +137,9 @@ async fn create(
 
 /// `POST /deployments/{id}/redeploy`: deploys the commit a past deployment
 /// deployed, to the same environment, with the trigger `redeploy`.
+#[utoipa::path(post, path = "/api/v1/deployments/{id}/redeploy", tag = "deployments", params(("id" = Uuid, Path, description = "The past deployment whose commit to deploy again."), ("Idempotency-Key" = Option<String>, Header, description = "Retrying with the same key answers the deployment it created instead of a second one.")),
+    responses((status = 202, description = "Queued.", body = oec_common::db::deployments::Deployment),
+              (status = 409, description = "A deployment of the environment is pending or running, or the past one was not a deployment.", body = crate::errors::ErrorBody), (status = 503, description = "The job queue is unavailable; nothing was queued.", body = crate::errors::ErrorBody)))]
 async fn redeploy(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -224,7 +234,8 @@ pub(crate) async fn start(
     Ok(HttpResponse::Accepted().json(d))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     project_id: Option<Uuid>,
@@ -254,6 +265,8 @@ fn parse_time(field: &str, value: Option<&str>) -> Result<Option<DateTime<Utc>>,
         .transpose()
 }
 
+#[utoipa::path(get, path = "/api/v1/deployments", tag = "deployments", params(ListQuery),
+    responses((status = 200, description = "Deployments visible to you, newest first.", body = Vec<oec_common::db::deployments::Deployment>)))]
 async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -322,6 +335,8 @@ async fn list(
     Ok(listing::respond(&req, page, rows))
 }
 
+#[utoipa::path(get, path = "/api/v1/deployments/{id}", tag = "deployments", params(("id" = Uuid, Path, description = "The deployment's id.")),
+    responses((status = 200, description = "The deployment.", body = oec_common::db::deployments::Deployment)))]
 async fn get(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -331,7 +346,8 @@ async fn get(
         .json(access::deployment(&state, &user, *id, Permission::ProjectDeploymentsView).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LogsQuery {
     level: Option<String>,
@@ -340,6 +356,8 @@ pub struct LogsQuery {
     limit: Option<i64>,
 }
 
+#[utoipa::path(get, path = "/api/v1/deployments/{id}/logs", tag = "deployments", params(("id" = Uuid, Path, description = "The deployment's id."), LogsQuery),
+    responses((status = 200, description = "A page of its log lines, oldest first.", body = Logs)))]
 async fn logs(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -374,13 +392,71 @@ async fn logs(
         })
         .transpose()?;
     let rows = db::deployments::logs(&state.pool, *id, level, step.map(|s| s.id()), page).await?;
-    Ok(HttpResponse::Ok().json(json!({"deployment_id": *id, "logs": rows})))
+    Ok(HttpResponse::Ok().json(Logs {
+        deployment_id: *id,
+        logs: rows,
+    }))
+}
+
+/// A page of a deployment's log lines, oldest first.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Logs {
+    deployment_id: Uuid,
+    logs: Vec<db::deployments::LogLine>,
+}
+
+/// A deployment and each of its steps, as the spec's progress view shows it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Progress {
+    deployment_id: Uuid,
+    status: DeploymentStatus,
+    progress_percent: i32,
+    steps: Vec<StepProgress>,
+    current_step: Option<String>,
+    error_message: Option<String>,
+    started_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+    duration_seconds: Option<f64>,
+    #[schema(value_type = Option<Object>)]
+    module_changes: Option<Value>,
+    #[schema(value_type = Option<Object>)]
+    snapshot: Option<Value>,
+    rolled_back: bool,
+    rollback_reason: Option<String>,
+    rollback_seconds: Option<f64>,
+}
+
+/// One step of a deployment's progress.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct StepProgress {
+    id: &'static str,
+    name: &'static str,
+    description: &'static str,
+    status: StepStatus,
+    /// The step's latest lines (at most 50); the rest are at `logs_url`.
+    logs: Vec<StepLine>,
+    logs_total: i64,
+    logs_truncated: bool,
+    logs_url: String,
+    latest_message: Option<String>,
+    started_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+    duration_seconds: Option<f64>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct StepLine {
+    message: String,
+    timestamp: DateTime<Utc>,
+    level: LogLevel,
 }
 
 /// Log lines per step in a progress answer: the latest ones; the rest are
 /// at `logs_url`.
 pub const PROGRESS_LINES_PER_STEP: i64 = 50;
 
+#[utoipa::path(get, path = "/api/v1/deployments/{id}/progress", tag = "deployments", params(("id" = Uuid, Path, description = "The deployment's id.")),
+    responses((status = 200, description = "The deployment and each of its steps.", body = Progress)))]
 async fn progress(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -390,60 +466,83 @@ async fn progress(
     let rows = db::deployments::steps(&state.pool, d.id).await?;
     let (logs, counts) =
         db::deployments::step_log_tails(&state.pool, d.id, PROGRESS_LINES_PER_STEP).await?;
-    let steps: Vec<Value> = d
+    let steps: Vec<StepProgress> = d
         .action
         .steps()
         .iter()
         .map(|step| {
             let row = rows.iter().find(|r| r.step == step.id());
-            let step_logs: Vec<Value> = logs
+            let step_logs: Vec<StepLine> = logs
                 .iter()
                 .filter(|l| l.step.as_deref() == Some(step.id()))
-                .map(|l| json!({"message": l.message, "timestamp": l.timestamp, "level": l.level}))
+                .map(|l| StepLine {
+                    message: l.message.clone(),
+                    timestamp: l.timestamp,
+                    level: l.level,
+                })
                 .collect();
             let total = counts
                 .iter()
                 .find(|(s, _)| s.as_deref() == Some(step.id()))
                 .map_or(0, |(_, n)| *n);
-            let latest = row.and_then(|r| r.latest_message.clone()).or_else(|| {
-                step_logs
-                    .last()
-                    .and_then(|l| l["message"].as_str().map(str::to_owned))
-            });
-            json!({
-                "id": step.id(),
-                "name": step.name(),
-                "description": step.description(),
-                "status": row.map_or(StepStatus::Pending, |r| r.status),
-                "logs": step_logs,
-                "logs_total": total,
-                "logs_truncated": total > PROGRESS_LINES_PER_STEP,
-                "logs_url": format!("/api/v1/deployments/{}/logs?step={}", d.id, step.id()),
-                "latest_message": latest,
-                "started_at": row.and_then(|r| r.started_at),
-                "completed_at": row.and_then(|r| r.completed_at),
-                "duration_seconds": row.and_then(|r| r.duration_seconds),
-            })
+            let latest = row
+                .and_then(|r| r.latest_message.clone())
+                .or_else(|| step_logs.last().map(|l| l.message.clone()));
+            StepProgress {
+                id: step.id(),
+                name: step.name(),
+                description: step.description(),
+                status: row.map_or(StepStatus::Pending, |r| r.status),
+                logs: step_logs,
+                logs_total: total,
+                logs_truncated: total > PROGRESS_LINES_PER_STEP,
+                logs_url: format!("/api/v1/deployments/{}/logs?step={}", d.id, step.id()),
+                latest_message: latest,
+                started_at: row.and_then(|r| r.started_at),
+                completed_at: row.and_then(|r| r.completed_at),
+                duration_seconds: row.and_then(|r| r.duration_seconds),
+            }
         })
         .collect();
-    Ok(HttpResponse::Ok().json(json!({
-        "deployment_id": d.id,
-        "status": d.status,
-        "progress_percent": d.progress_percent,
-        "steps": steps,
-        "current_step": d.current_step,
-        "error_message": d.error_message,
-        "started_at": d.started_at,
-        "completed_at": d.completed_at,
-        "duration_seconds": d.duration_seconds,
-        "module_changes": d.module_changes,
-        "snapshot": d.snapshot,
-        "rolled_back": d.rolled_back,
-        "rollback_reason": d.rollback_reason,
-        "rollback_seconds": d.rollback_seconds,
-    })))
+    Ok(HttpResponse::Ok().json(Progress {
+        deployment_id: d.id.uuid(),
+        status: d.status,
+        progress_percent: d.progress_percent,
+        steps,
+        current_step: d.current_step,
+        error_message: d.error_message,
+        started_at: d.started_at,
+        completed_at: d.completed_at,
+        duration_seconds: d.duration_seconds,
+        module_changes: d.module_changes,
+        snapshot: d.snapshot,
+        rolled_back: d.rolled_back,
+        rollback_reason: d.rollback_reason,
+        rollback_seconds: d.rollback_seconds,
+    }))
 }
 
+/// An environment's latest deployment, if it has one.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Latest {
+    has_deployment: bool,
+    environment_id: Uuid,
+    #[serde(flatten)]
+    deployment: Option<LatestDeployment>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct LatestDeployment {
+    deployment_id: Uuid,
+    status: DeploymentStatus,
+    version: i32,
+    started_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+    error_message: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/deployments/environment/{id}/latest", tag = "deployments", params(("id" = Uuid, Path, description = "The environment's id.")),
+    responses((status = 200, description = "The environment's latest deployment, if any.", body = Latest)))]
 async fn latest(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -460,17 +559,25 @@ async fn latest(
     )
     .await
     .map_err(|e| e.not_found_as("environment"))?;
-    let body = match db::deployments::latest_for_environment(&state.pool, env.id).await? {
-        None => json!({"has_deployment": false, "environment_id": env.id}),
-        Some(d) => json!({
-            "has_deployment": true, "environment_id": env.id, "deployment_id": d.id, "status": d.status,
-            "version": d.version, "started_at": d.started_at, "completed_at": d.completed_at,
-            "error_message": d.error_message,
-        }),
-    };
-    Ok(HttpResponse::Ok().json(body))
+    let deployment = db::deployments::latest_for_environment(&state.pool, env.id)
+        .await?
+        .map(|d| LatestDeployment {
+            deployment_id: d.id.uuid(),
+            status: d.status,
+            version: d.version,
+            started_at: d.started_at,
+            completed_at: d.completed_at,
+            error_message: d.error_message,
+        });
+    Ok(HttpResponse::Ok().json(Latest {
+        has_deployment: deployment.is_some(),
+        environment_id: env.id,
+        deployment,
+    }))
 }
 
+#[utoipa::path(get, path = "/api/v1/deployments/project/{id}/stats", tag = "deployments", params(("id" = Uuid, Path, description = "The project's id.")),
+    responses((status = 200, description = "The project's deployment statistics.", body = Stats)))]
 async fn stats(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -478,37 +585,78 @@ async fn stats(
 ) -> Result<HttpResponse, ApiError> {
     access::project(&state, &user, *project, Permission::ProjectDeploymentsList).await?;
     let s = db::deployments::stats(&state.pool, *project).await?;
-    let stages: serde_json::Map<String, Value> =
-        db::deployments::stage_averages(&state.pool, *project)
-            .await?
-            .into_iter()
-            .map(|(step, avg)| (step, json!(avg)))
-            .collect();
+    let avg_stage_duration_seconds = db::deployments::stage_averages(&state.pool, *project)
+        .await?
+        .into_iter()
+        .collect();
     let finished = s.success + s.failed + s.cancelled;
     let success_rate = if finished == 0 {
         0.0
     } else {
         (s.success as f64 * 1000.0 / finished as f64).round() / 10.0
     };
-    Ok(HttpResponse::Ok().json(json!({
-        "project_id": *project,
-        "total_deployments": s.total_deployments,
-        "status_counts": DeploymentStatus::ALL.iter().map(|st| (st.as_str(), match st {
-            DeploymentStatus::Success => s.success,
-            DeploymentStatus::Failed => s.failed,
-            DeploymentStatus::Cancelled => s.cancelled,
-            DeploymentStatus::Pending => s.pending,
-            DeploymentStatus::Running => s.running,
-        })).collect::<std::collections::BTreeMap<_, _>>(),
-        "success_rate": success_rate,
-        "last_30_days": {
-            "avg_duration_seconds": s.avg_duration_seconds, "min_duration_seconds": s.min_duration_seconds,
-            "max_duration_seconds": s.max_duration_seconds, "p50_duration_seconds": s.p50_duration_seconds,
-            "p95_duration_seconds": s.p95_duration_seconds, "avg_stage_duration_seconds": stages,
+    let status_counts = DeploymentStatus::ALL
+        .iter()
+        .map(|st| {
+            let n = match st {
+                DeploymentStatus::Success => s.success,
+                DeploymentStatus::Failed => s.failed,
+                DeploymentStatus::Cancelled => s.cancelled,
+                DeploymentStatus::Pending => s.pending,
+                DeploymentStatus::Running => s.running,
+            };
+            (st.as_str(), n)
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(Stats {
+        project_id: *project,
+        total_deployments: s.total_deployments,
+        status_counts,
+        success_rate,
+        last_30_days: Durations {
+            avg_duration_seconds: s.avg_duration_seconds,
+            min_duration_seconds: s.min_duration_seconds,
+            max_duration_seconds: s.max_duration_seconds,
+            p50_duration_seconds: s.p50_duration_seconds,
+            p95_duration_seconds: s.p95_duration_seconds,
+            avg_stage_duration_seconds,
         },
-    })))
+    }))
 }
 
+/// A project's deployment statistics.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Stats {
+    project_id: Uuid,
+    total_deployments: i64,
+    /// Deployments per status, every status present.
+    status_counts: BTreeMap<&'static str, i64>,
+    /// Successes among finished deployments, in percent (one decimal).
+    success_rate: f64,
+    last_30_days: Durations,
+}
+
+/// Durations of the deployments of the last 30 days, in seconds.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Durations {
+    avg_duration_seconds: Option<f64>,
+    min_duration_seconds: Option<f64>,
+    max_duration_seconds: Option<f64>,
+    p50_duration_seconds: Option<f64>,
+    p95_duration_seconds: Option<f64>,
+    /// Per stage id: its average duration.
+    avg_stage_duration_seconds: BTreeMap<String, f64>,
+}
+
+/// A short confirmation.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Message {
+    message: &'static str,
+}
+
+#[utoipa::path(post, path = "/api/v1/deployments/{id}/cancel", tag = "deployments", params(("id" = Uuid, Path, description = "The deployment's id.")),
+    responses((status = 200, description = "Cancelled (a running one stops at its worker's next heartbeat).", body = Message),
+              (status = 400, description = "Already finished (`deployment_not_cancellable`), or a malformed id.", body = crate::errors::ErrorBody)))]
 async fn cancel(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -527,10 +675,13 @@ async fn cancel(
     // A pending deployment ends here (and says so); a running one is ended
     // by its worker, which notices the request at its next heartbeat.
     state.publisher.publish_or_warn(&events).await;
-    Ok(HttpResponse::Ok().json(json!({"message": "Deployment cancelled"})))
+    Ok(HttpResponse::Ok().json(Message {
+        message: "Deployment cancelled",
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ExportQuery {
     format: Option<String>,
@@ -538,6 +689,9 @@ pub struct ExportQuery {
 
 /// Streams the whole log in the spec's JSON or text format, a batch at a
 /// time, so a 100k-line log is never built in memory.
+#[utoipa::path(get, path = "/api/v1/deployments/{id}/logs/export", tag = "deployments", params(("id" = Uuid, Path, description = "The deployment's id."), ExportQuery),
+    responses((status = 200, description = "The whole log as a download: the spec's JSON document, or text with each line's step.",
+               content((Object = "application/json"), (String = "text/plain")))))]
 async fn export(
     state: web::Data<AppState>,
     user: AuthUser,

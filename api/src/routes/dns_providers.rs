@@ -29,7 +29,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateDnsProvider {
     organization_id: Uuid,
@@ -39,7 +39,8 @@ pub struct CreateDnsProvider {
     apps_domain: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     organization_id: Option<Uuid>,
@@ -47,6 +48,8 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
+#[utoipa::path(post, path = "/api/v1/dns-providers", tag = "dns-providers", request_body = CreateDnsProvider,
+    responses((status = 201, description = "Configured; its token is stored encrypted.", body = oec_common::db::dns_providers::DnsProvider), (status = 409, description = "The organization already has a provider.", body = crate::errors::ErrorBody)))]
 async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -87,6 +90,8 @@ async fn create(
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/dns-providers", tag = "dns-providers", params(ListQuery),
+    responses((status = 200, description = "The providers visible to you.", body = Vec<oec_common::db::dns_providers::DnsProvider>)))]
 async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -129,6 +134,8 @@ async fn visible(
     Ok(d)
 }
 
+#[utoipa::path(get, path = "/api/v1/dns-providers/{id}", tag = "dns-providers", params(("id" = Uuid, Path, description = "The provider's id.")),
+    responses((status = 200, description = "The provider.", body = oec_common::db::dns_providers::DnsProvider)))]
 async fn get(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -138,7 +145,7 @@ async fn get(
     Ok(HttpResponse::Ok().json(d))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateDnsProvider {
     api_token: Option<String>,
@@ -148,6 +155,8 @@ pub struct UpdateDnsProvider {
 
 /// Rotates the token, changes the zone, or (while no environment is under
 /// it) the domain.
+#[utoipa::path(patch, path = "/api/v1/dns-providers/{id}", tag = "dns-providers", params(("id" = Uuid, Path, description = "The provider's id.")), request_body = UpdateDnsProvider,
+    responses((status = 200, description = "Changed.", body = oec_common::db::dns_providers::DnsProvider), (status = 409, description = "Another provider has that apps domain.", body = crate::errors::ErrorBody)))]
 async fn update(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -208,6 +217,8 @@ fn in_use(n: i64, to: &str) -> ApiError {
 }
 
 /// Deletes a provider no environment's hostname is under; 409 otherwise.
+#[utoipa::path(delete, path = "/api/v1/dns-providers/{id}", tag = "dns-providers", params(("id" = Uuid, Path, description = "The provider's id.")),
+    responses((status = 204, description = "Removed."), (status = 409, description = "A pending or running deployment uses it.", body = crate::errors::ErrorBody)))]
 async fn delete(
     state: web::Data<AppState>,
     user: AuthUser,

@@ -39,7 +39,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// The body of POST (all required fields present) and PATCH (any subset).
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EnvironmentBody {
     project_id: Option<Uuid>,
@@ -59,7 +59,8 @@ pub struct EnvironmentBody {
     migration_source_url: Option<Option<String>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     project_id: Option<Uuid>,
@@ -204,6 +205,8 @@ fn write_error(e: sqlx::Error) -> ApiError {
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/environments", tag = "environments", request_body = EnvironmentBody,
+    responses((status = 201, description = "Created; deploy it with `POST /deployments`.", body = oec_common::db::environments::Environment), (status = 409, description = "The name or hostname is taken, or the server lacks capacity.", body = crate::errors::ErrorBody)))]
 async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -279,6 +282,8 @@ async fn create(
     Ok(HttpResponse::Created().json(env))
 }
 
+#[utoipa::path(get, path = "/api/v1/environments", tag = "environments", params(ListQuery),
+    responses((status = 200, description = "The environments visible to you.", body = Vec<oec_common::db::environments::Environment>)))]
 async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -313,6 +318,8 @@ async fn load(
     Ok((env, org))
 }
 
+#[utoipa::path(get, path = "/api/v1/environments/{id}", tag = "environments", params(("id" = Uuid, Path, description = "The environment's id.")),
+    responses((status = 200, description = "The environment.", body = oec_common::db::environments::Environment)))]
 async fn get(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -322,6 +329,8 @@ async fn get(
     Ok(HttpResponse::Ok().json(env))
 }
 
+#[utoipa::path(patch, path = "/api/v1/environments/{id}", tag = "environments", params(("id" = Uuid, Path, description = "The environment's id.")), request_body = EnvironmentBody,
+    responses((status = 200, description = "Changed; the next deployment applies it.", body = oec_common::db::environments::Environment), (status = 409, description = "The name or hostname is taken, or the server lacks capacity.", body = crate::errors::ErrorBody)))]
 async fn update(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -417,7 +426,8 @@ fn seal(state: &AppState, url: Option<&str>) -> Option<oec_common::secrets::Seal
     url.map(|u| state.settings.secret_key.seal(u))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteQuery {
     teardown: Option<bool>,
@@ -429,6 +439,10 @@ pub struct DeleteQuery {
 /// containers, network, DNS record (if oec created it) and files, and the
 /// database volume too with `delete_data=true`; the answer is the queued
 /// run (202), and the environment is gone once it succeeds.
+#[utoipa::path(delete, path = "/api/v1/environments/{id}", tag = "environments", params(("id" = Uuid, Path, description = "The environment's id."), DeleteQuery),
+    responses((status = 200, description = "Only oec's records were deleted; what stays on the server.", body = Forgotten),
+              (status = 202, description = "`teardown=true`: the queued teardown run.", body = oec_common::db::deployments::Deployment),
+              (status = 409, description = "A deployment is pending or running.", body = crate::errors::ErrorBody), (status = 503, description = "The job queue is unavailable; nothing was queued.", body = crate::errors::ErrorBody)))]
 async fn delete(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -449,34 +463,54 @@ async fn delete(
         return lifecycle_run(&state, &user, &req, env.id, Action::Teardown, delete_data).await;
     }
     match db::delete_unless_deploying(&state.pool, db::DeleteScope::Environment, *id).await? {
-        db::Deleted::Deleted => Ok(HttpResponse::Ok().json(serde_json::json!({
-            "deleted": true,
-            "teardown": false,
-            "left_on_server": left_on_server(&state, EnvironmentId(env.id)),
-            "note": "Only oec's records were deleted; the server keeps everything below. DELETE with ?teardown=true removes it (and ?delete_data=true the database volume too).",
-        }))),
+        db::Deleted::Deleted => Ok(HttpResponse::Ok().json(Forgotten {
+            deleted: true,
+            teardown: false,
+            left_on_server: left_on_server(&state, EnvironmentId(env.id)),
+            note: "Only oec's records were deleted; the server keeps everything below. DELETE with ?teardown=true removes it (and ?delete_data=true the database volume too).",
+        })),
         db::Deleted::NotFound => Err(ApiError::NotFound("environment")),
         db::Deleted::Busy(d) => Err(ApiError::DeploymentInProgress(d)),
     }
 }
 
+/// A plain DELETE's answer: oec's records are gone, the server keeps the rest.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Forgotten {
+    deleted: bool,
+    teardown: bool,
+    left_on_server: LeftOnServer,
+    note: &'static str,
+}
+
 /// What an environment keeps on its server when only its record goes.
-fn left_on_server(state: &AppState, env: EnvironmentId) -> serde_json::Value {
-    serde_json::json!({
-        "containers": [
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct LeftOnServer {
+    containers: Vec<String>,
+    network: String,
+    volumes: Vec<String>,
+    directory: String,
+    dns_record: &'static str,
+}
+
+fn left_on_server(state: &AppState, env: EnvironmentId) -> LeftOnServer {
+    LeftOnServer {
+        containers: vec![
             names::odoo_container(env),
             names::pgbouncer_container(env),
             names::db_container(env),
             names::replica_pgbouncer_container(env),
             names::replica_container(env),
         ],
-        "network": names::network(env),
-        "volumes": [names::volume(env), names::replica_volume(env)],
-        "directory": names::env_dir(&state.settings.deploy_root, env),
-        "dns_record": "the A record of its hostname, if oec created one",
-    })
+        network: names::network(env),
+        volumes: vec![names::volume(env), names::replica_volume(env)],
+        directory: names::env_dir(&state.settings.deploy_root, env),
+        dns_record: "the A record of its hostname, if oec created one",
+    }
 }
 
+#[utoipa::path(post, path = "/api/v1/environments/{id}/stop", tag = "environments", params(("id" = Uuid, Path, description = "The environment's id.")),
+    responses((status = 202, description = "The queued stop run.", body = oec_common::db::deployments::Deployment), (status = 409, description = "Never deployed (`not_deployed`), or a deployment is pending or running.", body = crate::errors::ErrorBody), (status = 503, description = "The job queue is unavailable; nothing was queued.", body = crate::errors::ErrorBody)))]
 async fn stop(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -486,6 +520,8 @@ async fn stop(
     lifecycle(&state, &user, &req, *id, Action::Stop).await
 }
 
+#[utoipa::path(post, path = "/api/v1/environments/{id}/start", tag = "environments", params(("id" = Uuid, Path, description = "The environment's id.")),
+    responses((status = 202, description = "The queued start run.", body = oec_common::db::deployments::Deployment), (status = 409, description = "Never deployed (`not_deployed`), or a deployment is pending or running.", body = crate::errors::ErrorBody), (status = 503, description = "The job queue is unavailable; nothing was queued.", body = crate::errors::ErrorBody)))]
 async fn start(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -495,6 +531,8 @@ async fn start(
     lifecycle(&state, &user, &req, *id, Action::Start).await
 }
 
+#[utoipa::path(post, path = "/api/v1/environments/{id}/restart", tag = "environments", params(("id" = Uuid, Path, description = "The environment's id.")),
+    responses((status = 202, description = "The queued restart run.", body = oec_common::db::deployments::Deployment), (status = 409, description = "Never deployed (`not_deployed`), or a deployment is pending or running.", body = crate::errors::ErrorBody), (status = 503, description = "The job queue is unavailable; nothing was queued.", body = crate::errors::ErrorBody)))]
 async fn restart(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -548,8 +586,23 @@ async fn lifecycle_run(
     crate::routes::deployments::start(state, user, new).await
 }
 
+/// An environment's credentials, as read once.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Credentials {
+    environment_id: Uuid,
+    /// `admin` when oec initialized the database; `null` otherwise.
+    admin_login: Option<&'static str>,
+    admin_password: Option<String>,
+    master_password: String,
+    list_db: bool,
+    note: &'static str,
+}
+
 /// Odoo's master password of the environment, once: the first project
 /// admin to read it gets it (and the read is logged); later reads are 409.
+#[utoipa::path(get, path = "/api/v1/environments/{id}/credentials", tag = "environments", params(("id" = Uuid, Path, description = "The environment's id.")),
+    responses((status = 200, description = "Shown once, to the first project admin who asks.", body = Credentials),
+              (status = 409, description = "Already read (`credentials_already_read`), or not generated yet (`credentials_not_ready`).", body = crate::errors::ErrorBody)))]
 async fn credentials(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -576,14 +629,14 @@ async fn credentials(
             } else {
                 "Shown once. The database was not initialized by oec (restored from a backup, or older), so it keeps its own users; the master password guards Odoo's database manager (/web/database/*), which is off unless list_db is turned on in odoo_conf_overrides."
             };
-            Ok(crate::routes::auth::no_store(serde_json::json!({
-                "environment_id": env.id,
-                "admin_login": admin.as_ref().map(|_| "admin"),
-                "admin_password": admin,
-                "master_password": master,
-                "list_db": false,
-                "note": note,
-            })))
+            Ok(crate::routes::auth::no_store(Credentials {
+                environment_id: env.id,
+                admin_login: admin.as_ref().map(|_| "admin"),
+                admin_password: admin,
+                master_password: master,
+                list_db: false,
+                note,
+            }))
         }
         db::environments::Credentials::AlreadyRead(at) => Err(ApiError::conflict(
             "credentials_already_read",

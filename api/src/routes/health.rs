@@ -2,7 +2,6 @@
 //! through the connections requests use.
 
 use actix_web::{HttpResponse, web};
-use serde_json::json;
 
 use super::resource;
 use crate::errors::ApiError;
@@ -14,10 +13,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/metrics").route(web::get().to(metrics)));
 }
 
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Health {
+    status: &'static str,
+}
+
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Ready {
+    status: &'static str,
+    postgres: &'static str,
+    redis: &'static str,
+}
+
 /// Prometheus text: this process's own metrics (HTTP, event streams), and
 /// what PostgreSQL says of the deployments at the time of the scrape (the
 /// same from every api process): counts by status and trigger, the pending
 /// ones and the oldest one's wait, running ones per worker.
+#[utoipa::path(get, path = "/metrics", tag = "meta", responses((status = 200, description = "Prometheus text exposition.", content_type = "text/plain; version=0.0.4", body = String)))]
 pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     use oec_common::metrics::{clear, set};
     let g = oec_common::db::maintenance::gauges(&state.pool).await?;
@@ -56,12 +68,14 @@ pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiErro
         .body(oec_common::metrics::render()))
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "meta", responses((status = 200, description = "The process is up.", body = Health)))]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+    HttpResponse::Ok().json(Health { status: "ok" })
 }
 
 /// Ready when PostgreSQL and Redis answer. What failed is named; the
 /// driver's error text (which may carry hosts or URLs) goes to the log only.
+#[utoipa::path(get, path = "/readyz", tag = "meta", responses((status = 200, description = "PostgreSQL and Redis answer.", body = Ready), (status = 503, description = "PostgreSQL or Redis does not answer (`not_ready`).", body = crate::errors::ErrorBody)))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let pg = oec_common::db::ping(&state.pool)
         .await
@@ -98,9 +112,11 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
         }
     }
     if down.is_empty() {
-        return Ok(
-            HttpResponse::Ok().json(json!({"status": "ready", "postgres": "ok", "redis": "ok"}))
-        );
+        return Ok(HttpResponse::Ok().json(Ready {
+            status: "ready",
+            postgres: "ok",
+            redis: "ok",
+        }));
     }
     Err(ApiError::NotReady(format!(
         "Not ready: {} does not answer (the api's log has the error).",

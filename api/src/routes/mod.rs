@@ -78,4 +78,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     deployments::configure(cfg);
     environments::configure(cfg);
     health::configure(cfg);
+    cfg.service(resource("/openapi.json").route(web::get().to(crate::openapi::openapi_json)));
 }

@@ -27,7 +27,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVersion {
     version: String,
@@ -36,6 +36,8 @@ pub struct CreateVersion {
     registry_password: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/v1/odoo-versions", tag = "odoo-versions", request_body = CreateVersion,
+    responses((status = 201, description = "Configured (portal admins only).", body = oec_common::db::odoo_versions::OdooVersion), (status = 409, description = "The version is already configured.", body = crate::errors::ErrorBody)))]
 async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -99,6 +101,8 @@ fn seal_pair(
     ))
 }
 
+#[utoipa::path(get, path = "/api/v1/odoo-versions/{id}", tag = "odoo-versions", params(("id" = Uuid, Path, description = "The version's id.")),
+    responses((status = 200, description = "The version.", body = oec_common::db::odoo_versions::OdooVersion)))]
 async fn get(
     state: web::Data<AppState>,
     _user: AuthUser,
@@ -110,7 +114,7 @@ async fn get(
     Ok(HttpResponse::Ok().json(v))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateVersion {
     image: Option<String>,
@@ -124,6 +128,8 @@ pub struct UpdateVersion {
 /// Changes the image (the next deployment of each environment on this
 /// version pulls it) or the registry credentials. The version itself is
 /// what environments name and does not change.
+#[utoipa::path(patch, path = "/api/v1/odoo-versions/{id}", tag = "odoo-versions", params(("id" = Uuid, Path, description = "The version's id.")), request_body = UpdateVersion,
+    responses((status = 200, description = "Changed.", body = oec_common::db::odoo_versions::OdooVersion)))]
 async fn update(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -164,6 +170,8 @@ async fn update(
 }
 
 /// Deletes a version no environment uses; 409 `odoo_version_in_use` else.
+#[utoipa::path(delete, path = "/api/v1/odoo-versions/{id}", tag = "odoo-versions", params(("id" = Uuid, Path, description = "The version's id.")),
+    responses((status = 204, description = "Removed."), (status = 409, description = "Environments use it.", body = crate::errors::ErrorBody)))]
 async fn delete(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -183,6 +191,8 @@ async fn delete(
 }
 
 /// Every signed-in user may list versions, to choose one for an environment.
+#[utoipa::path(get, path = "/api/v1/odoo-versions", tag = "odoo-versions", params(crate::extract::Pagination),
+    responses((status = 200, description = "The configured versions.", body = Vec<oec_common::db::odoo_versions::OdooVersion>)))]
 async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,

@@ -38,21 +38,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrganization {
     name: String,
     slug: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateOrganization {
     name: Option<String>,
     slug: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
     user_id: Uuid,
@@ -69,6 +69,8 @@ fn slug_taken(e: &sqlx::Error, slug: &str) -> Option<ApiError> {
 }
 
 /// Any signed-in user may create an organization and becomes its owner.
+#[utoipa::path(post, path = "/api/v1/organizations", tag = "organizations", request_body = CreateOrganization,
+    responses((status = 201, description = "Created.", body = oec_common::db::organizations::Organization), (status = 409, description = "The slug is taken.", body = crate::errors::ErrorBody)))]
 async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -82,6 +84,8 @@ async fn create(
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/organizations", tag = "organizations", params(crate::extract::Pagination),
+    responses((status = 200, description = "The organizations visible to you.", body = Vec<oec_common::db::organizations::Organization>)))]
 async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -94,6 +98,8 @@ async fn list(
     Ok(listing::respond(&req, page, rows))
 }
 
+#[utoipa::path(get, path = "/api/v1/organizations/{id}", tag = "organizations", params(("id" = Uuid, Path, description = "The organization's id.")),
+    responses((status = 200, description = "The organization.", body = oec_common::db::organizations::Organization)))]
 async fn get(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -106,6 +112,8 @@ async fn get(
     Ok(HttpResponse::Ok().json(org))
 }
 
+#[utoipa::path(patch, path = "/api/v1/organizations/{id}", tag = "organizations", params(("id" = Uuid, Path, description = "The organization's id.")), request_body = UpdateOrganization,
+    responses((status = 200, description = "Changed.", body = oec_common::db::organizations::Organization), (status = 409, description = "The slug is taken.", body = crate::errors::ErrorBody)))]
 async fn update(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -132,6 +140,8 @@ async fn update(
     }
 }
 
+#[utoipa::path(delete, path = "/api/v1/organizations/{id}", tag = "organizations", params(("id" = Uuid, Path, description = "The organization's id.")),
+    responses((status = 204, description = "Deleted with everything in it."), (status = 409, description = "A deployment in it is pending or running (`deployment_in_progress`, with its `deployment_id`).", body = crate::errors::ErrorBody)))]
 async fn delete(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -148,6 +158,8 @@ async fn delete(
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/organizations/{id}/members", tag = "organizations", params(("id" = Uuid, Path, description = "The organization's id.")), request_body = AddMember,
+    responses((status = 201, description = "Added (or its role set).", body = oec_common::db::organizations::Member), (status = 409, description = "The change would leave no owner.", body = crate::errors::ErrorBody)))]
 async fn add_member(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -158,13 +170,15 @@ async fn add_member(
     Ok(HttpResponse::Created().json(m))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeMember {
     role: String,
 }
 
 /// Changes a member's role (404 `member_not_found` for a non-member).
+#[utoipa::path(patch, path = "/api/v1/organizations/{id}/members/{user_id}", tag = "organizations", params(("id" = Uuid, Path, description = "The organization's id."), ("user_id" = Uuid, Path, description = "The member's user id.")), request_body = ChangeMember,
+    responses((status = 200, description = "The member's new role.", body = oec_common::db::organizations::Member), (status = 409, description = "The change would leave no owner.", body = crate::errors::ErrorBody)))]
 async fn change_member(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -215,6 +229,8 @@ async fn set_role(
 
 /// The organization's members with their email, name and role; every
 /// member of the organization may see them.
+#[utoipa::path(get, path = "/api/v1/organizations/{id}/members", tag = "organizations", params(("id" = Uuid, Path, description = "The organization's id."), crate::extract::Pagination),
+    responses((status = 200, description = "The members, by email.", body = Vec<oec_common::db::organizations::ListedMember>)))]
 async fn list_members(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -228,6 +244,8 @@ async fn list_members(
     Ok(listing::respond(&req, page, rows))
 }
 
+#[utoipa::path(delete, path = "/api/v1/organizations/{id}/members/{user_id}", tag = "organizations", params(("id" = Uuid, Path, description = "The organization's id."), ("user_id" = Uuid, Path, description = "The member's user id.")),
+    responses((status = 204, description = "Removed."), (status = 409, description = "The member is the last owner.", body = crate::errors::ErrorBody)))]
 async fn remove_member(
     state: web::Data<AppState>,
     user: AuthUser,

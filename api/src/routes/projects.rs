@@ -39,7 +39,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProject {
     organization_id: Uuid,
@@ -49,7 +49,7 @@ pub struct CreateProject {
     git_branch: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProject {
     name: Option<String>,
@@ -58,7 +58,8 @@ pub struct UpdateProject {
     git_branch: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     organization_id: Option<Uuid>,
@@ -66,7 +67,7 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
     user_id: Uuid,
@@ -82,6 +83,8 @@ fn slug_taken(e: &sqlx::Error) -> Option<ApiError> {
     })
 }
 
+#[utoipa::path(post, path = "/api/v1/projects", tag = "projects", request_body = CreateProject,
+    responses((status = 201, description = "Created.", body = oec_common::db::projects::Project), (status = 409, description = "The slug is taken.", body = crate::errors::ErrorBody)))]
 async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -111,6 +114,8 @@ async fn create(
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/projects", tag = "projects", params(ListQuery),
+    responses((status = 200, description = "The projects visible to you.", body = Vec<oec_common::db::projects::Project>)))]
 async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -133,6 +138,8 @@ async fn list(
     Ok(listing::respond(&req, page, rows))
 }
 
+#[utoipa::path(get, path = "/api/v1/projects/{id}", tag = "projects", params(("id" = Uuid, Path, description = "The project's id.")),
+    responses((status = 200, description = "The project.", body = oec_common::db::projects::Project)))]
 async fn get(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -145,6 +152,8 @@ async fn get(
     Ok(HttpResponse::Ok().json(p))
 }
 
+#[utoipa::path(patch, path = "/api/v1/projects/{id}", tag = "projects", params(("id" = Uuid, Path, description = "The project's id.")), request_body = UpdateProject,
+    responses((status = 200, description = "Changed.", body = oec_common::db::projects::Project), (status = 409, description = "The slug is taken.", body = crate::errors::ErrorBody)))]
 async fn update(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -185,6 +194,8 @@ async fn update(
     }
 }
 
+#[utoipa::path(delete, path = "/api/v1/projects/{id}", tag = "projects", params(("id" = Uuid, Path, description = "The project's id.")),
+    responses((status = 204, description = "Deleted with everything in it."), (status = 409, description = "A deployment in it is pending or running (`deployment_in_progress`, with its `deployment_id`).", body = crate::errors::ErrorBody)))]
 async fn delete(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -201,6 +212,8 @@ async fn delete(
     }
 }
 
+#[utoipa::path(post, path = "/api/v1/projects/{id}/members", tag = "projects", params(("id" = Uuid, Path, description = "The project's id.")), request_body = AddMember,
+    responses((status = 201, description = "Added (or its role set).", body = oec_common::db::projects::Member), (status = 409, description = "The change would leave no owner.", body = crate::errors::ErrorBody)))]
 async fn add_member(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -211,13 +224,15 @@ async fn add_member(
     Ok(HttpResponse::Created().json(m))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeMember {
     role: String,
 }
 
 /// Changes a project member's role (404 `member_not_found` for a non-member).
+#[utoipa::path(patch, path = "/api/v1/projects/{id}/members/{user_id}", tag = "projects", params(("id" = Uuid, Path, description = "The project's id."), ("user_id" = Uuid, Path, description = "The member's user id.")), request_body = ChangeMember,
+    responses((status = 200, description = "The member's new role.", body = oec_common::db::projects::Member), (status = 409, description = "The change would leave no owner.", body = crate::errors::ErrorBody)))]
 async fn change_member(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -259,6 +274,8 @@ async fn set_role(
 
 /// The project's members with their email, name and role; whoever may see
 /// the project may see them.
+#[utoipa::path(get, path = "/api/v1/projects/{id}/members", tag = "projects", params(("id" = Uuid, Path, description = "The project's id."), crate::extract::Pagination),
+    responses((status = 200, description = "The members, by email.", body = Vec<oec_common::db::organizations::ListedMember>)))]
 async fn list_members(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -272,6 +289,8 @@ async fn list_members(
     Ok(listing::respond(&req, page, rows))
 }
 
+#[utoipa::path(delete, path = "/api/v1/projects/{id}/members/{user_id}", tag = "projects", params(("id" = Uuid, Path, description = "The project's id."), ("user_id" = Uuid, Path, description = "The member's user id.")),
+    responses((status = 204, description = "Removed."), (status = 409, description = "The member is the last owner.", body = crate::errors::ErrorBody)))]
 async fn remove_member(
     state: web::Data<AppState>,
     user: AuthUser,

@@ -29,7 +29,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRepository {
     scope: String,
@@ -43,6 +43,8 @@ pub struct CreateRepository {
     token: Option<String>,
 }
 
+#[utoipa::path(post, path = "/api/v1/repositories", tag = "repositories", request_body = CreateRepository,
+    responses((status = 201, description = "Registered.", body = oec_common::db::repositories::Repository), (status = 409, description = "A repository of that name exists in the scope.", body = crate::errors::ErrorBody)))]
 async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -121,6 +123,8 @@ async fn create(
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/repositories", tag = "repositories", params(crate::extract::Pagination),
+    responses((status = 200, description = "The platform's and your organizations' repositories.", body = Vec<oec_common::db::repositories::Repository>)))]
 async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -172,6 +176,8 @@ async fn visible(
     Ok(r)
 }
 
+#[utoipa::path(get, path = "/api/v1/repositories/{id}", tag = "repositories", params(("id" = Uuid, Path, description = "The repository's id.")),
+    responses((status = 200, description = "The repository.", body = oec_common::db::repositories::Repository)))]
 async fn get(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -180,7 +186,7 @@ async fn get(
     Ok(HttpResponse::Ok().json(visible(&state, &user, *id, false).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRepository {
     name: Option<String>,
@@ -208,6 +214,8 @@ async fn not_in_use(state: &AppState, r: &db::repositories::Repository) -> Resul
 }
 
 /// Changes a repository; the next deployments clone what it says then.
+#[utoipa::path(patch, path = "/api/v1/repositories/{id}", tag = "repositories", params(("id" = Uuid, Path, description = "The repository's id.")), request_body = UpdateRepository,
+    responses((status = 200, description = "Changed.", body = oec_common::db::repositories::Repository), (status = 409, description = "A repository of that name exists in the scope.", body = crate::errors::ErrorBody)))]
 async fn update(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -269,6 +277,8 @@ async fn update(
 }
 
 /// Deletes a repository; the next deployments no longer clone it.
+#[utoipa::path(delete, path = "/api/v1/repositories/{id}", tag = "repositories", params(("id" = Uuid, Path, description = "The repository's id.")),
+    responses((status = 204, description = "Removed."), (status = 409, description = "A pending or running deployment uses it.", body = crate::errors::ErrorBody)))]
 async fn delete(
     state: web::Data<AppState>,
     user: AuthUser,

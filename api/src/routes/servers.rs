@@ -32,7 +32,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/servers/{id}/host-key/reset").route(web::post().to(reset_host_key)));
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateServer {
     organization_id: Uuid,
@@ -51,7 +51,8 @@ fn default_port() -> i64 {
     22
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     organization_id: Option<Uuid>,
@@ -59,6 +60,8 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
+#[utoipa::path(post, path = "/api/v1/servers", tag = "servers", request_body = CreateServer,
+    responses((status = 201, description = "Registered; its key or password is stored encrypted.", body = oec_common::db::servers::Server), (status = 409, description = "The organization has a server of that name.", body = crate::errors::ErrorBody)))]
 async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -153,7 +156,7 @@ fn private_key(v: &str) -> Result<String, ApiError> {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateServer {
     name: Option<String>,
@@ -169,6 +172,8 @@ pub struct UpdateServer {
 /// Renames the server, moves it (host, port: its recorded host key is
 /// forgotten unless a new fingerprint is given), or rotates its
 /// credentials (a new `auth_method` comes with its secret).
+#[utoipa::path(patch, path = "/api/v1/servers/{id}", tag = "servers", params(("id" = Uuid, Path, description = "The server's id.")), request_body = UpdateServer,
+    responses((status = 200, description = "Changed.", body = ServerWithCheck), (status = 409, description = "The organization has a server of that name.", body = crate::errors::ErrorBody)))]
 async fn update(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -251,6 +256,8 @@ async fn update(
 
 /// Deletes a server no environment uses; 409 `server_in_use` otherwise.
 /// Nothing on the server itself is touched.
+#[utoipa::path(delete, path = "/api/v1/servers/{id}", tag = "servers", params(("id" = Uuid, Path, description = "The server's id.")),
+    responses((status = 204, description = "Removed."), (status = 409, description = "Environments are on it.", body = crate::errors::ErrorBody)))]
 async fn delete(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -267,6 +274,8 @@ async fn delete(
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/servers", tag = "servers", params(ListQuery),
+    responses((status = 200, description = "The servers visible to you.", body = Vec<oec_common::db::servers::Server>)))]
 async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -309,15 +318,20 @@ async fn visible(
     Ok(server)
 }
 
-/// The server with its latest finished check (`null` before the first).
+/// A server with its latest finished check (`null` before the first).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ServerWithCheck {
+    #[serde(flatten)]
+    server: db::servers::Server,
+    last_check: Option<db::server_checks::Check>,
+}
+
 async fn with_last_check(
     state: &AppState,
     server: db::servers::Server,
-) -> Result<serde_json::Value, ApiError> {
-    let last = db::server_checks::latest(&state.pool, server.id).await?;
-    let mut v = serde_json::to_value(server).map_err(anyhow::Error::from)?;
-    v["last_check"] = serde_json::to_value(last).map_err(anyhow::Error::from)?;
-    Ok(v)
+) -> Result<ServerWithCheck, ApiError> {
+    let last_check = db::server_checks::latest(&state.pool, server.id).await?;
+    Ok(ServerWithCheck { server, last_check })
 }
 
 /// The server, if the user may view it (else not found) and manage it
@@ -338,6 +352,8 @@ async fn manageable(
     Ok(server)
 }
 
+#[utoipa::path(get, path = "/api/v1/servers/{id}", tag = "servers", params(("id" = Uuid, Path, description = "The server's id.")),
+    responses((status = 200, description = "The server and its latest finished check.", body = ServerWithCheck)))]
 async fn get(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -347,7 +363,8 @@ async fn get(
     Ok(HttpResponse::Ok().json(with_last_check(&state, server).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CheckQuery {
     /// Seconds to wait for the result (default 60, at most 120; 0 answers
@@ -358,6 +375,10 @@ pub struct CheckQuery {
 /// Checks the server now, through a worker (the api never connects to
 /// servers): 200 with the finished check, or 202 with the pending one when
 /// it takes longer than `wait`; `GET /servers/{id}` shows it once done.
+#[utoipa::path(post, path = "/api/v1/servers/{id}/check", tag = "servers", params(("id" = Uuid, Path, description = "The server's id."), CheckQuery),
+    responses((status = 200, description = "The finished check.", body = oec_common::db::server_checks::Check),
+              (status = 202, description = "Still running after `wait`: the pending check.", body = oec_common::db::server_checks::Check),
+              (status = 503, description = "The job queue is unavailable.", body = crate::errors::ErrorBody)))]
 async fn check(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -401,6 +422,8 @@ async fn check(
 
 /// Forgets the server's recorded host key (after a legitimate key change):
 /// the next deployment trusts and records the key it is shown.
+#[utoipa::path(post, path = "/api/v1/servers/{id}/host-key/reset", tag = "servers", params(("id" = Uuid, Path, description = "The server's id.")),
+    responses((status = 200, description = "The recorded host key is forgotten.", body = oec_common::db::servers::Server)))]
 async fn reset_host_key(
     state: web::Data<AppState>,
     user: AuthUser,

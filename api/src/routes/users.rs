@@ -28,7 +28,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(resource("/users/{id}/password").route(web::put().to(reset_password)));
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     email: String,
@@ -38,6 +38,8 @@ pub struct CreateUser {
     is_portal_admin: bool,
 }
 
+#[utoipa::path(post, path = "/api/v1/users", tag = "users", request_body = CreateUser,
+    responses((status = 201, description = "Created (portal admins only).", body = oec_common::db::users::User), (status = 409, description = "The email is taken.", body = crate::errors::ErrorBody)))]
 async fn create(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -60,6 +62,8 @@ async fn create(
     }
 }
 
+#[utoipa::path(get, path = "/api/v1/users", tag = "users", params(crate::extract::Pagination),
+    responses((status = 200, description = "Every user (portal admins only).", body = Vec<oec_common::db::users::User>)))]
 async fn list(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -75,6 +79,8 @@ async fn list(
 /// Deletes a user: their memberships and sessions go with them, their open
 /// event streams end at once, and what they created stays (its `created_by`
 /// or `triggered_by` becomes null).
+#[utoipa::path(delete, path = "/api/v1/users/{id}", tag = "users", params(("id" = Uuid, Path, description = "The user's id.")),
+    responses((status = 204, description = "Deleted."), (status = 409, description = "The user is an organization's last owner or the last portal admin.", body = crate::errors::ErrorBody)))]
 async fn delete(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -100,7 +106,7 @@ async fn delete(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
     name: Option<String>,
@@ -110,6 +116,8 @@ pub struct UpdateUser {
 /// Renames, deactivates or reactivates a user. Deactivating ends every
 /// session and open stream of theirs at once; their memberships and
 /// history stay, and login answers 401 `account_deactivated`.
+#[utoipa::path(patch, path = "/api/v1/users/{id}", tag = "users", params(("id" = Uuid, Path, description = "The user's id.")), request_body = UpdateUser,
+    responses((status = 200, description = "Renamed, deactivated or reactivated.", body = oec_common::db::users::User), (status = 409, description = "The last active portal admin cannot be deactivated.", body = crate::errors::ErrorBody)))]
 async fn update(
     state: web::Data<AppState>,
     user: AuthUser,
@@ -143,7 +151,7 @@ async fn update(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetPassword {
     new_password: String,
@@ -152,6 +160,8 @@ pub struct ResetPassword {
 /// A portal admin sets another user's password; every session of theirs
 /// ends. For one's own password, `PUT /auth/password` (it asks for the
 /// current one).
+#[utoipa::path(put, path = "/api/v1/users/{id}/password", tag = "users", params(("id" = Uuid, Path, description = "The user's id.")), request_body = ResetPassword,
+    responses((status = 204, description = "Set (portal admins only); the user's sessions ended.")))]
 async fn reset_password(
     state: web::Data<AppState>,
     user: AuthUser,

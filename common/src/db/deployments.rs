@@ -16,7 +16,7 @@ use crate::model::{
 };
 use crate::secrets::Sealed;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Deployment {
     pub id: DeploymentId,
     pub project_id: Uuid,
@@ -340,7 +340,7 @@ pub async fn request_cancel(
     Ok(Some((d, lines)))
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct LogLine {
     pub id: Uuid,
     pub seq: i64,
@@ -401,7 +401,7 @@ pub async fn logs_after(
     .await
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct StepRow {
     pub step: String,
     pub status: StepStatus,
@@ -448,7 +448,7 @@ pub async fn step_log_tails(
     Ok((tails, counts))
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Stats {
     pub total_deployments: i64,
     pub success: i64,

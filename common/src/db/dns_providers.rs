@@ -7,7 +7,7 @@ use crate::secrets::Sealed;
 
 use super::Page;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct DnsProvider {
     pub id: Uuid,
     pub organization_id: Uuid,

@@ -10,7 +10,7 @@ use crate::secrets::Sealed;
 use super::Page;
 use crate::model::{EnvironmentKind, EnvironmentStatus};
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Environment {
     pub id: Uuid,
     pub project_id: Uuid,

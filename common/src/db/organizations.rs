@@ -8,7 +8,7 @@ use crate::model::fields::DnsLabel;
 use super::Page;
 use crate::model::OrgRole;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Organization {
     pub id: Uuid,
     pub name: String,
@@ -99,7 +99,8 @@ pub async fn update(
     .await
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = OrganizationMember)]
 pub struct Member {
     pub organization_id: Uuid,
     pub user_id: Uuid,
@@ -192,7 +193,7 @@ async fn lock_owners(
 }
 
 /// A member as the members list shows them.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct ListedMember {
     pub user_id: Uuid,
     pub email: String,

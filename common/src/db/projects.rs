@@ -8,7 +8,7 @@ use crate::model::fields::{Branch, DnsLabel, GitUrl};
 use super::Page;
 use crate::model::ProjectRole;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Project {
     pub id: Uuid,
     pub organization_id: Uuid,
@@ -108,7 +108,8 @@ pub async fn update(
     .await
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
+#[schema(as = ProjectMember)]
 pub struct Member {
     pub project_id: Uuid,
     pub user_id: Uuid,

@@ -9,7 +9,7 @@ use crate::secrets::Sealed;
 
 use super::Page;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Repository {
     pub id: Uuid,
     pub scope: String,

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::model::CheckStatus;
 use crate::secrets::Sealed;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Check {
     pub id: Uuid,
     pub server_id: Uuid,

@@ -9,7 +9,7 @@ use super::Page;
 
 /// A server as the API shows it: the secret is never selected, only whether
 /// one is stored.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Server {
     pub id: Uuid,
     pub organization_id: Uuid,

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use super::Page;
 use crate::model::OrgRole;
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct User {
     pub id: Uuid,
     pub email: String,

@@ -26,7 +26,7 @@ pub fn invalid<T>(field: &str, message: impl Into<String>) -> FieldResult<T> {
 macro_rules! parsed_text {
     ($(#[$meta:meta])* $name:ident) => {
         $(#[$meta])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, sqlx::Type)]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, sqlx::Type, utoipa::ToSchema)]
         #[serde(transparent)]
         #[sqlx(transparent)]
         pub struct $name(String);

@@ -4,6 +4,7 @@ mod auth;
 mod bad_input;
 mod crud;
 mod lists;
+mod openapi;
 mod permissions;
 mod resources;
 mod secrets;
