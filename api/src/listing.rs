@@ -40,12 +40,14 @@ fn links(path: &str, query: &str, page: Page, total: i64) -> String {
         (total - 1) / page.limit * page.limit
     };
     let mut out = vec![format!("{}; rel=\"first\"", url(0))];
+    // `skip` may be any i64 ≥ 0: no arithmetic here may overflow.
     if page.skip > 0 {
-        let prev = (page.skip - page.limit).clamp(0, last);
+        let prev = page.skip.saturating_sub(page.limit).clamp(0, last);
         out.push(format!("{}; rel=\"prev\"", url(prev)));
     }
-    if page.skip + page.limit < total {
-        out.push(format!("{}; rel=\"next\"", url(page.skip + page.limit)));
+    let next = page.skip.saturating_add(page.limit);
+    if next < total {
+        out.push(format!("{}; rel=\"next\"", url(next)));
     }
     out.push(format!("{}; rel=\"last\"", url(last)));
     out.join(", ")

@@ -59,7 +59,7 @@ use crate::routes::{
         crate::sse::deployment_events, crate::sse::events_stream,
         health::healthz, health::readyz, health::metrics, openapi_json,
     ),
-    components(schemas(ErrorBody)),
+    components(schemas(ErrorBody, oec_common::model::steps::Step)),
     modifiers(&Shared),
 )]
 pub struct ApiDoc;

@@ -58,9 +58,11 @@ async fn event_schema() -> HttpResponse {
 #[serde(deny_unknown_fields)]
 pub struct CreateDeployment {
     environment_id: Uuid,
+    #[schema(value_type = Option<oec_common::model::Trigger>)]
     trigger: Option<String>,
     /// A commit of the project repository to deploy instead of the
     /// branch's head (7 to 64 hex digits).
+    #[schema(pattern = r"^[0-9A-Fa-f]{7,64}$")]
     git_commit: Option<String>,
 }
 
@@ -240,13 +242,19 @@ pub(crate) async fn start(
 pub struct ListQuery {
     project_id: Option<Uuid>,
     environment_id: Option<Uuid>,
+    #[param(value_type = Option<oec_common::model::DeploymentStatus>)]
     status: Option<String>,
+    #[param(value_type = Option<oec_common::model::Trigger>)]
     trigger: Option<String>,
     /// RFC 3339: created at or after.
+    #[param(format = DateTime)]
     since: Option<String>,
     /// RFC 3339: created before.
+    #[param(format = DateTime)]
     until: Option<String>,
+    #[param(minimum = 0)]
     skip: Option<i64>,
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 
@@ -350,9 +358,13 @@ async fn get(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct LogsQuery {
+    #[param(value_type = Option<oec_common::model::LogLevel>)]
     level: Option<String>,
+    #[param(value_type = Option<oec_common::model::steps::Step>)]
     step: Option<String>,
+    #[param(minimum = 0)]
     skip: Option<i64>,
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 
@@ -684,6 +696,7 @@ async fn cancel(
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ExportQuery {
+    #[param(pattern = r"^(json|txt)$", example = "txt")]
     format: Option<String>,
 }
 

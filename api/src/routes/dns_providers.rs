@@ -33,9 +33,13 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[serde(deny_unknown_fields)]
 pub struct CreateDnsProvider {
     organization_id: Uuid,
+    #[schema(value_type = oec_common::model::DnsKind)]
     kind: String,
+    #[schema(pattern = r"^[^\r\n\x00]{1,4096}$")]
     api_token: String,
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     zone_id: String,
+    #[schema(example = "apps.example.com")]
     apps_domain: String,
 }
 
@@ -44,7 +48,9 @@ pub struct CreateDnsProvider {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     organization_id: Option<Uuid>,
+    #[param(minimum = 0)]
     skip: Option<i64>,
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 
@@ -148,7 +154,9 @@ async fn get(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateDnsProvider {
+    #[schema(pattern = r"^[^\r\n\x00]{1,4096}$")]
     api_token: Option<String>,
+    #[schema(pattern = r"^[A-Za-z0-9_-]{1,64}$")]
     zone_id: Option<String>,
     apps_domain: Option<String>,
 }

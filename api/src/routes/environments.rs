@@ -44,13 +44,23 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 pub struct EnvironmentBody {
     project_id: Option<Uuid>,
     server_id: Option<Uuid>,
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "staging")]
     name: Option<String>,
+    #[schema(value_type = Option<oec_common::model::EnvironmentKind>)]
     kind: Option<String>,
+    #[schema(
+        pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$",
+        example = "acme-staging"
+    )]
     subdomain: Option<String>,
+    #[schema(pattern = r"^[0-9]{1,3}[.][0-9]{1,3}$", example = "17.0")]
     odoo_version: Option<String>,
     branch: Option<String>,
+    #[schema(minimum = 0.1, maximum = 64.0)]
     cpu_cores: Option<f64>,
+    #[schema(minimum = 512, maximum = 262144)]
     ram_mb: Option<i64>,
+    #[schema(minimum = 1, maximum = 10000)]
     disk_gb: Option<i64>,
     odoo_conf_overrides: Option<serde_json::Value>,
     replica_enabled: Option<bool>,
@@ -64,7 +74,9 @@ pub struct EnvironmentBody {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     project_id: Option<Uuid>,
+    #[param(minimum = 0)]
     skip: Option<i64>,
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 

@@ -30,9 +30,16 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateVersion {
+    #[schema(pattern = r"^[0-9]{1,3}[.][0-9]{1,3}$", example = "17.0")]
     version: String,
+    #[schema(
+        pattern = r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$",
+        example = "odoo:17.0"
+    )]
     image: String,
+    #[schema(pattern = r"^[^\r\n\x00]{1,4096}$")]
     registry_username: Option<String>,
+    #[schema(pattern = r"^[^\r\n\x00]{1,4096}$")]
     registry_password: Option<String>,
 }
 
@@ -117,6 +124,7 @@ async fn get(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateVersion {
+    #[schema(pattern = r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$")]
     image: Option<String>,
     /// Both set: new credentials; both `null`: none; left out: unchanged.
     #[serde(default, deserialize_with = "crate::extract::present")]

@@ -43,16 +43,28 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[serde(deny_unknown_fields)]
 pub struct CreateProject {
     organization_id: Uuid,
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff][^\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]{0,99}$",
+        example = "Acme"
+    )]
     name: String,
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "acme")]
     slug: String,
+    #[schema(example = "https://github.com/acme/odoo-addons.git")]
     git_url: String,
+    #[schema(example = "main")]
     git_branch: String,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateProject {
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff][^\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]{0,99}$",
+        example = "Acme"
+    )]
     name: Option<String>,
+    #[schema(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", example = "acme")]
     slug: Option<String>,
     git_url: Option<String>,
     git_branch: Option<String>,
@@ -63,7 +75,9 @@ pub struct UpdateProject {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     organization_id: Option<Uuid>,
+    #[param(minimum = 0)]
     skip: Option<i64>,
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 
@@ -71,6 +85,7 @@ pub struct ListQuery {
 #[serde(deny_unknown_fields)]
 pub struct AddMember {
     user_id: Uuid,
+    #[schema(value_type = oec_common::model::ProjectRole)]
     role: String,
 }
 
@@ -227,6 +242,7 @@ async fn add_member(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeMember {
+    #[schema(value_type = oec_common::model::ProjectRole)]
     role: String,
 }
 

@@ -32,14 +32,21 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateRepository {
+    #[schema(value_type = oec_common::model::RepoScope)]
     scope: String,
     organization_id: Option<Uuid>,
     project_id: Option<Uuid>,
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff][^\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]{0,99}$",
+        example = "Acme"
+    )]
     name: String,
     git_url: String,
     branch: String,
     #[serde(default)]
+    #[schema(minimum = -1000, maximum = 1000, default = 0)]
     priority: i64,
+    #[schema(pattern = r"^[^\r\n\x00]{1,4096}$")]
     token: Option<String>,
 }
 
@@ -189,9 +196,14 @@ async fn get(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateRepository {
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff][^\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]{0,99}$",
+        example = "Acme"
+    )]
     name: Option<String>,
     git_url: Option<String>,
     branch: Option<String>,
+    #[schema(minimum = -1000, maximum = 1000)]
     priority: Option<i64>,
     /// A token: replaced; `null`: removed; left out: unchanged.
     #[serde(default, deserialize_with = "crate::extract::present")]

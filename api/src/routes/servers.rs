@@ -36,14 +36,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[serde(deny_unknown_fields)]
 pub struct CreateServer {
     organization_id: Uuid,
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff][^\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]{0,99}$",
+        example = "Acme"
+    )]
     name: String,
+    #[schema(example = "165.22.65.97")]
     host: String,
     #[serde(default = "default_port")]
+    #[schema(minimum = 1, maximum = 65535, default = 22)]
     ssh_port: i64,
+    #[schema(pattern = r"^[a-z_][a-z0-9_-]{0,31}$", example = "deploy")]
     ssh_user: String,
+    #[schema(value_type = oec_common::model::AuthMethod)]
     auth_method: String,
+    #[schema(pattern = r"^[^\r\n\x00]{1,4096}$")]
     password: Option<String>,
     private_key: Option<String>,
+    #[schema(pattern = r"^SHA256:[A-Za-z0-9+/=]{40,44}$")]
     host_key_fingerprint: Option<String>,
 }
 
@@ -56,7 +66,9 @@ fn default_port() -> i64 {
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     organization_id: Option<Uuid>,
+    #[param(minimum = 0)]
     skip: Option<i64>,
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 
@@ -159,13 +171,22 @@ fn private_key(v: &str) -> Result<String, ApiError> {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateServer {
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff][^\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]{0,99}$",
+        example = "Acme"
+    )]
     name: Option<String>,
     host: Option<String>,
+    #[schema(minimum = 1, maximum = 65535)]
     ssh_port: Option<i64>,
+    #[schema(pattern = r"^[a-z_][a-z0-9_-]{0,31}$")]
     ssh_user: Option<String>,
+    #[schema(value_type = Option<oec_common::model::AuthMethod>)]
     auth_method: Option<String>,
+    #[schema(pattern = r"^[^\r\n\x00]{1,4096}$")]
     password: Option<String>,
     private_key: Option<String>,
+    #[schema(pattern = r"^SHA256:[A-Za-z0-9+/=]{40,44}$")]
     host_key_fingerprint: Option<String>,
 }
 
@@ -369,6 +390,7 @@ async fn get(
 pub struct CheckQuery {
     /// Seconds to wait for the result (default 60, at most 120; 0 answers
     /// at once with the pending check).
+    #[param(minimum = 0, maximum = 120)]
     wait: Option<u64>,
 }
 

@@ -31,8 +31,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
+    #[schema(format = Email, max_length = 254, example = "ops@example.com")]
     email: String,
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff][^\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]{0,99}$",
+        example = "Acme"
+    )]
     name: String,
+    #[schema(
+        min_length = 12,
+        max_length = 1024,
+        example = "correct horse battery staple"
+    )]
     password: String,
     #[serde(default)]
     is_portal_admin: bool,
@@ -109,6 +119,10 @@ async fn delete(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUser {
+    #[schema(
+        pattern = r"^[^\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff][^\x00-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]{0,99}$",
+        example = "Acme"
+    )]
     name: Option<String>,
     is_active: Option<bool>,
 }
@@ -154,6 +168,11 @@ async fn update(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetPassword {
+    #[schema(
+        min_length = 12,
+        max_length = 1024,
+        example = "correct horse battery staple"
+    )]
     new_password: String,
 }
 
