@@ -383,6 +383,8 @@ pub fn binary(name: &str) -> std::path::PathBuf {
                 "oec-worker",
                 "-p",
                 "oec-scheduler",
+                "-p",
+                "oec-cli",
                 "--bins",
             ])
             .status()
