@@ -3,6 +3,7 @@
 
 pub mod access;
 pub mod cors;
+pub mod dashboard;
 pub mod errors;
 pub mod extract;
 pub mod hub;

@@ -123,18 +123,28 @@ async fn rescope(state: &AppState, user: &mut AuthUser) -> Result<Option<Scope>,
     Scope::load(state, user).await.map(Some)
 }
 
-/// The `Last-Event-ID` header, when present and not empty, parsed by
-/// `parse` (the endpoint's id scheme); one that does not parse is a 400
-/// naming the scheme, not a silent restart from nothing.
+/// The `Last-Event-ID` header, else the `last_event_id` query parameter
+/// (for an EventSource that a page opens again itself, which cannot set the
+/// header), when present and not empty, parsed by `parse` (the endpoint's
+/// id scheme); one that does not parse is a 400 naming the scheme, not a
+/// silent restart from nothing.
 fn last_event_id<T>(
     req: &HttpRequest,
     parse: impl Fn(&str) -> Option<T>,
     scheme: &str,
 ) -> Result<Option<T>, ApiError> {
-    let Some(v) = req.headers().get("Last-Event-ID") else {
-        return Ok(None);
+    let query =
+        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+            .ok()
+            .and_then(|q| q.get("last_event_id").cloned());
+    let v = match req.headers().get("Last-Event-ID") {
+        Some(h) => h.to_str().unwrap_or("\u{fffd}").to_owned(),
+        None => match query {
+            Some(q) => q,
+            None => return Ok(None),
+        },
     };
-    let v = v.to_str().unwrap_or("\u{fffd}").trim();
+    let v = v.trim();
     if v.is_empty() {
         return Ok(None);
     }
@@ -172,7 +182,7 @@ struct StreamState {
 }
 
 /// `GET /api/v1/events/stream`: every event the caller may see.
-#[utoipa::path(get, path = "/api/v1/events/stream", tag = "events", params(("token" = Option<String>, Query, description = "The access token, for clients that cannot send `Authorization` (EventSource)."), ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id.")),
+#[utoipa::path(get, path = "/api/v1/events/stream", tag = "events", params(("token" = Option<String>, Query, description = "The access token, for clients that cannot send `Authorization` (EventSource)."), ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id."), ("last_event_id" = Option<String>, Query, description = "The same, for a client that cannot set the header.")),
     responses((status = 200, description = "Server-sent events of every deployment you may see: `connected`, then the event types of `/api/v1/events/schema`.", content_type = "text/event-stream", body = String), (status = 429, description = "Too many open streams for the user or address.", body = crate::errors::ErrorBody)))]
 pub async fn events_stream(
     state: web::Data<AppState>,
@@ -448,7 +458,7 @@ impl DeploymentStream {
 /// `GET /api/v1/deployments/{id}/events`: the stored log lines (after
 /// `Last-Event-ID`), then live lines, then `deployment_finished`. Live lines
 /// come from the thread's relay as frames encoded once for every client.
-#[utoipa::path(get, path = "/api/v1/deployments/{id}/events", tag = "events", params(("id" = Uuid, Path, description = "The deployment's id."), ("token" = Option<String>, Query, description = "The access token, for clients that cannot send `Authorization` (EventSource)."), ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id.")),
+#[utoipa::path(get, path = "/api/v1/deployments/{id}/events", tag = "events", params(("id" = Uuid, Path, description = "The deployment's id."), ("token" = Option<String>, Query, description = "The access token, for clients that cannot send `Authorization` (EventSource)."), ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id."), ("last_event_id" = Option<String>, Query, description = "The same, for a client that cannot set the header.")),
     responses((status = 200, description = "Server-sent events of one deployment: its history, then live until it ends.", content_type = "text/event-stream", body = String), (status = 429, description = "Too many open streams for the user or address.", body = crate::errors::ErrorBody)))]
 pub async fn deployment_events(
     state: web::Data<AppState>,

@@ -98,6 +98,7 @@ impl Application {
                 .app_data(web::PathConfig::default().error_handler(errors::path_error))
                 .app_data(web::QueryConfig::default().error_handler(errors::query_error))
                 .configure(routes::health::configure)
+                .configure(crate::dashboard::configure)
                 .service(web::scope("/api/v1").configure(routes::configure))
                 .default_service(web::to(errors::not_found))
         })

@@ -4,6 +4,7 @@
 //! on a free port against it with its own Redis key prefix, and drops the
 //! database when the test ends, so tests run in parallel without sharing state.
 
+pub mod browser;
 pub mod edge;
 pub mod git;
 pub mod schema;
