@@ -87,8 +87,7 @@ impl Drop for Guard {
         tokio::spawn(async move {
             match phase {
                 Phase::Starting => {
-                    let _ = docker::remove(&docker, &next).await;
-                    let _ = undrain(&docker, &name).await;
+                    let _ = back_to_old(&docker, &name, &next).await;
                 }
                 Phase::OldRemoved => {
                     let _ = rename(&docker, &next, &name).await;
@@ -385,6 +384,54 @@ pub async fn release(s: &mut Stage<'_>, docker: &Docker) -> Result<String, Stage
     Ok(id)
 }
 
+/// Before the old container was removed: the old one serves again and the
+/// new one goes, in the order that keeps every request answered. The old
+/// one may already be drained (a cancel during the drain) while the new
+/// one serves: it is back in the proxy before the new one leaves it. The
+/// new one is held out (its drain flag) and, if the proxy may have been
+/// routing to it, removed only once its health check has failed and the
+/// proxy has seen that. (A container without a health check reports none.)
+async fn back_to_old(docker: &Docker, name: &str, next: &str) -> anyhow::Result<()> {
+    let mut moved = false;
+    let old = health(docker, name).await.map(|h| h.0);
+    if matches!(
+        old,
+        Ok(HealthStatusEnum::UNHEALTHY | HealthStatusEnum::STARTING)
+    ) {
+        undrain(docker, name).await?;
+        let until = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < until && !is_healthy(docker, name).await {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        moved = true;
+    }
+    if docker::inspect(docker, next).await.ok().flatten().is_some() {
+        let flag = vec!["touch".into(), DRAIN_FLAG.into()];
+        let _ = docker::exec(docker, next, flag, None, vec![], &mut |_| {}).await;
+        // A probe that was running when the flag appeared may still pass:
+        // watch it past one interval. Healthy at any point means the proxy
+        // may route to it until it is unhealthy and the proxy knows.
+        let held = Instant::now();
+        let until = held + Duration::from_secs(15);
+        let mut served = false;
+        while Instant::now() < until {
+            match health(docker, next).await.map(|h| h.0) {
+                Ok(HealthStatusEnum::HEALTHY) => served = true,
+                Ok(HealthStatusEnum::UNHEALTHY) => break,
+                _ if held.elapsed() > Duration::from_millis(1500) => break,
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        moved |= served;
+    }
+    if moved {
+        tokio::time::sleep(PROXY_SETTLE).await;
+    }
+    docker::remove(docker, next).await?;
+    Ok(())
+}
+
 /// Ends a switch that will not complete: before the old container was
 /// removed, the new one goes and the old one is undrained (true: the old
 /// one serves); after, the new one takes the old one's name (false).
@@ -394,32 +441,7 @@ pub async fn abandon(mut p: Pending) -> anyhow::Result<bool> {
     g.phase = Phase::Done;
     match phase {
         Phase::Starting => {
-            // The old container may already be drained (a cancel during the
-            // drain) while the new one serves: the old one must be back in
-            // the proxy before the new one leaves it, or requests fail.
-            // (A container without a health check reports none.)
-            let mut moved = false;
-            let old = health(&g.docker, &g.name).await.map(|h| h.0);
-            if matches!(
-                old,
-                Ok(HealthStatusEnum::UNHEALTHY | HealthStatusEnum::STARTING)
-            ) {
-                undrain(&g.docker, &g.name).await?;
-                let until = Instant::now() + Duration::from_secs(15);
-                while Instant::now() < until && !is_healthy(&g.docker, &g.name).await {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                moved = true;
-            }
-            if is_healthy(&g.docker, &g.next).await {
-                let flag = vec!["touch".into(), DRAIN_FLAG.into()];
-                let _ = docker::exec(&g.docker, &g.next, flag, None, vec![], &mut |_| {}).await;
-                moved = true;
-            }
-            if moved {
-                tokio::time::sleep(PROXY_SETTLE).await;
-            }
-            docker::remove(&g.docker, &g.next).await?;
+            back_to_old(&g.docker, &g.name, &g.next).await?;
             Ok(true)
         }
         Phase::OldRemoved => {
