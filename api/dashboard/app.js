@@ -263,7 +263,7 @@ async function deployment(id) {
   const module = h("p", { class: "muted", id: "module", "aria-live": "polite" });
   const conn = h("p", { class: "muted", id: "connection", "aria-live": "polite" });
   const steps = h("ol", { class: "steps", id: "steps" });
-  const view = {}; // step id -> {li, head, icon, time, latest, logs, open, lines:Set, loaded}
+  const view = {}; // step id -> {li, head, icon, time, latest, logs, open, lines:Set, loaded, loading}
   let finished = false;
   let lastId = null;
   let lastSeq = -1;
@@ -279,7 +279,7 @@ async function deployment(id) {
     const time = h("span", { class: "step-time" });
     const logs = h("pre", { class: "logs", id: `logs-${s.id}`, hidden: true, tabindex: "0", "aria-label": `${s.name} logs` });
     const head = h("button", { class: "step-head", type: "button", "aria-expanded": "false", "aria-controls": `logs-${s.id}`, "data-step": s.id }, icon, name, time);
-    const v = { li: h("li", { "data-step": s.id }, head, logs), head, icon, time, latest, logs, open: false, auto: true, lines: new Set(), loaded: false };
+    const v = { li: h("li", { "data-step": s.id }, head, logs), head, icon, time, latest, logs, open: false, auto: true, lines: new Set(), loaded: false, loading: false };
     head.addEventListener("click", () => toggle(s.id, !v.open, true));
     return v;
   }
@@ -288,22 +288,36 @@ async function deployment(id) {
     return h("div", { class: `l-${l.level}`, "data-seq": String(l.seq) }, `${new Date(l.timestamp).toLocaleTimeString()}  ${l.message}`);
   }
 
+  // A stage's earlier lines come from /logs once it is opened; lines that
+  // arrive live are kept whether or not it was opened. A load cut short (the
+  // api gone mid-request) is tried again on the next open or reconnection.
   async function loadLogs(step) {
     const v = view[step];
-    if (v.loaded) return;
-    v.loaded = true;
-    v.logs.dataset.loaded = "true";
-    for (let skip = 0; ; skip += 500) {
-      const page = await api(`/deployments/${id}/logs?step=${step}&skip=${skip}&limit=500`);
-      for (const l of page.logs) addLine(step, l);
-      if (page.logs.length < 500) break;
+    if (v.loaded || v.loading) return;
+    v.loading = true;
+    try {
+      for (let skip = 0; ; skip += 500) {
+        const page = await api(`/deployments/${id}/logs?step=${step}&skip=${skip}&limit=500`);
+        for (const l of page.logs) addLine(step, l);
+        if (page.logs.length < 500) break;
+      }
+      v.loaded = true;
+      v.logs.dataset.loaded = "true";
+    } catch {
+      // Left unloaded: retried by reloadOpen once the stream is back.
+    } finally {
+      v.loading = false;
     }
+  }
+
+  function reloadOpen() {
+    for (const [step, v] of Object.entries(view)) if (v.open && !v.loaded) loadLogs(step);
   }
 
   // Each line once, in log order, whether it came from /logs or live.
   function addLine(step, l) {
     const v = view[step];
-    if (!v || !v.loaded || v.lines.has(l.seq)) return;
+    if (!v || v.lines.has(l.seq)) return;
     v.lines.add(l.seq);
     const el = line(l);
     const after = [...v.logs.children].find((c) => Number(c.dataset.seq) > l.seq);
@@ -402,6 +416,7 @@ async function deployment(id) {
     es.addEventListener("open", () => {
       attempts = 0;
       conn.textContent = "";
+      reloadOpen();
     });
     es.addEventListener("deployment_progress", onProgress);
     es.addEventListener("deployment_finished", onFinished);
