@@ -1,12 +1,9 @@
 //! The fan-out of live events in one api process: one Redis subscription
-//! ([`Hub`]) feeds a tokio broadcast channel, re-broadcast on each actix
-//! worker thread ([`LocalHub`]) so waking a thread's clients never crosses
-//! threads; every event is serialized once for all clients ([`Prepared`]).
-//! The channel's ring buffer is the only buffer: a slow or dead client never
-//! delays the others and never grows memory; a client that falls behind is
-//! disconnected and resumes with `Last-Event-ID`. Also the per-user and
-//! per-address counts of open streams ([`StreamCounts`]). The endpoints that
-//! read all this are in `sse.rs`.
+//! ([`Hub`]) feeds a tokio broadcast channel with one receiver per actix
+//! worker thread, whose router (`relay.rs`) wakes only the streams that may
+//! see each event; every event is serialized once for all clients
+//! ([`Prepared`]). Also the per-user and per-address counts of open streams
+//! ([`StreamCounts`]). The endpoints that read all this are in `sse.rs`.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,7 +14,6 @@ use actix_web::web;
 use futures_util::StreamExt as _;
 use oec_common::events::{Envelope, Event, Publisher, is_after};
 use tokio::sync::broadcast;
-use tokio::time::{Instant, Interval, interval_at};
 use uuid::Uuid;
 
 use crate::errors::ApiError;
@@ -99,66 +95,6 @@ impl Hub {
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Hubbed> {
-        self.tx.subscribe()
-    }
-}
-
-/// What a worker thread's relay hands its clients: an event, or word that
-/// the relay itself fell behind and some events are gone.
-#[derive(Clone)]
-pub enum Relayed {
-    Event(Arc<Prepared>),
-    Lost,
-    /// Time for the `: keepalive` comment (one timer per thread, not per client).
-    Keepalive,
-    /// The subscription to Redis was lost and is back: what was published
-    /// meanwhile may be missing from the live events.
-    Resubscribed,
-}
-
-/// The hub's events on one actix worker thread: a single receiver of the
-/// process-wide channel per worker, re-broadcast on that thread, so that
-/// waking its thousands of clients never crosses threads.
-pub struct LocalHub {
-    tx: broadcast::Sender<Relayed>,
-}
-
-impl LocalHub {
-    /// Must run on the worker's thread (the app factory does).
-    pub fn start(hub: &Hub, capacity: usize, keepalive_every: Duration) -> LocalHub {
-        let (tx, _) = broadcast::channel(capacity);
-        let mut rx = hub.subscribe();
-        let out = tx.clone();
-        actix_web::rt::spawn(async move {
-            let mut tick = keepalive(keepalive_every);
-            loop {
-                let item = tokio::select! {
-                    r = rx.recv() => match r {
-                        Ok(Hubbed::Event(p)) => Relayed::Event(p),
-                        Ok(Hubbed::Resubscribed) => Relayed::Resubscribed,
-                        Err(broadcast::error::RecvError::Lagged(_)) => Relayed::Lost,
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                    _ = tick.tick() => Relayed::Keepalive,
-                };
-                let event = matches!(item, Relayed::Event(_));
-                // No client on this thread: nothing to do.
-                if let Ok(clients) = out.send(item)
-                    && event
-                {
-                    oec_common::metrics::count(
-                        "oec_sse_events_fanned_out_total",
-                        "Events handed to event-stream clients (one per event and client woken).",
-                        &[],
-                        clients as u64,
-                    );
-                }
-            }
-        });
-        LocalHub { tx }
-    }
-
-    pub fn subscribe(&self) -> broadcast::Receiver<Relayed> {
         self.tx.subscribe()
     }
 }
@@ -323,11 +259,6 @@ impl Drop for StreamSlot {
             give_back(ips, ip);
         }
     }
-}
-
-/// A keepalive timer whose first tick is one period from now.
-fn keepalive(period: Duration) -> Interval {
-    interval_at(Instant::now() + period, period)
 }
 
 #[cfg(test)]

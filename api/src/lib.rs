@@ -10,6 +10,7 @@ pub mod hub;
 pub mod listing;
 pub mod login_limit;
 pub mod openapi;
+pub mod relay;
 pub mod request_log;
 pub mod routes;
 pub mod sse;

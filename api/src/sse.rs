@@ -13,13 +13,13 @@ use actix_web::{HttpRequest, web};
 use oec_common::events::{CONNECTED, DeploymentRef, is_after, parse_id};
 use oec_common::model::ids::DeploymentId;
 use oec_common::{db, lifecycle};
-use tokio::sync::broadcast;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::errors::ApiError;
 use crate::extract::{AuthUser, SseUser};
-use crate::hub::{LocalHub, Prepared, REPLAY_BATCH, Relayed, StreamCounts, StreamSlot, sse_frame};
+use crate::hub::{Prepared, REPLAY_BATCH, StreamCounts, StreamSlot, sse_frame};
+use crate::relay::{Follow, Key, LocalHub, Relayed, Subscription};
 use crate::state::AppState;
 
 /// What every stream holds besides its events: its place among the open
@@ -83,6 +83,20 @@ impl Scope {
             orgs: orgs.into_iter().collect(),
             projects: projects.into_iter().collect(),
         })
+    }
+
+    /// The router's keys for what this scope sees: everything for a portal
+    /// admin, else its organizations and projects; and the
+    /// `permissions_changed` events naming its user.
+    fn keys(&self) -> Vec<Key> {
+        let mut keys: Vec<Key> = self.user.map(Key::User).into_iter().collect();
+        if self.all {
+            keys.push(Key::All);
+        } else {
+            keys.extend(self.orgs.iter().copied().map(Key::Org));
+            keys.extend(self.projects.iter().copied().map(Key::Project));
+        }
+        keys
     }
 
     fn covers(&self, org: Uuid, project: Option<Uuid>) -> bool {
@@ -171,7 +185,7 @@ struct StreamState {
     state: web::Data<AppState>,
     user: AuthUser,
     lease: Lease,
-    rx: broadcast::Receiver<Relayed>,
+    sub: Subscription,
     scope: Scope,
     replay: VecDeque<Prepared>,
     replayed_up_to: Option<String>,
@@ -193,7 +207,7 @@ pub async fn events_stream(
     let lease = Lease::take(&state, &req, &user)?;
     let scope = Scope::load(&state, &user).await?;
     // Subscribe before reading the replay, so nothing falls in between.
-    let rx = local.subscribe();
+    let sub = local.subscribe(scope.keys(), Follow::Scope);
     let mut replay = VecDeque::new();
     let mut replayed_up_to = None;
     let resume = last_event_id(
@@ -224,7 +238,7 @@ pub async fn events_stream(
         state: state.clone(),
         user,
         lease,
-        rx,
+        sub,
         scope,
         replay,
         replayed_up_to,
@@ -254,20 +268,20 @@ pub async fn events_stream(
                 }
             }
             let received = tokio::select! {
-                r = st.rx.recv() => r,
+                r = st.sub.recv() => r,
                 () = &mut st.lease.expiry => {
                     st.done = true;
                     return Some((Ok(web::Bytes::from_static(EXPIRED)), st));
                 }
             };
             match received {
-                Ok(Relayed::Keepalive) => {
+                Relayed::Keepalive => {
                     return Some((Ok(web::Bytes::from_static(KEEPALIVE)), st));
                 }
                 // What was published while Redis was away never reached
                 // the replay stream either: nothing to catch up from here.
-                Ok(Relayed::Resubscribed) => continue,
-                Ok(Relayed::Event(p)) => {
+                Relayed::Resubscribed => continue,
+                Relayed::Event(p) => {
                     if concerns(&p, st.user.id, &st.scope) {
                         st.control = Some(p);
                         continue;
@@ -279,25 +293,25 @@ pub async fn events_stream(
                     // a client with more waiting gets them joined.
                     let mut out: Option<web::BytesMut> = None;
                     for _ in 0..63 {
-                        let more: &[u8] = match st.rx.try_recv() {
-                            Ok(Relayed::Event(q)) if concerns(&q, st.user.id, &st.scope) => {
+                        let more: &[u8] = match st.sub.try_recv() {
+                            Some(Relayed::Event(q)) if concerns(&q, st.user.id, &st.scope) => {
                                 // Handled before anything later is sent.
                                 st.control = Some(q);
                                 break;
                             }
-                            Ok(Relayed::Event(q)) if st.wants(&q) => {
-                                out.get_or_insert_with(|| web::BytesMut::from(&p.frame[..]))
-                                    .extend_from_slice(&q.frame);
+                            Some(Relayed::Event(q)) => {
+                                if st.wants(&q) {
+                                    out.get_or_insert_with(|| web::BytesMut::from(&p.frame[..]))
+                                        .extend_from_slice(&q.frame);
+                                }
                                 continue;
                             }
-                            Ok(Relayed::Event(_) | Relayed::Keepalive | Relayed::Resubscribed) => {
-                                continue;
-                            }
-                            Ok(Relayed::Lost) | Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                            Some(Relayed::Keepalive | Relayed::Resubscribed) => continue,
+                            Some(Relayed::Lost) => {
                                 st.done = true;
                                 LAGGED
                             }
-                            Err(_) => break,
+                            None => break,
                         };
                         out.get_or_insert_with(|| web::BytesMut::from(&p.frame[..]))
                             .extend_from_slice(more);
@@ -309,12 +323,11 @@ pub async fn events_stream(
                     };
                     return Some((Ok(chunk), st));
                 }
-                Ok(Relayed::Lost) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // Too slow for the shared buffer: disconnect; the client resumes.
+                Relayed::Lost => {
+                    // Too slow for its inbox: disconnect; the client resumes.
                     st.done = true;
                     return Some((Ok(web::Bytes::from_static(LAGGED)), st));
                 }
-                Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
     });
@@ -327,15 +340,32 @@ const EXPIRED: &[u8] = b": token expired; reconnect with a fresh token and Last-
 const REVOKED: &[u8] = b": access revoked\n\n";
 
 impl StreamState {
+    /// Whether to send `p`. The router hands a stream only what its keys
+    /// cover, so a refusal here is an event the replay already sent, one
+    /// met while the scope was being re-read, or a routing miss: each is
+    /// counted by its reason (the tests hold the last at zero).
     fn wants(&self, p: &Prepared) -> bool {
-        self.scope.allows(p) && is_after(&p.event.id, self.replayed_up_to.as_deref())
+        let reason = if !is_after(&p.event.id, self.replayed_up_to.as_deref()) {
+            "replayed"
+        } else if self.scope.allows(p) {
+            return true;
+        } else if self.sub.last_was_wide() {
+            "rescoping"
+        } else {
+            "scope"
+        };
+        unsent(reason);
+        false
     }
 
     /// Re-reads the user's scope after a `permissions_changed`: the event's
     /// frame when it is about this user; `done` when the user is gone.
     async fn apply_permissions(&mut self, p: &Prepared) -> Option<web::Bytes> {
         match rescope(&self.state, &mut self.user).await {
-            Ok(Some(scope)) => self.scope = scope,
+            Ok(Some(scope)) => {
+                self.sub.set_keys(scope.keys());
+                self.scope = scope;
+            }
             Ok(None) => {
                 self.done = true;
                 return None;
@@ -351,6 +381,16 @@ impl StreamState {
     }
 }
 
+/// Counts an event handed to a stream that did not send it.
+fn unsent(reason: &'static str) {
+    oec_common::metrics::count(
+        "oec_sse_events_unsent_total",
+        "Events that woke an event stream which did not send them, by reason: replayed (already sent by the resume), rescoping (queued while the stream re-read its permissions) or scope (routed to a stream that may not see it; a bug).",
+        &[("reason", reason)],
+        1,
+    );
+}
+
 enum Phase {
     Backlog,
     Live,
@@ -362,7 +402,7 @@ struct DeploymentStream {
     user: AuthUser,
     lease: Lease,
     deployment: DeploymentRef,
-    rx: broadcast::Receiver<Relayed>,
+    sub: Subscription,
     last_seq: i64,
     queue: VecDeque<web::Bytes>,
     phase: Phase,
@@ -442,6 +482,7 @@ impl DeploymentStream {
         if e.deployment_id() != Some(self.deployment.deployment_id)
             || matches!(e, oec_common::events::Event::MigrationProgress(_))
         {
+            unsent("scope");
             return;
         }
         match &p.line_frame {
@@ -475,11 +516,19 @@ pub async fn deployment_events(
         oec_common::auth::Permission::ProjectDeploymentsView,
     )
     .await?;
-    let deployment = db::deployments::reference(&state.pool, DeploymentId(*id))
+    let referenced = db::deployments::reference(&state.pool, DeploymentId(*id))
         .await?
-        .ok_or(ApiError::NotFound("deployment"))?
-        .deployment;
-    let rx = local.subscribe();
+        .ok_or(ApiError::NotFound("deployment"))?;
+    let deployment = referenced.deployment;
+    // Its lines and end, and the permission changes that may revoke it.
+    let sub = local.subscribe(
+        vec![
+            Key::Deployment(deployment.deployment_id),
+            Key::User(user.id),
+            Key::OrgControl(referenced.organization_id),
+        ],
+        Follow::Check,
+    );
     let last_seq = last_event_id(
         &req,
         |v| v.parse::<i64>().ok().filter(|n| *n >= 0),
@@ -493,7 +542,7 @@ pub async fn deployment_events(
         user,
         lease,
         deployment,
-        rx,
+        sub,
         last_seq,
         queue,
         phase: Phase::Backlog,
@@ -512,7 +561,7 @@ pub async fn deployment_events(
                 }
                 Phase::Live => {
                     let received = tokio::select! {
-                        r = st.rx.recv() => r,
+                        r = st.sub.recv() => r,
                         () = &mut st.lease.expiry => {
                             st.queue.push_back(web::Bytes::from_static(EXPIRED));
                             st.phase = Phase::Finished;
@@ -520,17 +569,16 @@ pub async fn deployment_events(
                         }
                     };
                     match received {
-                        Ok(Relayed::Event(p)) => st.take_live(&p).await,
-                        Ok(Relayed::Keepalive) => {
+                        Relayed::Event(p) => st.take_live(&p).await,
+                        Relayed::Keepalive => {
                             st.queue.push_back(web::Bytes::from_static(KEEPALIVE))
                         }
-                        // Fell behind the relay, or the relay lost Redis for
-                        // a while: PostgreSQL has every line, and the end.
-                        Ok(Relayed::Lost | Relayed::Resubscribed)
-                        | Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Fell behind, or the relay lost Redis for a while:
+                        // PostgreSQL has every line, and the end.
+                        Relayed::Lost | Relayed::Resubscribed => {
+                            st.sub.recover();
                             st.phase = Phase::Backlog;
                         }
-                        Err(broadcast::error::RecvError::Closed) => return None,
                     }
                 }
             }

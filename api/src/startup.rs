@@ -73,9 +73,8 @@ impl Application {
         });
         let server = HttpServer::new(move || {
             // Runs once on each worker thread: that thread's relay of the hub.
-            let local = web::Data::new(crate::hub::LocalHub::start(
+            let local = web::Data::new(crate::relay::LocalHub::start(
                 &state.hub,
-                16_384,
                 state.settings.sse_keepalive,
             ));
             App::new()

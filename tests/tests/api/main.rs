@@ -7,6 +7,7 @@ mod lists;
 mod openapi;
 mod permissions;
 mod resources;
+mod routing;
 mod secrets;
 mod sessions;
 mod streams;
