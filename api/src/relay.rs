@@ -35,6 +35,10 @@ use crate::hub::{Hub, Hubbed, Prepared};
 /// Events one stream may have waiting before it is disconnected as lagging.
 const INBOX: usize = 4_096;
 
+/// The keepalive period's slices: a tick every period / `SLICES` visits
+/// one slice of the streams.
+const SLICES: u64 = 8;
+
 /// What a stream is indexed under.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub enum Key {
@@ -85,6 +89,9 @@ struct Inbox {
     /// The last event routed here (an event found under two of the
     /// stream's keys is delivered once).
     stamp: u64,
+    /// Handed something since the keepalive last looked (a stream that is
+    /// sent events needs no keepalive).
+    busy: bool,
     waker: Option<Waker>,
 }
 
@@ -98,6 +105,7 @@ impl Inbox {
         if self.lost {
             return false;
         }
+        self.busy = true;
         if self.events.len() >= INBOX {
             self.lost = true;
             self.events = VecDeque::new();
@@ -245,6 +253,24 @@ impl Router {
             inbox.wake();
         }
     }
+
+    /// One tick of the keepalive: the streams of slice `slice` (of
+    /// [`SLICES`]) that were handed nothing since their last visit get one.
+    /// Each stream is visited once a period, the thread's streams spread
+    /// over it, so a keepalive never wakes every stream at once.
+    fn keepalive(&self, slice: u64) {
+        for (id, m) in &self.members {
+            if id % SLICES != slice {
+                continue;
+            }
+            let mut inbox = m.inbox.borrow_mut();
+            if std::mem::take(&mut inbox.busy) {
+                continue;
+            }
+            inbox.keepalive = true;
+            inbox.wake();
+        }
+    }
 }
 
 /// The thread's router, fed by a task that receives the hub's events.
@@ -259,7 +285,9 @@ impl LocalHub {
         let mut rx = hub.subscribe();
         let r = router.clone();
         actix_web::rt::spawn(async move {
-            let mut tick = interval_at(Instant::now() + keepalive_every, keepalive_every);
+            let every = keepalive_every / SLICES as u32;
+            let mut tick = interval_at(Instant::now() + every, every);
+            let mut slice = 0u64;
             loop {
                 tokio::select! {
                     item = rx.recv() => match item {
@@ -281,7 +309,10 @@ impl LocalHub {
                         }),
                         Err(broadcast::error::RecvError::Closed) => return,
                     },
-                    _ = tick.tick() => r.borrow().each(|i| i.keepalive = true),
+                    _ = tick.tick() => {
+                        slice = (slice + 1) % SLICES;
+                        r.borrow().keepalive(slice);
+                    }
                 }
             }
         });
@@ -296,6 +327,7 @@ impl LocalHub {
             keepalive: false,
             resubscribed: false,
             stamp: 0,
+            busy: false,
             waker: None,
         }));
         let mut r = self.router.borrow_mut();
@@ -617,5 +649,40 @@ mod tests {
         s.recover();
         assert_eq!(route(&hub, status(a, Uuid::new_v4())), 1);
         assert!(matches!(s.try_recv(), Some(Relayed::Event(_))));
+    }
+
+    #[test]
+    fn the_keepalive_visits_a_slice_at_a_time_and_skips_streams_that_were_sent_events() {
+        let hub = detached();
+        let a = Uuid::new_v4();
+        let mut subs: Vec<Subscription> = (0..64)
+            .map(|_| hub.subscribe(vec![Key::Org(a)], Follow::Scope))
+            .collect();
+        let waiting = |subs: &mut [Subscription]| {
+            subs.iter_mut()
+                .filter(|s| matches!(s.inbox.borrow_mut().take(), Some(Relayed::Keepalive)))
+                .count()
+        };
+        // One tick: one slice only.
+        hub.router.borrow().keepalive(0);
+        assert_eq!(waiting(&mut subs), 64 / SLICES as usize);
+        // A whole period: every idle stream once.
+        for slice in 1..SLICES {
+            hub.router.borrow().keepalive(slice);
+        }
+        assert_eq!(waiting(&mut subs), 64 - 64 / SLICES as usize);
+        // Streams handed an event since their last visit get none.
+        route(&hub, status(a, Uuid::new_v4()));
+        for s in &mut subs {
+            assert!(matches!(s.try_recv(), Some(Relayed::Event(_))));
+        }
+        for slice in 0..SLICES {
+            hub.router.borrow().keepalive(slice);
+        }
+        assert_eq!(waiting(&mut subs), 0);
+        for slice in 0..SLICES {
+            hub.router.borrow().keepalive(slice);
+        }
+        assert_eq!(waiting(&mut subs), 64);
     }
 }

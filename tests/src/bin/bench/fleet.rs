@@ -29,6 +29,14 @@ use crate::{arg, now_us};
 pub enum Target {
     /// An SSE stream: `GET {path}` on an HTTP/1.1 server.
     Sse { addr: String, path: String },
+    /// SSE streams of several users: connection `i` gets `paths[i % len]`,
+    /// from the source addresses `sources` in turn (several loopback
+    /// addresses, for more connections than one address has ports).
+    SseMany {
+        addr: String,
+        paths: std::path::PathBuf,
+        sources: Vec<String>,
+    },
     /// Redis pub/sub: `SUBSCRIBE {channel}`.
     Redis { addr: String, channel: String },
 }
@@ -43,6 +51,22 @@ impl Target {
                     "--sse-path".into(),
                     path.clone(),
                 ]
+            }
+            Target::SseMany {
+                addr,
+                paths,
+                sources,
+            } => {
+                let mut a = vec![
+                    "--addr".into(),
+                    addr.clone(),
+                    "--sse-paths".into(),
+                    paths.display().to_string(),
+                ];
+                if !sources.is_empty() {
+                    a.extend(["--sources".into(), sources.join(",")]);
+                }
+                a
             }
             Target::Redis { addr, channel } => vec![
                 "--addr".into(),
@@ -70,6 +94,7 @@ impl Fleet {
     pub async fn start(target: &Target, n: usize) -> anyhow::Result<Fleet> {
         let count = std::thread::available_parallelism().map_or(1, |p| p.get());
         let mut procs = Vec::with_capacity(count);
+        let mut offset = 0;
         for i in 0..count {
             let share = n / count + usize::from(i < n % count);
             if share == 0 {
@@ -78,12 +103,13 @@ impl Fleet {
             let mut child = tokio::process::Command::new(std::env::current_exe()?)
                 .arg("fleet")
                 .args(target.args())
-                .args(["--n", &share.to_string()])
+                .args(["--n", &share.to_string(), "--offset", &offset.to_string()])
                 .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::piped())
                 .kill_on_drop(true)
                 .spawn()
                 .context("starting the client fleet")?;
+            offset += share;
             let stdout = child.stdout.take().context("fleet stdout")?;
             procs.push(Proc {
                 child,
@@ -132,6 +158,8 @@ impl Fleet {
 
 struct Conn {
     stream: TcpStream,
+    /// Index into the requests (one per path).
+    request: usize,
     requested: bool,
     announced: bool,
     open: bool,
@@ -144,28 +172,66 @@ const STDIN: Token = Token(usize::MAX);
 const OPENING: usize = 256;
 const KEY: &[u8] = b"bench_sent_us\":";
 
-/// The child's side: `oec-bench fleet --addr HOST:PORT --n N
-/// (--sse-path P | --redis-channel C)`.
+fn sse_request(path: &str, addr: SocketAddr) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n").into_bytes()
+}
+
+/// A non-blocking connection to `addr` from `source` (port chosen by the kernel).
+fn connect_from(addr: SocketAddr, source: Option<std::net::IpAddr>) -> anyhow::Result<TcpStream> {
+    let Some(ip) = source else {
+        return Ok(TcpStream::connect(addr)?);
+    };
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::new(ip, 0).into())?;
+    match socket.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(115) => {} // EINPROGRESS
+        Err(e) => bail!("connecting to {addr} from {ip}: {e}"),
+    }
+    Ok(TcpStream::from_std(socket.into()))
+}
+
+/// The child's side: `oec-bench fleet --addr HOST:PORT --n N --offset K
+/// (--sse-path P | --sse-paths FILE [--sources IP,...] | --redis-channel C)`.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let addr: SocketAddr = arg(args, "--addr").context("--addr")?.parse()?;
     let n: usize = arg(args, "--n").context("--n")?.parse()?;
-    let (request, marker): (Vec<u8>, &[u8]) =
-        match (arg(args, "--sse-path"), arg(args, "--redis-channel")) {
-            (Some(path), None) => (
-                format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: text/event-stream\r\n\r\n")
-                    .into_bytes(),
-                b"connected",
-            ),
-            (None, Some(channel)) => (
+    let offset: usize = arg(args, "--offset").map_or(Ok(0), |o| o.parse())?;
+    let sources: Vec<std::net::IpAddr> = arg(args, "--sources")
+        .map(|s| s.split(',').map(str::parse).collect::<Result<_, _>>())
+        .transpose()?
+        .unwrap_or_default();
+    let (requests, marker): (Vec<Vec<u8>>, &[u8]) = match (
+        arg(args, "--sse-path"),
+        arg(args, "--sse-paths"),
+        arg(args, "--redis-channel"),
+    ) {
+        (Some(path), None, None) => (vec![sse_request(&path, addr)], b"connected"),
+        (None, Some(file), None) => (
+            std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {file}"))?
+                .lines()
+                .filter(|l| !l.is_empty())
+                .map(|p| sse_request(p, addr))
+                .collect(),
+            b"connected",
+        ),
+        (None, None, Some(channel)) => (
+            vec![
                 format!(
                     "*2\r\n$9\r\nSUBSCRIBE\r\n${}\r\n{channel}\r\n",
                     channel.len()
                 )
                 .into_bytes(),
-                b"subscribe",
-            ),
-            _ => bail!("one of --sse-path or --redis-channel"),
-        };
+            ],
+            b"subscribe",
+        ),
+        _ => bail!("one of --sse-path, --sse-paths or --redis-channel"),
+    };
+    if requests.is_empty() {
+        bail!("no request paths");
+    }
 
     let mut poll = Poll::new()?;
     let mut events = Events::with_capacity(4096);
@@ -181,7 +247,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 
     let open_more = |conns: &mut Vec<Conn>, poll: &Poll, announced: usize| {
         while conns.len() < n && conns.len() - announced < OPENING {
-            let mut stream = TcpStream::connect(addr)?;
+            let i = offset + conns.len();
+            let source = (!sources.is_empty()).then(|| sources[i % sources.len()]);
+            let mut stream = connect_from(addr, source)?;
             poll.registry().register(
                 &mut stream,
                 Token(conns.len()),
@@ -189,6 +257,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             )?;
             conns.push(Conn {
                 stream,
+                request: i % requests.len(),
                 requested: false,
                 announced: false,
                 open: true,
@@ -216,7 +285,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 if let Ok(Some(e)) | Err(e) = c.stream.take_error() {
                     bail!("connecting to {addr}: {e}");
                 }
-                match std::io::Write::write(&mut c.stream, &request) {
+                let request = &requests[c.request];
+                match std::io::Write::write(&mut c.stream, request) {
                     Ok(w) if w == request.len() => {
                         c.requested = true;
                         poll.registry().reregister(

@@ -23,6 +23,7 @@
 
 mod deploy;
 mod fleet;
+mod tenants;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -77,13 +78,40 @@ fn main() -> anyhow::Result<()> {
 async fn run(args: Vec<String>) -> anyhow::Result<()> {
     match args.get(1).map(String::as_str) {
         Some("sse") => sse(&args).await,
+        Some("tenants") => tenants::make(&args).await,
+        Some("sse-tenants") => tenants::sse_tenants(&args).await,
+        Some("sse-capacity") => tenants::sse_capacity(&args).await,
         Some("logs") => logs(&args).await,
         Some("retention") => retention(&args).await,
         Some("deploy") => deploy::deploy(&args).await,
         _ => bail!(
-            "usage: oec-bench sse|logs|retention|deploy ... (see the file header or scripts/bench)"
+            "usage: oec-bench sse|sse-tenants|sse-capacity|logs|retention|deploy ... (see the file header or scripts/bench)"
         ),
     }
+}
+
+/// A log line's event whose data carries its send time, which the fleet
+/// reads back from the frame.
+pub(crate) fn progress_event(project: Uuid, seq: i64) -> Event {
+    Event::DeploymentProgress(DeploymentProgress {
+        deployment: DeploymentRef {
+            deployment_id: Uuid::nil(),
+            environment_id: Uuid::nil(),
+            project_id: project,
+            project_name: "bench".into(),
+            environment_name: "bench".into(),
+            triggered_by: None,
+            branch: Some("main".into()),
+        },
+        status: DeploymentStatus::Running,
+        progress_percent: 45,
+        seq,
+        step: Some(Step::PullingImage.id().into()),
+        level: LogLevel::Info,
+        message: "Pulling Odoo 18.0 image...".into(),
+        timestamp: chrono::Utc::now(),
+        data: Some(json!({"bench_sent_us": now_us()})),
+    })
 }
 
 async fn publish_for(
@@ -98,26 +126,7 @@ async fn publish_for(
     let mut sent = 0;
     while Instant::now() < end {
         tick.tick().await;
-        let event = Event::DeploymentProgress(DeploymentProgress {
-            deployment: DeploymentRef {
-                deployment_id: Uuid::nil(),
-                environment_id: Uuid::nil(),
-                project_id: project,
-                project_name: "bench".into(),
-                environment_name: "bench".into(),
-                triggered_by: None,
-                branch: Some("main".into()),
-            },
-            status: DeploymentStatus::Running,
-            progress_percent: 45,
-            seq: sent as i64 + 1,
-            step: Some(Step::PullingImage.id().into()),
-            level: LogLevel::Info,
-            message: "Pulling Odoo 18.0 image...".into(),
-            timestamp: chrono::Utc::now(),
-            // The fleet reads the send time back from the frame.
-            data: Some(json!({"bench_sent_us": now_us()})),
-        });
+        let event = progress_event(project, sent as i64 + 1);
         publisher.publish(&Envelope::new(org, event)).await?;
         sent += 1;
     }
