@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use actix_web::web;
@@ -79,19 +80,46 @@ pub enum Hubbed {
 
 pub struct Hub {
     tx: broadcast::Sender<Hubbed>,
+    client: redis::Client,
+    publisher: Publisher,
+    running: Arc<AtomicBool>,
 }
 
 impl Hub {
-    /// Subscribes once to the events channel and fans every event out.
-    pub fn start(
-        redis_url: &str,
-        publisher: Publisher,
-        capacity: usize,
-    ) -> anyhow::Result<Arc<Hub>> {
+    /// The fan-out of the events channel. Its one subscription runs on the
+    /// first actix worker thread that asks ([`Hub::run_here`]).
+    pub fn new(redis_url: &str, publisher: Publisher, capacity: usize) -> anyhow::Result<Arc<Hub>> {
         let client = redis::Client::open(redis_url)?;
         let (tx, _) = broadcast::channel(capacity);
-        tokio::spawn(pump(client, publisher, tx.clone()));
-        Ok(Arc::new(Hub { tx }))
+        Ok(Arc::new(Hub {
+            tx,
+            client,
+            publisher,
+            running: Arc::new(AtomicBool::new(false)),
+        }))
+    }
+
+    /// Runs the subscription on this thread unless it runs already on
+    /// another: the thread's relay then gets each event without a wake-up
+    /// across threads (one fewer per event than a thread of its own). If
+    /// that thread ends, the next worker thread to start runs it.
+    pub fn run_here(&self) {
+        if self.running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        struct Running(Arc<AtomicBool>);
+        impl Drop for Running {
+            fn drop(&mut self) {
+                self.0.store(false, Ordering::Release);
+            }
+        }
+        let running = Running(self.running.clone());
+        let (client, publisher, tx) =
+            (self.client.clone(), self.publisher.clone(), self.tx.clone());
+        actix_web::rt::spawn(async move {
+            let _running = running;
+            pump(client, publisher, tx).await;
+        });
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Hubbed> {

@@ -283,6 +283,7 @@ impl LocalHub {
     pub fn start(hub: &Hub, keepalive_every: Duration) -> LocalHub {
         let router = Rc::new(RefCell::new(Router::default()));
         let mut rx = hub.subscribe();
+        hub.run_here();
         let r = router.clone();
         actix_web::rt::spawn(async move {
             let every = keepalive_every / SLICES as u32;

@@ -45,7 +45,7 @@ impl Application {
             &settings.redis_prefix,
             settings.event_replay_max,
         );
-        let hub = crate::hub::Hub::start(&settings.redis_url, publisher.clone(), 16_384)?;
+        let hub = crate::hub::Hub::new(&settings.redis_url, publisher.clone(), 16_384)?;
         let listener = TcpListener::bind(settings.bind)
             .with_context(|| format!("binding {}", settings.bind))?;
         let port = listener.local_addr()?.port();
