@@ -174,17 +174,35 @@ async fn each_stream_gets_exactly_what_its_user_may_see_and_no_other_is_woken() 
         .await;
     // Many streams of other tenants, on every thread: never woken.
     let mut idle = Vec::new();
+    let mut idle_orgs = Vec::new();
     for i in 0..20 {
         let (u, token) = t.app.user(&format!("idle{i}")).await;
         let org = t.org(&format!("idle-{i}")).await;
         t.member(format!("/api/v1/organizations/{org}/members"), u, "admin")
             .await;
         idle.push(t.stream(&token).await);
+        idle_orgs.push(org);
     }
     let mut sa = t.stream(&ta).await;
     let mut sb = t.stream(&tb).await;
     let mut sc = t.stream(&tc).await;
     let mut admin = t.stream(&t.app.admin_token).await;
+    // The memberships' own permissions_changed may reach the api after a
+    // stream opened: a fence in each stream's organization, published
+    // after them, is read before counting starts.
+    for (i, org) in idle_orgs.iter().enumerate() {
+        t.publish(*org, Uuid::new_v4(), 9_000 + i as u128).await;
+    }
+    t.publish(a, pa, 7).await;
+    t.publish(b, pb, 8).await;
+    t.publish(c, pc, 9).await;
+    for (i, s) in idle.iter_mut().enumerate() {
+        until_fence(s, 9_000 + i as u128).await;
+    }
+    until_fence(&mut sa, 7).await;
+    until_fence(&mut sb, 8).await;
+    until_fence(&mut sc, 9).await;
+    until_fence(&mut admin, 9).await;
     let (delivered_before, unsent_before) = (delivered(), unsent());
 
     for round in 0..5u128 {
