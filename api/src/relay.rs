@@ -122,16 +122,23 @@ impl Inbox {
         }
     }
 
-    fn take(&mut self) -> Option<Relayed> {
+    /// A loss, else the next event.
+    fn take_event(&mut self) -> Option<Relayed> {
         if self.lost {
             return Some(Relayed::Lost);
         }
-        if let Some(p) = self.events.pop_front() {
-            // A burst's queue is not kept for the stream's lifetime.
-            if self.events.is_empty() && self.events.capacity() > 64 {
-                self.events = VecDeque::new();
-            }
-            return Some(Relayed::Event(p));
+        let p = self.events.pop_front()?;
+        // A burst's queue is not kept for the stream's lifetime.
+        if self.events.is_empty() && self.events.capacity() > 64 {
+            self.events = VecDeque::new();
+        }
+        Some(Relayed::Event(p))
+    }
+
+    /// A loss, the next event, else a notice.
+    fn take(&mut self) -> Option<Relayed> {
+        if let Some(r) = self.take_event() {
+            return Some(r);
         }
         if std::mem::take(&mut self.resubscribed) {
             return Some(Relayed::Resubscribed);
@@ -394,13 +401,7 @@ impl Subscription {
 
     /// An event already waiting, or a loss; not a keepalive or a resubscribe.
     pub fn try_recv(&mut self) -> Option<Relayed> {
-        let r = {
-            let mut inbox = self.inbox.borrow_mut();
-            if inbox.lost {
-                return Some(Relayed::Lost);
-            }
-            inbox.events.pop_front().map(Relayed::Event)
-        };
+        let r = self.inbox.borrow_mut().take_event();
         r.map(|r| self.handed(r))
     }
 

@@ -26,14 +26,15 @@ use serde_json::{Value, json};
 
 use super::arg;
 
-struct Api {
-    client: reqwest::Client,
-    base: String,
-    token: String,
+/// The api as the bench drives it: `base` ends in `/api/v1`.
+pub(crate) struct Api {
+    pub(crate) client: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) token: String,
 }
 
 impl Api {
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -51,7 +52,8 @@ impl Api {
         Ok((status, resp.json().await.unwrap_or(Value::Null)))
     }
 
-    async fn create(&self, path: &str, body: Value) -> anyhow::Result<String> {
+    /// POSTs `body` and expects a 201: the new resource's id.
+    pub(crate) async fn create(&self, path: &str, body: Value) -> anyhow::Result<String> {
         let (status, v) = self.call(reqwest::Method::POST, path, Some(body)).await?;
         if status != 201 {
             bail!("POST {path}: {status} {v}");

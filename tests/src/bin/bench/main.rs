@@ -92,7 +92,7 @@ async fn run(args: Vec<String>) -> anyhow::Result<()> {
 
 /// A log line's event whose data carries its send time, which the fleet
 /// reads back from the frame.
-pub(crate) fn progress_event(project: Uuid, seq: i64) -> Event {
+fn progress_event(project: Uuid, seq: i64) -> Event {
     Event::DeploymentProgress(DeploymentProgress {
         deployment: DeploymentRef {
             deployment_id: Uuid::nil(),
@@ -114,23 +114,53 @@ pub(crate) fn progress_event(project: Uuid, seq: i64) -> Event {
     })
 }
 
-async fn publish_for(
+/// Events to the organizations in turn at `per_second` in all, for
+/// `seconds`, from up to 4 publishers; returns how many went to each.
+pub(crate) async fn publish_in_turn(
     publisher: &Publisher,
-    org: Uuid,
-    project: Uuid,
-    rate: u64,
+    orgs: &[Uuid],
+    per_second: u64,
     seconds: u64,
-) -> anyhow::Result<u64> {
-    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
-    let end = Instant::now() + Duration::from_secs(seconds);
-    let mut sent = 0;
-    while Instant::now() < end {
-        tick.tick().await;
-        let event = progress_event(project, sent as i64 + 1);
-        publisher.publish(&Envelope::new(org, event)).await?;
-        sent += 1;
+) -> anyhow::Result<Vec<u64>> {
+    let lanes = 4.min(orgs.len());
+    let start = Instant::now();
+    let end = start + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for lane in 0..lanes {
+        let publisher = publisher.clone();
+        let mine: Vec<(usize, Uuid)> = orgs
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(i, _)| i % lanes == lane)
+            .collect();
+        let rate = per_second as f64 * mine.len() as f64 / orgs.len() as f64;
+        let project = Uuid::new_v4();
+        tasks.push(tokio::spawn(async move {
+            let mut sent = vec![0u64; mine.len()];
+            let mut n = 0usize;
+            while Instant::now() < end {
+                let due = (start.elapsed().as_secs_f64() * rate) as usize;
+                while n < due {
+                    let (_, org) = mine[n % mine.len()];
+                    let event = progress_event(project, n as i64 + 1);
+                    publisher.publish(&Envelope::new(org, event)).await?;
+                    sent[n % mine.len()] += 1;
+                    n += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            anyhow::Ok((mine, sent))
+        }));
     }
-    Ok(sent)
+    let mut per_org = vec![0u64; orgs.len()];
+    for t in tasks {
+        let (mine, sent) = t.await??;
+        for ((i, _), s) in mine.iter().zip(sent) {
+            per_org[*i] = s;
+        }
+    }
+    Ok(per_org)
 }
 
 async fn sse(args: &[String]) -> anyhow::Result<()> {
@@ -172,7 +202,6 @@ async fn sse(args: &[String]) -> anyhow::Result<()> {
         addr: resolve(redis_host).await?,
         channel: publisher.channel().to_owned(),
     };
-    let project = Uuid::new_v4();
     println!(
         "clients,rate_per_client,deliveries_expected,deliveries_received,disconnected,p50_ms,p99_ms,max_ms,rss_per_client_kb,baseline_p50_ms,baseline_p99_ms,p99_ratio_vs_baseline"
     );
@@ -190,14 +219,17 @@ async fn sse(args: &[String]) -> anyhow::Result<()> {
         // oec: N SSE clients on one api process.
         let clients = fleet::Fleet::start(&sse, n).await?;
         let rss_after = api_pid.and_then(rss_kb);
-        let sent = publish_for(&publisher, org, project, rate, seconds).await?;
+        let sent: u64 = publish_in_turn(&publisher, &[org], rate, seconds)
+            .await?
+            .iter()
+            .sum();
         tokio::time::sleep(Duration::from_secs(2)).await;
         let (s, disconnected) = clients.stop().await?;
         let per_client = match (rss_before, rss_after) {
             (Some(b), Some(a)) => format!("{:.1}", a.saturating_sub(b) as f64 / n as f64),
             _ => "n/a".into(),
         };
-        let base = match measure(&base_target, &publisher, n, org, project, rate, seconds).await {
+        let base = match measure(&base_target, &publisher, n, org, rate, seconds).await {
             Ok(b) => b,
             Err(e) => {
                 eprintln!(
@@ -237,12 +269,11 @@ async fn measure(
     publisher: &Publisher,
     n: usize,
     org: Uuid,
-    project: Uuid,
     rate: u64,
     seconds: u64,
 ) -> anyhow::Result<Vec<u64>> {
     let clients = fleet::Fleet::start(target, n).await?;
-    publish_for(publisher, org, project, rate, seconds).await?;
+    publish_in_turn(publisher, &[org], rate, seconds).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     Ok(clients.stop().await?.0)
 }

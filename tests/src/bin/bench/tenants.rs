@@ -24,12 +24,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use futures_util::StreamExt as _;
-use oec_common::events::{Envelope, Publisher};
-use serde_json::{Value, json};
+use oec_common::events::Publisher;
+use serde_json::json;
 use uuid::Uuid;
 
+use crate::deploy::Api;
 use crate::fleet::{Fleet, Target};
-use crate::{arg, percentile, resolve, rss_kb};
+use crate::{arg, percentile, publish_in_turn, resolve, rss_kb};
 
 /// An organization of the run, its admin's access token.
 struct Tenant {
@@ -37,73 +38,51 @@ struct Tenant {
     token: String,
 }
 
-async fn call(
-    http: &reqwest::Client,
-    url: String,
-    token: Option<&str>,
-    body: Value,
-) -> anyhow::Result<Value> {
-    let mut req = http.post(&url).json(&body);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let r = req.send().await.with_context(|| format!("POST {url}"))?;
-    let status = r.status();
-    let v: Value = r.json().await.unwrap_or(Value::Null);
-    if !status.is_success() {
-        bail!("POST {url}: {status} {v}");
-    }
-    Ok(v)
-}
-
 /// `k` organizations through the API, each with a user who is its admin.
 async fn tenants(api: &str, admin: &str, k: usize, run: &str) -> anyhow::Result<Vec<Tenant>> {
-    let http = reqwest::Client::new();
+    let api = Api {
+        client: reqwest::Client::new(),
+        base: api.to_owned(),
+        token: admin.to_owned(),
+    };
     let started = Instant::now();
     let made: Vec<anyhow::Result<Tenant>> = futures_util::stream::iter(0..k)
         .map(|i| {
-            let http = http.clone();
+            let api = &api;
             async move {
                 let slug = format!("t{run}-{i}");
-                let org = call(
-                    &http,
-                    format!("{api}/organizations"),
-                    Some(admin),
-                    json!({"name": slug, "slug": slug}),
-                )
-                .await?["id"]
-                    .as_str()
-                    .context("org id")?
-                    .parse()?;
+                let org = api
+                    .create("/organizations", json!({"name": slug, "slug": slug}))
+                    .await?;
                 let email = format!("{slug}@bench.oec");
-                let user = call(
-                    &http,
-                    format!("{api}/users"),
-                    Some(admin),
-                    json!({"email": email, "name": slug, "password": "bench-password"}),
-                )
-                .await?["id"]
-                    .as_str()
-                    .context("user id")?
-                    .to_owned();
-                call(
-                    &http,
-                    format!("{api}/organizations/{org}/members"),
-                    Some(admin),
+                let user = api
+                    .create(
+                        "/users",
+                        json!({"email": email, "name": slug, "password": "bench-password"}),
+                    )
+                    .await?;
+                api.create(
+                    &format!("/organizations/{org}/members"),
                     json!({"user_id": user, "role": "admin"}),
                 )
                 .await?;
-                let token = call(
-                    &http,
-                    format!("{api}/auth/login"),
-                    None,
-                    json!({"email": email, "password": "bench-password"}),
-                )
-                .await?["access_token"]
-                    .as_str()
-                    .context("token")?
-                    .to_owned();
-                Ok(Tenant { org, token })
+                let (status, login) = api
+                    .call(
+                        reqwest::Method::POST,
+                        "/auth/login",
+                        Some(json!({"email": email, "password": "bench-password"})),
+                    )
+                    .await?;
+                if status != 200 {
+                    bail!("logging in {email}: {status} {login}");
+                }
+                Ok(Tenant {
+                    org: org.parse()?,
+                    token: login["access_token"]
+                        .as_str()
+                        .context("access_token")?
+                        .to_owned(),
+                })
             }
         })
         .buffer_unordered(4)
@@ -115,55 +94,6 @@ async fn tenants(api: &str, admin: &str, k: usize, run: &str) -> anyhow::Result<
         started.elapsed().as_secs_f64()
     );
     Ok(out)
-}
-
-/// Events to the tenants in turn at `per_second` in all, for `seconds`,
-/// from `lanes` publishers; returns how many went to each tenant.
-async fn publish_in_turn(
-    publisher: &Publisher,
-    orgs: &[Uuid],
-    per_second: u64,
-    seconds: u64,
-) -> anyhow::Result<Vec<u64>> {
-    let lanes = 4.min(orgs.len());
-    let start = Instant::now();
-    let end = start + Duration::from_secs(seconds);
-    let mut tasks = Vec::new();
-    for lane in 0..lanes {
-        let publisher = publisher.clone();
-        let mine: Vec<(usize, Uuid)> = orgs
-            .iter()
-            .copied()
-            .enumerate()
-            .filter(|(i, _)| i % lanes == lane)
-            .collect();
-        let rate = per_second as f64 * mine.len() as f64 / orgs.len() as f64;
-        let project = Uuid::new_v4();
-        tasks.push(tokio::spawn(async move {
-            let mut sent = vec![0u64; mine.len()];
-            let mut n = 0usize;
-            while Instant::now() < end {
-                let due = (start.elapsed().as_secs_f64() * rate) as usize;
-                while n < due {
-                    let (_, org) = mine[n % mine.len()];
-                    let event = crate::progress_event(project, n as i64 + 1);
-                    publisher.publish(&Envelope::new(org, event)).await?;
-                    sent[n % mine.len()] += 1;
-                    n += 1;
-                }
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-            anyhow::Ok((mine, sent))
-        }));
-    }
-    let mut per_org = vec![0u64; orgs.len()];
-    for t in tasks {
-        let (mine, sent) = t.await??;
-        for ((i, _), s) in mine.iter().zip(sent) {
-            per_org[*i] = s;
-        }
-    }
-    Ok(per_org)
 }
 
 /// CPU time (user + system) of a process so far, in milliseconds.
