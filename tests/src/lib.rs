@@ -7,9 +7,10 @@
 pub mod browser;
 pub mod edge;
 pub mod git;
+pub mod imitation;
+pub mod odoo;
 pub mod schema;
 pub mod stack;
-pub mod standin;
 pub mod world;
 
 use std::collections::HashMap;
@@ -446,13 +447,20 @@ pub struct TargetEnv {
     pub proxy_image: String,
     /// The schemathesis command (a venv of scripts/services).
     pub schemathesis: String,
+    /// A real Odoo 17.0 database with `base`, as plain SQL (scripts/test-images).
+    pub odoo_base_dump: String,
 }
 
 impl TargetEnv {
     pub fn load() -> TargetEnv {
         let mut vars: HashMap<String, String> = std::env::vars().collect();
-        let file = concat!(env!("CARGO_MANIFEST_DIR"), "/../.oec/target.env");
-        if let Ok(text) = std::fs::read_to_string(file) {
+        for file in [
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../.oec/target.env"),
+            concat!(env!("CARGO_MANIFEST_DIR"), "/../.oec/images.env"),
+        ] {
+            let Ok(text) = std::fs::read_to_string(file) else {
+                continue;
+            };
             for line in text.lines() {
                 if let Some((k, v)) = line.split_once('=') {
                     vars.entry(k.to_owned()).or_insert_with(|| v.to_owned());
@@ -460,9 +468,9 @@ impl TargetEnv {
             }
         }
         let get = |k: &str| {
-            vars.get(k)
-                .cloned()
-                .unwrap_or_else(|| panic!("{k} missing: run scripts/services"))
+            vars.get(k).cloned().unwrap_or_else(|| {
+                panic!("{k} missing: run scripts/services and scripts/test-images")
+            })
         };
         TargetEnv {
             host: get("OEC_TEST_SSH_HOST"),
@@ -479,6 +487,7 @@ impl TargetEnv {
             acme_roots: get("OEC_TEST_ACME_ROOTS"),
             proxy_image: get("OEC_TEST_PROXY_IMAGE"),
             schemathesis: get("OEC_TEST_SCHEMATHESIS"),
+            odoo_base_dump: get("OEC_TEST_ODOO_BASE_DUMP"),
         }
     }
 

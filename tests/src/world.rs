@@ -1,5 +1,5 @@
 //! The world of the full-pipeline tests: a stack with two workers, this
-//! machine as a server, local git repositories, the Cloudflare stand-in and
+//! machine as a server, local git repositories, the Cloudflare imitation and
 //! Odoo 17.0 from the local registry.
 
 use std::time::Duration;
@@ -9,8 +9,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::git::GitHost;
+use crate::imitation::{self, Imitation};
 use crate::stack::{ServerLogin, Stack};
-use crate::standin::{self, StandIn};
 use crate::{Resp, TargetEnv};
 
 pub const DEPLOY: Duration = Duration::from_secs(240);
@@ -69,7 +69,7 @@ pub async fn psql(container: &str, env: Uuid, sql: &str) -> String {
 
 pub struct World {
     pub stack: Stack,
-    pub cloudflare: StandIn,
+    pub cloudflare: Imitation,
     pub git: GitHost,
     pub org: Uuid,
     pub project: Uuid,
@@ -80,9 +80,9 @@ pub struct World {
 /// repositories, this machine as a server and Odoo 17.0 from the registry.
 pub async fn world(extra: &[(&str, &str)]) -> World {
     let target = TargetEnv::load();
-    let cloudflare = StandIn::start(
+    let cloudflare = Imitation::start(
         "127.0.0.1:0",
-        standin::cloudflare(CF_TOKEN, ZONE, &target.dns_hosts_dir),
+        imitation::cloudflare(CF_TOKEN, ZONE, &target.dns_hosts_dir),
     )
     .await;
     let cf_url = format!("http://{}/client/v4", cloudflare.addr);
@@ -92,12 +92,11 @@ pub async fn world(extra: &[(&str, &str)]) -> World {
     let (org, project, server) = stack.world("acme", ServerLogin::Key).await;
     let t = stack.admin_token.clone();
     let git = GitHost::new();
+    let mut files = crate::odoo::Module::new("shop_portal", "1.0").files();
+    files.push(("requirements.txt".into(), "# shop\nsix==1.16.0\n".into()));
     let project_url = git.repo(
         "shop",
-        &[
-            ("shop_portal/__manifest__.py", "{'name': 'Shop portal'}\n"),
-            ("requirements.txt", "# shop\nsix==1.16.0\n"),
-        ],
+        &crate::odoo::refs(&files),
         "Add customer portal module",
     );
     let r = stack
@@ -156,6 +155,28 @@ pub async fn world(extra: &[(&str, &str)]) -> World {
 }
 
 impl World {
+    /// Makes Odoo `series` (`18.0`) deploy the local registry's real Odoo
+    /// image, whether or not the version was registered before.
+    pub async fn real_odoo(&self, series: &str) {
+        let image = format!("{}/oec/odoo:{series}", registry());
+        let r = self
+            .stack
+            .post(
+                "/api/v1/odoo-versions",
+                &self.stack.admin_token,
+                json!({"version": series, "image": image}),
+            )
+            .await;
+        if r.status != 201 {
+            sqlx::query("UPDATE odoo_versions SET image = $1 WHERE version = $2")
+                .bind(&image)
+                .bind(series)
+                .execute(&self.stack.pool)
+                .await
+                .expect("update version");
+        }
+    }
+
     pub async fn environment(&self, body: Value) -> Uuid {
         let mut b = json!({"project_id": self.project, "server_id": self.server, "kind": "staging",
                            "odoo_version": "17.0", "cpu_cores": 1.0, "ram_mb": 1024, "disk_gb": 5});
@@ -226,21 +247,21 @@ pub fn assert_no_secret(what: &str, text: &str, secrets: &[&str]) {
 }
 
 /// A backup as the migration tooling makes it: manifest.json, dump.sql and
-/// filestore.tar.gz in a zip (built with Python's standard library).
+/// filestore.tar.gz in a zip (built with Python's standard library). Its
+/// database is real Odoo 17.0 with `base` (scripts/test-images made it),
+/// whose company is `Migrated Co`, with an old database uuid and an
+/// enterprise code that the restore must not keep.
 pub fn backup_zip() -> Vec<u8> {
     let dir = std::env::temp_dir().join(format!("oec-backup-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).expect("dir");
     let script = r#"
 import io, json, sys, tarfile, zipfile
-out = sys.argv[1]
-dump = """
-CREATE TABLE ir_module_module (id serial PRIMARY KEY, name varchar NOT NULL UNIQUE, state varchar NOT NULL, latest_version varchar, create_date timestamp);
-CREATE TABLE ir_config_parameter (id serial PRIMARY KEY, key varchar NOT NULL UNIQUE, value text NOT NULL);
-CREATE TABLE res_partner (id serial PRIMARY KEY, name varchar NOT NULL);
-INSERT INTO ir_module_module (name, state) VALUES ('base', 'installed'), ('sale', 'installed');
-INSERT INTO ir_config_parameter (key, value) VALUES ('web.base.url', 'https://old.example.com'),
-  ('database.uuid', 'old-uuid'), ('database.enterprise_code', 'M123456');
-INSERT INTO res_partner (name) VALUES ('Migrated Co');
+out, base = sys.argv[1:3]
+dump = open(base).read() + """
+UPDATE res_partner SET name = 'Migrated Co' WHERE id = 1;
+UPDATE ir_config_parameter SET value = 'old-uuid' WHERE key = 'database.uuid';
+UPDATE ir_config_parameter SET value = 'https://old.example.com' WHERE key = 'web.base.url';
+INSERT INTO ir_config_parameter (key, value) VALUES ('database.enterprise_code', 'M123456');
 """
 fs = io.BytesIO()
 with tarfile.open(fileobj=fs, mode="w:gz") as t:
@@ -248,14 +269,19 @@ with tarfile.open(fileobj=fs, mode="w:gz") as t:
     info = tarfile.TarInfo("ab/ab12cd34")
     info.size = len(data)
     t.addfile(info, io.BytesIO(data))
-with zipfile.ZipFile(out, "w") as z:
+with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
     z.writestr("manifest.json", json.dumps({"odoo_version": "17.0", "db_name": "old", "version": 1}))
     z.writestr("dump.sql", dump)
     z.writestr("filestore.tar.gz", fs.getvalue())
 "#;
     let out = dir.join("backup.zip");
     let status = std::process::Command::new("python3")
-        .args(["-c", script, out.to_str().unwrap_or_default()])
+        .args([
+            "-c",
+            script,
+            out.to_str().unwrap_or_default(),
+            &crate::TargetEnv::load().odoo_base_dump,
+        ])
         .status()
         .expect("python3");
     assert!(status.success());
@@ -265,7 +291,7 @@ with zipfile.ZipFile(out, "w") as z:
 }
 
 /// The address of Docker's default bridge on this machine, where a
-/// container reaches a stand-in served on all interfaces.
+/// container reaches an imitation served on all interfaces.
 pub async fn docker_gateway() -> String {
     let out = tokio::process::Command::new("ip")
         .args(["-4", "-o", "addr", "show", "docker0"])

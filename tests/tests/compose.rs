@@ -269,14 +269,8 @@ services:
 
     // An organization, this machine as its server, a project with an addon.
     let git = GitHost::new();
-    let repo = git.repo(
-        "shop",
-        &[(
-            "shop_portal/__manifest__.py",
-            "{'name': 'Shop portal', 'version': '1.0'}\n",
-        )],
-        "Shop portal",
-    );
+    let files = oec_tests::odoo::Module::new("shop_portal", "1.0").files();
+    let repo = git.repo("shop", &oec_tests::odoo::refs(&files), "Shop portal");
     let org = api
         .post(
             "/api/v1/organizations",

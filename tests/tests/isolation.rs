@@ -506,7 +506,7 @@ async fn git_tokens_never_reach_a_command_line_and_are_masked_in_every_encoding(
     let w = world(&[]).await;
     let t = w.stack.admin_token.clone();
     // A git host that takes its time and refuses every token.
-    let git_host = oec_tests::standin::StandIn::start(
+    let git_host = oec_tests::imitation::Imitation::start(
         "127.0.0.1:0",
         std::sync::Arc::new(|_| {
             std::thread::sleep(std::time::Duration::from_millis(700));
@@ -795,8 +795,8 @@ fn text_of(v: &redis::Value) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_secret_scan_over_everything_two_deployments_produce_finds_no_secret_in_any_encoding() {
     use base64::Engine as _;
+    use oec_tests::imitation::{self, Imitation};
     use oec_tests::stack::SseClient;
-    use oec_tests::standin::{self, StandIn};
     use std::time::Duration;
 
     let w = world(&[]).await;
@@ -830,7 +830,7 @@ async fn a_secret_scan_over_everything_two_deployments_produce_finds_no_secret_i
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
-    let backup = StandIn::start("0.0.0.0:0", standin::file(backup_zip())).await;
+    let backup = Imitation::start("0.0.0.0:0", imitation::file(backup_zip())).await;
     let signature = "sig-8c1d2e3f4a5b6c7d";
     let migration_url = format!(
         "http://{}:{}/b.zip?X-Amz-Signature={signature}",

@@ -2,7 +2,7 @@
 //! short runs with their own steps and logs, on this machine's Docker
 //! through SSH; a teardown that leaves the server clean (the database
 //! volume kept unless asked), the DNS record oec created deleted at the
-//! Cloudflare stand-in; a plain DELETE that says what stays.
+//! Cloudflare imitation; a plain DELETE that says what stays.
 
 use std::time::{Duration, Instant};
 

@@ -1,14 +1,14 @@
 //! The whole 16-stage pipeline against this machine as a real server: sshd,
 //! dockerd, the local registry with the images of scripts/test-images,
-//! dnsmasq, local git repositories, and stand-ins for Cloudflare's API and a
+//! dnsmasq, local git repositories, and imitations of Cloudflare's API and a
 //! backup download link.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use oec_tests::TargetEnv;
+use oec_tests::imitation::{self, Imitation};
 use oec_tests::stack::SseClient;
-use oec_tests::standin::{self, StandIn};
 use oec_tests::world::*;
 use serde_json::json;
 use uuid::Uuid;
@@ -425,7 +425,7 @@ async fn log_text(w: &World, id: Uuid) -> String {
 async fn a_bad_git_token_and_a_missing_image_fail_with_the_specs_error_data_and_clean_up() {
     let w = world(&[]).await;
     let t = w.stack.admin_token.clone();
-    let git_host = StandIn::start("127.0.0.1:0", standin::unauthorized()).await;
+    let git_host = Imitation::start("127.0.0.1:0", imitation::unauthorized()).await;
     let mut sse = SseClient::connect(
         &w.stack.url(&format!("/api/v1/events/stream?token={t}")),
         None,
@@ -616,7 +616,7 @@ async fn a_migration_backup_is_restored_once_and_never_again() {
     let t = w.stack.admin_token.clone();
     // Served on all interfaces: the download runs inside the Odoo container,
     // which reaches this machine through Docker's default bridge.
-    let backup = StandIn::start("0.0.0.0:0", standin::file(backup_zip())).await;
+    let backup = Imitation::start("0.0.0.0:0", imitation::file(backup_zip())).await;
     let gateway = docker_gateway().await;
     let signature = "X-Amz-Signature=5ec12e7abc";
     let url = format!(
@@ -697,7 +697,10 @@ async fn a_migration_backup_is_restored_once_and_never_again() {
         let db = db.clone();
         async move { psql(&db, env, sql).await }
     };
-    assert_eq!(q("SELECT name FROM res_partner").await, "Migrated Co");
+    assert_eq!(
+        q("SELECT name FROM res_partner WHERE id = 1").await,
+        "Migrated Co"
+    );
     assert_eq!(
         q("SELECT value FROM ir_config_parameter WHERE key = 'web.base.url'").await,
         format!("https://{sub}.apps.oec.test")
@@ -746,22 +749,7 @@ async fn a_migration_backup_is_restored_once_and_never_again() {
 async fn odoo_18_gets_a_streaming_replica_behind_its_own_pgbouncer_until_it_is_turned_off() {
     let w = world(&[]).await;
     let t = w.stack.admin_token.clone();
-    let r = w
-        .stack
-        .post(
-            "/api/v1/odoo-versions",
-            &t,
-            json!({"version": "18.0", "image": format!("{}/oec/odoo:18.0", registry())}),
-        )
-        .await;
-    // world() registered 18.0 with an image that cannot be pulled: point it here.
-    if r.status != 201 {
-        sqlx::query("UPDATE odoo_versions SET image = $1 WHERE version = '18.0'")
-            .bind(format!("{}/oec/odoo:18.0", registry()))
-            .execute(&w.stack.pool)
-            .await
-            .expect("update version");
-    }
+    w.real_odoo("18.0").await;
     let sub = format!("rep-{}", &Uuid::new_v4().simple().to_string()[..6]);
     let env = w
         .environment(json!({"name": "replicated", "subdomain": sub, "odoo_version": "18.0", "replica_enabled": true}))

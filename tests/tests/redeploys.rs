@@ -2,16 +2,18 @@
 //! the loader's progress; a snapshot before, and a rollback of the database
 //! and the container when the upgrade fails, under HTTPS load through the
 //! server's Traefik; deployments of a given commit and of a past
-//! deployment's commit. The Odoo stand-in upgrades as Odoo does (`-u`,
-//! migration scripts, commits module by module).
+//! deployment's commit. Real Odoo 17.0 upgrades the tests' real modules
+//! (`-u`, migration scripts).
 
 use oec_tests::edge::{Load, assert_no_failed_request, deployed};
+use oec_tests::odoo::{Module, refs};
 use oec_tests::world::*;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-fn manifest(name: &str, version: &str, depends: &[&str]) -> String {
-    format!("{{'name': '{name}', 'version': '{version}', 'depends': {depends:?}}}\n")
+/// The files of several modules, for one push.
+fn files(modules: &[Module]) -> Vec<(String, String)> {
+    modules.iter().flat_map(Module::files).collect()
 }
 
 /// `name`'s state and latest_version in the environment's database.
@@ -30,13 +32,12 @@ async fn module(env: Uuid, name: &str) -> String {
 async fn a_changed_addon_is_upgraded_alone_and_a_failing_upgrade_is_rolled_back_under_load() {
     let (w, env, _purge, host, roots) = deployed("upg", &[("OEC_DRAIN_SECS", "1")]).await;
     // Three addons of the project, installed as a user would install them.
-    let files = [
-        ("oec_a/__manifest__.py", manifest("A", "1.0", &["base"])),
-        ("oec_b/__manifest__.py", manifest("B", "1.0", &["oec_a"])),
-        ("oec_c/__manifest__.py", manifest("C", "1.0", &["base"])),
-    ];
-    let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (*p, c.as_str())).collect();
-    w.git.push("shop", &refs, "Add three modules");
+    let three = files(&[
+        Module::new("oec_a", "1.0"),
+        Module::new("oec_b", "1.0").depends(&["oec_a"]),
+        Module::new("oec_c", "1.0"),
+    ]);
+    w.git.push("shop", &refs(&three), "Add three modules");
     let (id, d) = w.deploy_and_wait(env).await;
     assert_eq!(
         d["status"],
@@ -71,18 +72,25 @@ async fn a_changed_addon_is_upgraded_alone_and_a_failing_upgrade_is_rolled_back_
     .await;
     let (a0, b0) = (module(env, "oec_a").await, module(env, "oec_b").await);
     assert!(a0.starts_with("17.0.1.0 "), "{a0}");
+    let db = format!("{env}_db");
+    psql(
+        &db,
+        env,
+        "INSERT INTO oec_c_record (name) VALUES ('first'), ('second')",
+    )
+    .await;
 
-    // 1. One addon changes: it alone is upgraded, its migration runs, and
-    //    the loader's lines are the step's module progress.
-    let c11 = [
-        ("oec_c/__manifest__.py", manifest("C", "1.1", &["base"])),
-        (
-            "oec_c/migrations/1.1/post-migrate.py",
-            "def migrate(cr, version):\n    cr.execute(\"CREATE TABLE oec_marker (v text)\")\n    cr.execute(\"INSERT INTO oec_marker VALUES ('c ' || %s)\", (version,))\n".to_owned(),
-        ),
-    ];
-    let refs: Vec<(&str, &str)> = c11.iter().map(|(p, c)| (*p, c.as_str())).collect();
-    w.git.push("shop", &refs, "C 1.1");
+    // 1. One addon changes: it alone is upgraded (a new field, and a
+    //    post-migrate.py that fills it), and the loader's lines are the
+    //    step's module progress.
+    let c11 = Module::new("oec_c", "1.1").field("note", "Char").migration(
+        "1.1",
+        "post",
+        "cr.execute(\"UPDATE oec_c_record SET note = 'filled from ' || %s\", (version,))\n\
+         cr.execute(\"CREATE TABLE oec_marker (v text)\")\n\
+         cr.execute(\"INSERT INTO oec_marker VALUES ('c ' || %s)\", (version,))",
+    );
+    w.git.push("shop", &refs(&c11.files()), "C 1.1");
     let (id, d) = w.deploy_and_wait(env).await;
     let logs = w.logs(id).await;
     assert_eq!(d["status"], "success", "{d}\n{logs:#?}");
@@ -96,8 +104,18 @@ async fn a_changed_addon_is_upgraded_alone_and_a_failing_upgrade_is_rolled_back_
     assert_eq!(module(env, "oec_b").await, b0, "oec_b was not upgraded");
     assert!(module(env, "oec_c").await.starts_with("17.0.1.1 "));
     assert_eq!(
-        psql(&format!("{env}_db"), env, "SELECT v FROM oec_marker").await,
+        psql(&db, env, "SELECT v FROM oec_marker").await,
         "c 17.0.1.0"
+    );
+    assert_eq!(
+        psql(
+            &db,
+            env,
+            "SELECT string_agg(name || ':' || note, ',' ORDER BY name) FROM oec_c_record"
+        )
+        .await,
+        "first:filled from 17.0.1.0,second:filled from 17.0.1.0",
+        "the new field exists and post-migrate.py filled it"
     );
     let modules: Vec<&Value> = logs
         .iter()
@@ -112,8 +130,8 @@ async fn a_changed_addon_is_upgraded_alone_and_a_failing_upgrade_is_rolled_back_
     assert_eq!(m["module"], "oec_c");
     assert!(m["module_index"].as_u64().is_some_and(|i| i >= 1));
     assert_eq!(
-        m["module_count"], 4,
-        "base and the three installed addons: {m}"
+        m["module_count"], 5,
+        "base, web and the three installed addons: {m}"
     );
 
     // 2. A failing upgrade: oec_a's migration writes a row and commits,
@@ -125,20 +143,19 @@ async fn a_changed_addon_is_upgraded_alone_and_a_failing_upgrade_is_rolled_back_
         "INSERT INTO oec_marker VALUES ('before')",
     )
     .await;
-    let broken = [
-        ("oec_a/__manifest__.py", manifest("A", "1.2", &["base"])),
-        (
-            "oec_a/migrations/1.2/post-migrate.py",
-            "def migrate(cr, version):\n    cr.execute(\"INSERT INTO oec_marker VALUES ('a 1.2')\")\n".to_owned(),
+    let broken = files(&[
+        Module::new("oec_a", "1.2").migration(
+            "1.2",
+            "post",
+            "cr.execute(\"INSERT INTO oec_marker VALUES ('a 1.2')\")",
         ),
-        ("oec_b/__manifest__.py", manifest("B", "1.2", &["oec_a"])),
-        (
-            "oec_b/migrations/1.2/pre-migrate.py",
-            "def migrate(cr, version):\n    raise ValueError('the column x cannot be cast')\n".to_owned(),
+        Module::new("oec_b", "1.2").depends(&["oec_a"]).migration(
+            "1.2",
+            "pre",
+            "raise ValueError('the column x cannot be cast')",
         ),
-    ];
-    let refs: Vec<(&str, &str)> = broken.iter().map(|(p, c)| (*p, c.as_str())).collect();
-    w.git.push("shop", &refs, "A and B 1.2");
+    ]);
+    w.git.push("shop", &refs(&broken), "A and B 1.2");
     let before = inspect(&odoo).await.and_then(|c| c.id);
     let load = Load::start(&host, &roots);
     let (id, d) = w.deploy_and_wait(env).await;
@@ -327,24 +344,8 @@ async fn a_redeploy_cancelled_at_five_moments_leaves_the_environment_serving() {
     )
     .await;
     let t = w.stack.admin_token.clone();
-    w.git.push(
-        "shop",
-        &[(
-            "oec_c/__manifest__.py",
-            manifest("C", "1.0", &["base"]).as_str(),
-        )],
-        "Add C",
-    );
-    // Slow boots (4 s, 1 s per module loaded) make the moments wide.
-    let r = w
-        .stack
-        .patch(
-            &format!("/api/v1/environments/{env}"),
-            &t,
-            json!({"odoo_conf_overrides": {"misc": {"oec_standin_boot_delay": 4}}}),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
+    w.git
+        .push("shop", &refs(&Module::new("oec_c", "1.0").files()), "Add C");
     let (id, d) = w.deploy_and_wait(env).await;
     assert_eq!(
         d["status"],
@@ -403,15 +404,12 @@ async fn a_redeploy_cancelled_at_five_moments_leaves_the_environment_serving() {
     let load = Load::start(&host, &roots);
     for (n, (what, reached)) in moments.iter().enumerate() {
         let before = inspect(&odoo).await.and_then(|c| c.id);
+        // Each upgrade's migration takes 3 s, which makes its moment wide.
         let version = format!("1.{}", n + 1);
-        w.git.push(
-            "shop",
-            &[(
-                "oec_c/__manifest__.py",
-                manifest("C", &version, &["base"]).as_str(),
-            )],
-            &format!("C {version}"),
-        );
+        let c =
+            Module::new("oec_c", &version).migration(&version, "pre", "import time\ntime.sleep(3)");
+        w.git
+            .push("shop", &refs(&c.files()), &format!("C {version}"));
         let id = w.stack.deploy(env).await;
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
         loop {

@@ -141,6 +141,9 @@ pub struct RunState {
     pub deps: Option<(crate::dependencies::Dependencies, String)>,
     /// The container started from an image that already has them.
     pub deps_cached: bool,
+    /// The Odoo image's own entrypoint and command (starting_container),
+    /// which an image committed from the held container keeps.
+    pub image_command: Option<(Vec<String>, Vec<String>)>,
     /// The server's proxy (creating_network), which routes the environment.
     pub proxy: Option<crate::proxy::Ensured>,
     /// A redeploy's new container, started beside the serving one

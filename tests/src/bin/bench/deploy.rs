@@ -22,6 +22,7 @@ use bollard::query_parameters::{
 use oec_tests::TargetEnv;
 use oec_tests::edge::{Load, client};
 use oec_tests::git::GitHost;
+use oec_tests::odoo::{Module, refs};
 use serde_json::{Value, json};
 
 use super::arg;
@@ -225,8 +226,9 @@ async fn answers(host: &str, roots: &str, within: Duration) -> anyhow::Result<()
     }
 }
 
-fn manifest(version: &str) -> String {
-    format!("{{'name': 'Bench', 'version': '{version}', 'depends': ['base']}}\n")
+/// The bench's real Odoo module at `version`.
+fn bench_module(version: &str) -> Module {
+    Module::new("bench_module", version)
 }
 
 /// The redeploy paths side by side under HTTPS load, then the snapshot of
@@ -309,12 +311,8 @@ async fn under_load(
     if !status.success() {
         bail!("installing bench_module failed");
     }
-    let m11 = manifest("1.1");
-    git.push(
-        "bench-project",
-        &[("bench_module/__manifest__.py", m11.as_str())],
-        "Bench 1.1",
-    );
+    let m11 = bench_module("1.1").field("note", "Char").files();
+    git.push("bench-project", &refs(&m11), "Bench 1.1");
     let load = Load::start(&host, &roots);
     let (wall, _, d) = api.deploy_any(env).await?;
     let (ok, failed) = load.stop().await;
@@ -328,16 +326,16 @@ async fn under_load(
         failed.len()
     );
     // A rollback: the next upgrade's migration raises.
-    let m12 = manifest("1.2");
+    let m12 = bench_module("1.2")
+        .migration(
+            "1.2",
+            "pre",
+            "raise Exception('bench: this migration fails')",
+        )
+        .files();
     git.push(
         "bench-project",
-        &[
-            ("bench_module/__manifest__.py", m12.as_str()),
-            (
-                "bench_module/migrations/1.2/pre-migrate.py",
-                "def migrate(cr, version):\n    raise Exception('bench: this migration fails')\n",
-            ),
-        ],
+        &refs(&m12),
         "Bench 1.2 (failing migration)",
     );
     let load = Load::start(&host, &roots);
@@ -366,17 +364,9 @@ pub async fn deploy(args: &[String]) -> anyhow::Result<()> {
         .unwrap_or(3);
     let target = TargetEnv::load();
     let git = GitHost::new();
-    let repo = git.repo(
-        "bench-project",
-        &[
-            (
-                "bench_module/__manifest__.py",
-                "{'name': 'Bench', 'depends': ['base']}\n",
-            ),
-            ("requirements.txt", "six==1.16.0\n"),
-        ],
-        "Bench module",
-    );
+    let mut files = bench_module("1.0").files();
+    files.push(("requirements.txt".into(), "six==1.16.0\n".into()));
+    let repo = git.repo("bench-project", &refs(&files), "Bench module");
     let slug = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let org = api
         .create("/organizations", json!({"name": slug, "slug": slug}))

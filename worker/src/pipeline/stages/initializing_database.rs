@@ -11,7 +11,9 @@
 //! before it serves, after a snapshot; a migration restore over an existing
 //! database takes one too. Odoo's loader lines become the step's module
 //! progress (`module`, `module_index`, `module_count` on each line, and the
-//! deployment's `progress_percent` moving inside the stage). Fatal.
+//! deployment's `progress_percent` moving inside the stage). Then, and only
+//! then, the container's Odoo server starts (`starting_container::serve`):
+//! it never loads the registry of a database that is not ready. Fatal.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -29,6 +31,17 @@ use crate::pipeline::snapshot::{self, human_bytes};
 use crate::pipeline::{Outcome, Stage, StageError, secs};
 
 pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
+    let outcome = prepare(s).await?;
+    let container = s.state.odoo_container(s.ctx.environment_id);
+    super::starting_container::serve(s.target.docker(), &container).await?;
+    s.log
+        .info("Odoo's server is starting on the ready database");
+    Ok(outcome)
+}
+
+/// Brings the database to what this deployment serves: restored,
+/// initialized, or upgraded.
+async fn prepare(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     let t0 = Instant::now();
     let env = s.ctx.environment_id;
     let docker = s.target.docker().clone();
@@ -170,9 +183,22 @@ fn loader_line(line: &str) -> Option<Loader> {
     None
 }
 
-/// What made Odoo fail, from its output's end: the exception line that
-/// ends the traceback Odoo logs before `Failed to initialize database`.
+/// What made Odoo fail, from its output's end: the exception line that ends
+/// the last traceback (Odoo logs `Failed to load registry` and `Failed to
+/// initialize database` each followed by the traceback), or else the last
+/// line before `Failed to initialize database`.
 fn failure_cause(tail: &[String]) -> Option<&str> {
+    let logged = |l: &str| l.len() > 4 && l.as_bytes()[..4].iter().all(u8::is_ascii_digit);
+    let exception = tail.iter().map(|l| l.trim_end()).rev().find(|l| {
+        !l.is_empty()
+            && !l.starts_with(char::is_whitespace)
+            && !logged(l)
+            && !l.starts_with("Traceback ")
+            && l.contains(": ")
+    });
+    if exception.is_some() {
+        return exception;
+    }
     let end = tail
         .iter()
         .rposition(|l| l.contains("Failed to initialize database"))
@@ -584,5 +610,28 @@ mod tests {
             failure_cause(&tail),
             Some("ValueError: the column x cannot be cast")
         );
+        // Real Odoo: each of its two lines is followed by the traceback.
+        let tail: Vec<String> = [
+            "2026-12-07 23:37:59,592 7 ERROR db odoo.modules.registry: Failed to load registry",
+            "Traceback (most recent call last):",
+            "  File \"/mnt/extra-addons/shop/b/migrations/1.2/pre-migrate.py\", line 2, in migrate",
+            "    raise ValueError('the column x cannot be cast')",
+            "ValueError: the column x cannot be cast",
+            "2026-12-07 23:37:59,614 7 CRITICAL db odoo.service.server: Failed to initialize database `db`.",
+            "Traceback (most recent call last):",
+            "  File \"/usr/lib/python3/dist-packages/odoo/service/server.py\", line 1389, in preload_registries",
+            "ValueError: the column x cannot be cast",
+            "",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            failure_cause(&tail),
+            Some("ValueError: the column x cannot be cast")
+        );
+        let tail = ["2026-12-07 23:37:59,614 7 CRITICAL db odoo.service.server: Failed to initialize database `db`."]
+            .map(str::to_owned)
+            .to_vec();
+        assert_eq!(failure_cause(&tail), None);
     }
 }

@@ -92,10 +92,15 @@ pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
         .comment("oec: dependencies installed")
         .pause(false)
         .build();
-    match docker
-        .commit_container(commit, ContainerConfig::default())
-        .await
-    {
+    // The image keeps the base image's entrypoint and command, not the
+    // held form the container runs them in (`starting_container::held`).
+    let (entrypoint, cmd) = s.state.image_command.clone().unwrap_or_default();
+    let config = ContainerConfig {
+        entrypoint: Some(entrypoint),
+        cmd: Some(cmd),
+        ..Default::default()
+    };
+    match docker.commit_container(commit, config).await {
         Ok(_) => {
             let opts = ListImagesOptionsBuilder::default()
                 .filters(&std::collections::HashMap::from([(

@@ -6,7 +6,9 @@
 //! Traefik labels. On a redeploy the new container starts beside the
 //! serving one, held out of the proxy (`switch`). When the merged
 //! dependencies were installed before on this image, the image with them
-//! (`oec-deps-{uuid}:{fingerprint}`) is started instead. Fatal.
+//! (`oec-deps-{uuid}:{fingerprint}`) is started instead. Odoo's server in
+//! it is held (see [`held`]) until initializing_database has made the
+//! database ready and calls [`serve`]. Fatal.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -20,6 +22,38 @@ use crate::names::{deps_image, network, odoo_container};
 use crate::pipeline::docker;
 use crate::pipeline::{Outcome, Stage, StageError, secs};
 use crate::target::shell::quote;
+
+/// While this file is missing in a new Odoo container, the container waits
+/// instead of running its image's command.
+const SERVE_FLAG: &str = "/tmp/oec-serve";
+
+/// The image's entrypoint and command, as a container created by oec runs
+/// them: held until [`SERVE_FLAG`] exists. An Odoo server that started
+/// before its database was initialized (or upgraded) keeps the registry it
+/// loaded then (Odoo 17 answers every request with `KeyError: 'ir.http'`),
+/// and one that started before its dependencies were installed cannot
+/// import them; held, it starts once, on a ready database, with its
+/// dependencies in place. The flag lives in the container's own layer, so
+/// a restart (the restart policy, `docker restart`, a lifecycle start)
+/// runs the command at once.
+pub fn held(entrypoint: &[String], cmd: &[String]) -> (Vec<String>, Vec<String>) {
+    let wait = format!("until [ -e {SERVE_FLAG} ]; do sleep 0.2; done; exec \"$@\"");
+    let entry = vec!["/bin/sh".into(), "-c".into(), wait, "oec-held".into()];
+    (entry, entrypoint.iter().chain(cmd).cloned().collect())
+}
+
+/// Lets a held container run its image's command (Odoo's server).
+pub async fn serve(docker: &bollard::Docker, container: &str) -> Result<(), StageError> {
+    let argv = vec!["touch".to_owned(), SERVE_FLAG.to_owned()];
+    let out = docker::exec(docker, container, argv, None, Vec::new(), &mut |_| {}).await?;
+    if out.exit_code != 0 {
+        return Err(StageError::new(format!(
+            "Starting Odoo's server in {container} failed: {}",
+            out.tail.join(" ")
+        )));
+    }
+    Ok(())
+}
 
 /// The spec's Traefik labels (stage 15), rate limit included.
 pub fn traefik_labels(
@@ -69,18 +103,26 @@ pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     // 1. The dependencies the repositories ask for, and whether an image
     //    with exactly them on this base image exists.
     let deps = dependencies::merge(&read_dependency_files(s).await?);
-    let base_id = docker
-        .inspect_image(&base_image)
-        .await
-        .map_err(|e| {
-            StageError::new(format!(
-                "Image {base_image} is not on the server: {}",
-                docker::message(&e)
-            ))
-        })?
+    let inspected = docker.inspect_image(&base_image).await.map_err(|e| {
+        StageError::new(format!(
+            "Image {base_image} is not on the server: {}",
+            docker::message(&e)
+        ))
+    })?;
+    let base_id = inspected
         .id
         .filter(|id| id.starts_with("sha256:"))
         .ok_or_else(|| StageError::new(format!("Image {base_image} has no content id")))?;
+    let config = inspected.config.unwrap_or_default();
+    let command = (
+        config.entrypoint.unwrap_or_default(),
+        config.cmd.unwrap_or_default(),
+    );
+    if command.0.is_empty() && command.1.is_empty() {
+        return Err(StageError::new(format!(
+            "Image {base_image} has neither an entrypoint nor a command: it cannot start Odoo"
+        )));
+    }
     let fingerprint = dependencies::fingerprint(&deps.canonical(&base_id));
     let cached = deps_image(env, &fingerprint);
     let image = if !deps.is_empty() && docker::has_image(&docker, &cached).await? {
@@ -90,6 +132,7 @@ pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
         base_image.clone()
     };
     s.state.deps = Some((deps, fingerprint));
+    s.state.image_command = Some(command.clone());
 
     // 2. A serving previous container stays until its successor is
     //    healthy (`switch`); a stopped one goes now.
@@ -176,8 +219,11 @@ pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     let mut labels: HashMap<String, String> = traefik_labels(env, &hostname).into_iter().collect();
     labels.insert("oec.environment".into(), env.to_string());
     labels.insert("oec.deployment".into(), s.ctx.deployment_id.to_string());
+    let (entrypoint, cmd) = held(&command.0, &command.1);
     let body = ContainerCreateBody {
         image: Some(image.clone()),
+        entrypoint: Some(entrypoint),
+        cmd: Some(cmd),
         env: Some(vec!["ODOO_RC=/etc/odoo/odoo.conf".into()]),
         labels: Some(labels),
         host_config: Some(HostConfig {
@@ -214,6 +260,8 @@ pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     s.log.info(&format!(
         "Container routed by the server's proxy over {net} (no network shared with other environments)"
     ));
+    s.log
+        .info("Odoo's server starts once the database is ready (initializing_database)");
     plan::record_container(s.pool, s.ctx.deployment_id, &id, &base_image)
         .await
         .map_err(|e| StageError::new(format!("Recording the container failed: {e}")))?;

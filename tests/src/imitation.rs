@@ -1,5 +1,5 @@
 //! A tiny HTTP/1.1 server for what cannot be reached from here: Cloudflare's
-//! API (the one accepted stand-in) and a download link for a backup. It
+//! API (an accepted imitation: it cannot be reached from here) and a download link for a backup. It
 //! records every request it gets.
 
 use std::net::SocketAddr;
@@ -33,22 +33,22 @@ impl Request {
 pub type Reply = (u16, &'static str, Vec<u8>);
 pub type Handler = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
 
-pub struct StandIn {
+pub struct Imitation {
     pub addr: SocketAddr,
     pub requests: Arc<Mutex<Vec<Request>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
-impl Drop for StandIn {
+impl Drop for Imitation {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-impl StandIn {
+impl Imitation {
     /// Listens on `bind` (port 0 picks one).
-    pub async fn start(bind: &str, handler: Handler) -> StandIn {
-        let listener = TcpListener::bind(bind).await.expect("bind stand-in");
+    pub async fn start(bind: &str, handler: Handler) -> Imitation {
+        let listener = TcpListener::bind(bind).await.expect("bind imitation");
         let addr = listener.local_addr().expect("addr");
         let requests = Arc::new(Mutex::new(Vec::new()));
         let seen = requests.clone();
@@ -64,7 +64,7 @@ impl StandIn {
                 });
             }
         });
-        StandIn {
+        Imitation {
             addr,
             requests,
             task,
@@ -123,7 +123,7 @@ async fn serve(
         // A 401 challenges for Basic credentials, as HTTP servers (git
         // hosts among them) do; git only sends credentials when challenged.
         let challenge = if status == 401 {
-            "WWW-Authenticate: Basic realm=\"stand-in\"\r\n"
+            "WWW-Authenticate: Basic realm=\"oec-test\"\r\n"
         } else {
             ""
         };
