@@ -126,7 +126,8 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<reqwest::Response> {
-        for attempt in 0..2 {
+        let (mut refreshed, mut dropped) = (false, 0u32);
+        loop {
             let mut req = self
                 .http
                 .request(method.clone(), self.url(path))
@@ -134,11 +135,26 @@ impl Client {
             if let Some(b) = body {
                 req = req.json(b);
             }
-            let resp = req
-                .send()
-                .await
-                .with_context(|| format!("reaching {}", self.config.api_url))?;
-            if resp.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
+            let resp = match req.send().await {
+                Ok(resp) => resp,
+                // A GET is safe to send again: a dropped connection (the
+                // pooled one was cut, the api restarted) is retried three
+                // times, 0.5 s, 1 s and 2 s apart.
+                Err(e)
+                    if method == Method::GET
+                        && dropped < 3
+                        && (e.is_connect() || e.is_request()) =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(500 << dropped)).await;
+                    dropped += 1;
+                    continue;
+                }
+                Err(e) => {
+                    return Err(e).with_context(|| format!("reaching {}", self.config.api_url));
+                }
+            };
+            if resp.status() == StatusCode::UNAUTHORIZED && !refreshed {
+                refreshed = true;
                 self.refresh().await?;
                 continue;
             }
@@ -147,7 +163,6 @@ impl Client {
             }
             return Ok(resp);
         }
-        unreachable!("the loop returns on its second attempt")
     }
 
     pub async fn get(&mut self, path: &str) -> anyhow::Result<Value> {
