@@ -258,6 +258,7 @@ pub fn backup_zip() -> Vec<u8> {
 import io, json, sys, tarfile, zipfile
 out, base = sys.argv[1:3]
 dump = open(base).read() + """
+SET search_path = public;
 UPDATE res_partner SET name = 'Migrated Co' WHERE id = 1;
 UPDATE ir_config_parameter SET value = 'old-uuid' WHERE key = 'database.uuid';
 UPDATE ir_config_parameter SET value = 'https://old.example.com' WHERE key = 'web.base.url';
