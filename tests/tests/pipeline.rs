@@ -263,6 +263,9 @@ async fn a_fresh_deployment_then_a_redeploy_run_all_sixteen_stages_for_real() {
     assert_eq!(health.status(), 200);
 
     // A redeploy: new commit, image and database reused, container replaced.
+    let base_row = "SELECT id || ' ' || create_date FROM ir_module_module WHERE name = 'base' AND state = 'installed'";
+    let installed = psql(&format!("{env}_db"), env, base_row).await;
+    assert!(!installed.is_empty(), "base is installed");
     let new_sha = w.git.push(
         "shop",
         &[("shop_portal/models.py", "# v2\n")],
@@ -305,13 +308,11 @@ async fn a_fresh_deployment_then_a_redeploy_run_all_sixteen_stages_for_real() {
         db.id,
         "the database container stayed"
     );
-    let state = psql(
-        &format!("{env}_db"),
-        env,
-        "SELECT count(*) FROM ir_module_module",
-    )
-    .await;
-    assert_eq!(state, "1", "the database was kept");
+    assert_eq!(
+        psql(&format!("{env}_db"), env, base_row).await,
+        installed,
+        "the database was kept"
+    );
 
     // A redeploy that fails (a branch that does not exist) leaves the
     // database, its volume and the running container alone.

@@ -361,6 +361,31 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_held_container_runs_its_images_entrypoint_and_command_once_the_flag_exists() {
+        let own = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        let (entry, cmd) = held(&own(&["/entrypoint.sh"]), &own(&["odoo"]));
+        assert_eq!(entry[..2], own(&["/bin/sh", "-c"]));
+        assert_eq!(entry[3], "oec-held");
+        assert!(
+            entry[2].starts_with("until [ -e /tmp/oec-serve ]"),
+            "{}",
+            entry[2]
+        );
+        assert_eq!(cmd, own(&["/entrypoint.sh", "odoo"]));
+        // An image with a command and no entrypoint.
+        let (_, cmd) = held(&[], &own(&["odoo", "--dev=all"]));
+        assert_eq!(cmd, own(&["odoo", "--dev=all"]));
+        // The wait ends once the flag exists, and the command gets its
+        // arguments as they were.
+        let script = entry[2].replace(SERVE_FLAG, "/");
+        let out = std::process::Command::new("/bin/sh")
+            .args(["-c", &script, "oec-held", "printf", "%s|", "a b", "c"])
+            .output()
+            .expect("sh");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "a b|c|");
+    }
+
+    #[test]
     fn labels_are_the_specs() {
         let env = oec_common::model::ids::EnvironmentId(
             "3f4a5e2b-9c1d-4e8a-b2c3-7d6e5f4a3b2c"

@@ -35,15 +35,19 @@ const DRAIN_FLAG: &str = "/tmp/oec-drain";
 const PROXY_SETTLE: Duration = Duration::from_secs(3);
 
 /// Odoo's health check: `/web/health` answers, and the container is not
-/// being drained. Every second, unhealthy after two failures.
+/// being drained. Every second, unhealthy after two failures. A drained
+/// container fails at once; a serving one is given 5 s to answer, since
+/// real Odoo under load on a busy server (its CPU share used up by 50
+/// requests/s while a new container boots beside it) answered later than
+/// 2 s, and the proxy then dropped the only container it had (404s).
 pub fn healthcheck() -> HealthConfig {
     let probe = format!(
-        "test ! -e {DRAIN_FLAG} && python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8069/web/health', timeout=2)\""
+        "test ! -e {DRAIN_FLAG} && python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8069/web/health', timeout=5)\""
     );
     HealthConfig {
         test: Some(vec!["CMD-SHELL".into(), probe]),
         interval: Some(1_000_000_000),
-        timeout: Some(3_000_000_000),
+        timeout: Some(6_000_000_000),
         retries: Some(2),
         start_period: Some(0),
         start_interval: None,
