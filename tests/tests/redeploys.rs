@@ -206,7 +206,8 @@ async fn a_changed_addon_is_upgraded_alone_and_a_failing_upgrade_is_rolled_back_
     assert!(
         messages
             .iter()
-            .any(|l| l.starts_with("Rollback: database restored from the snapshot at ")),
+            .any(|l| l
+                .starts_with("Rollback: database and filestore restored from the snapshot at ")),
         "{}",
         messages.join("\n")
     );
