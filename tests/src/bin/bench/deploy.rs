@@ -153,12 +153,19 @@ impl Api {
 }
 
 /// The old product's redeploy, done here as the baseline: stop and remove
-/// the serving container, then create and start the same one again.
+/// the serving container, then create and start the same one again, with
+/// its image's own entrypoint and command (oec runs them held until the
+/// database is ready; a stop-then-start has nothing to wait for).
 async fn stop_then_start(docker: &Docker, name: &str) -> anyhow::Result<()> {
     let c = docker
         .inspect_container(name, None::<InspectContainerOptions>)
         .await?;
     let config = c.config.context("no config")?;
+    let image = docker
+        .inspect_image(config.image.as_deref().unwrap_or_default())
+        .await?
+        .config
+        .unwrap_or_default();
     let endpoints = c.network_settings.and_then(|n| n.networks).map(|n| {
         n.into_iter()
             .map(|(net, e)| {
@@ -185,8 +192,8 @@ async fn stop_then_start(docker: &Docker, name: &str) -> anyhow::Result<()> {
         image: config.image,
         env: config.env,
         labels: config.labels,
-        cmd: config.cmd,
-        entrypoint: config.entrypoint,
+        cmd: image.cmd,
+        entrypoint: image.entrypoint,
         user: config.user,
         exposed_ports: config.exposed_ports,
         healthcheck: config.healthcheck,
