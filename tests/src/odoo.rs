@@ -1,7 +1,7 @@
 //! Real Odoo modules for the tests' repositories: a model with its access
 //! rules and a manifest Odoo accepts, and what a test needs of a module's
-//! behaviour written as Odoo code (migrations, a slow `post_init_hook`, a
-//! module that does not import).
+//! behaviour written as Odoo code (fields, migration scripts that fill
+//! them, raise or take their time).
 
 /// One Odoo module, as the files a repository holds under `{name}/`.
 #[derive(Clone, Debug)]
@@ -16,10 +16,6 @@ pub struct Module {
     /// `migrations/{version}/{pre|post}-migrate.py`: `(version, phase, body
     /// of migrate(cr, version))`.
     pub migrations: Vec<(String, String, String)>,
-    /// A `post_init_hook` that sleeps this long: a slow install.
-    pub install_seconds: Option<f64>,
-    /// The Python package raises when Odoo imports it.
-    pub broken: bool,
 }
 
 impl Module {
@@ -30,8 +26,6 @@ impl Module {
             depends: vec!["base".to_owned()],
             fields: Vec::new(),
             migrations: Vec::new(),
-            install_seconds: None,
-            broken: false,
         }
     }
 
@@ -53,16 +47,6 @@ impl Module {
         self
     }
 
-    pub fn slow_install(mut self, seconds: f64) -> Module {
-        self.install_seconds = Some(seconds);
-        self
-    }
-
-    pub fn broken(mut self) -> Module {
-        self.broken = true;
-        self
-    }
-
     /// The model's name and its table.
     pub fn model(&self) -> (String, String) {
         (
@@ -75,24 +59,11 @@ impl Module {
     pub fn files(&self) -> Vec<(String, String)> {
         let n = &self.name;
         let (model, table) = self.model();
-        let hook = self
-            .install_seconds
-            .map(|_| "    'post_init_hook': 'slow_install',\n")
-            .unwrap_or_default();
         let manifest = format!(
-            "{{\n    'name': '{n}',\n    'version': '{}',\n    'depends': {:?},\n    'data': ['security/ir.model.access.csv'],\n    'license': 'LGPL-3',\n{hook}}}\n",
+            "{{\n    'name': '{n}',\n    'version': '{}',\n    'depends': {:?},\n    'data': ['security/ir.model.access.csv'],\n    'license': 'LGPL-3',\n}}\n",
             self.version, self.depends
         );
-        let mut init = String::new();
-        if self.broken {
-            init.push_str("raise ImportError('oec test module that does not load')\n");
-        }
-        init.push_str("from . import models\n");
-        if let Some(s) = self.install_seconds {
-            init.push_str(&format!(
-                "\n\ndef slow_install(env):\n    import time\n    time.sleep({s})\n"
-            ));
-        }
+        let init = "from . import models\n".to_owned();
         let mut fields = String::from("    name = fields.Char()\n");
         for (f, kind) in &self.fields {
             fields.push_str(&format!("    {f} = fields.{kind}()\n"));

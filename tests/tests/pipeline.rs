@@ -347,13 +347,9 @@ async fn a_fresh_deployment_then_a_redeploy_run_all_sixteen_stages_for_real() {
         "the database volume stayed"
     );
     assert_eq!(
-        psql(
-            &format!("{env}_db"),
-            env,
-            "SELECT count(*) FROM ir_module_module"
-        )
-        .await,
-        "1"
+        psql(&format!("{env}_db"), env, base_row).await,
+        installed,
+        "the database is the same one"
     );
 
     // No secret in any log line, event or API answer of either deployment.
