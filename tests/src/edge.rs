@@ -41,9 +41,9 @@ pub async fn deployed(name: &str, extra: &[(&str, &str)]) -> (World, Uuid, Purge
     let roots = std::fs::read_to_string(&target.acme_roots).expect("Pebble's roots");
     let w = world(extra).await;
     let sub = format!("{name}-{}", &Uuid::new_v4().simple().to_string()[..6]);
-    // Real Odoo answers the load's 50 requests/s with the two cores (70%
-    // of them, four HTTP workers) a production environment would have; on
-    // one core's 70% it falls behind and requests time out.
+    // Real Odoo answers the load's 50 requests/s (about 20 ms each) with
+    // 70% of two cores and two HTTP workers; on 70% of one core and one
+    // worker it falls behind and requests time out.
     let env = w
         .environment(json!({"name": name, "subdomain": sub, "cpu_cores": 2.0, "ram_mb": 2048}))
         .await;

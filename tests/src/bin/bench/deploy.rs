@@ -476,58 +476,79 @@ pub async fn deploy(args: &[String]) -> anyhow::Result<()> {
         .await?;
     for series in series.split(',') {
         println!("\n== real Odoo {series} ==");
-        one_series(&api, &git, &target, &org, &server, series, &slug, runs).await?;
+        let bench = Bench {
+            api: &api,
+            git: &git,
+            target: &target,
+            org: &org,
+            server: &server,
+            slug: &slug,
+            runs,
+        };
+        bench.one_series(series).await?;
     }
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn one_series(
-    api: &Api,
-    git: &GitHost,
-    target: &TargetEnv,
-    org: &str,
-    server: &str,
-    series: &str,
-    slug: &str,
+/// What every series' run shares: the api, the git host, this machine as
+/// the server of one organization, the hostnames' prefix and the runs.
+struct Bench<'a> {
+    api: &'a Api,
+    git: &'a GitHost,
+    target: &'a TargetEnv,
+    org: &'a str,
+    server: &'a str,
+    slug: &'a str,
     runs: usize,
-) -> anyhow::Result<()> {
-    let short = series.replace('.', "");
-    let repo_name = format!("bench-project-{short}");
-    let mut files = bench_module("1.0").files();
-    files.push(("requirements.txt".into(), "six==1.16.0\n".into()));
-    let repo = git.repo(&repo_name, &refs(&files), "Bench module");
-    let project = api
+}
+
+impl Bench<'_> {
+    async fn one_series(&self, series: &str) -> anyhow::Result<()> {
+        let Bench {
+            api,
+            git,
+            target,
+            org,
+            server,
+            slug,
+            runs,
+        } = *self;
+        let short = series.replace('.', "");
+        let repo_name = format!("bench-project-{short}");
+        let mut files = bench_module("1.0").files();
+        files.push(("requirements.txt".into(), "six==1.16.0\n".into()));
+        let repo = git.repo(&repo_name, &refs(&files), "Bench module");
+        let project = api
         .create(
             "/projects",
             json!({"organization_id": org, "name": format!("Bench {series}"), "slug": format!("bench{short}"),
                    "git_url": repo, "git_branch": "main"}),
         )
         .await?;
-    let image = format!("{}/oec/odoo:{series}", target.registry);
-    let (status, v) = api
-        .call(
-            reqwest::Method::POST,
-            "/odoo-versions",
-            Some(json!({"version": series, "image": image})),
-        )
-        .await?;
-    if status != 201 && status != 409 {
-        bail!("odoo version: {status} {v}");
-    }
-    // The environment's Odoo gets 70% of 2 cores and 2048 MB; the
-    // baseline's one-off container gets the same.
-    let postgres = format!("{}/oec/postgres:15", target.registry);
-    let init = odoo_init_baseline(&image, &postgres, 1.4, 1433).await?;
-    let sub = format!("{slug}-{short}");
-    let env = api
+        let image = format!("{}/oec/odoo:{series}", target.registry);
+        let (status, v) = api
+            .call(
+                reqwest::Method::POST,
+                "/odoo-versions",
+                Some(json!({"version": series, "image": image})),
+            )
+            .await?;
+        if status != 201 && status != 409 {
+            bail!("odoo version: {status} {v}");
+        }
+        // The environment's Odoo gets 70% of 2 cores and 2048 MB; the
+        // baseline's one-off container gets the same.
+        let postgres = format!("{}/oec/postgres:15", target.registry);
+        let init = odoo_init_baseline(&image, &postgres, 1.4, 1433).await?;
+        let sub = format!("{slug}-{short}");
+        let env = api
         .create(
             "/environments",
             json!({"project_id": project, "server_id": server, "name": format!("bench{short}"), "kind": "staging",
                    "subdomain": sub, "odoo_version": series, "cpu_cores": 2.0, "ram_mb": 2048, "disk_gb": 5}),
         )
         .await?;
-    let result = async {
+        let result = async {
         let (fresh, fresh_stages) = api.deploy(&env).await?;
         let mut walls = Vec::new();
         let mut stage_runs: BTreeMap<usize, (String, Vec<f64>)> = BTreeMap::new();
@@ -563,6 +584,7 @@ async fn one_series(
         under_load(api, git, &repo_name, &env, &sub, runs).await
     }
     .await;
-    oec_tests::purge_environment(env.parse().unwrap_or_default(), None);
-    result
+        oec_tests::purge_environment(env.parse().unwrap_or_default(), None);
+        result
+    }
 }
