@@ -6,6 +6,7 @@
 
 pub mod addons;
 pub mod docker;
+pub mod odoo_password;
 pub mod plan;
 pub mod snapshot;
 pub mod stages;

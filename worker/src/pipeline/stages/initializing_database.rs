@@ -1,7 +1,7 @@
 //! initializing_database: a fresh database gets `odoo -d {uuid} -i base
 //! --stop-after-init` in the Odoo container, then its `admin` user gets the
-//! environment's generated password (through `odoo shell`, so Odoo hashes
-//! it; the password travels in the exec's environment, never its argv); an
+//! environment's generated password (hashed as Odoo hashes it, written with
+//! psql; the hash travels in the exec's environment, never its argv); an
 //! initialized one is left alone (but gets that password if setting it
 //! failed after oec initialized it); a migration backup is restored exactly
 //! once (then `migration_restore_completed` is set and it never runs again)
@@ -26,9 +26,9 @@ use serde_json::json;
 
 use crate::names::db_container;
 use crate::pipeline::addons::adapt_version;
-use crate::pipeline::docker;
 use crate::pipeline::snapshot::{self, human_bytes};
 use crate::pipeline::{Outcome, Stage, StageError, secs};
+use crate::pipeline::{docker, odoo_password};
 
 pub async fn run(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
     let outcome = prepare(s).await?;
@@ -370,48 +370,49 @@ async fn upgrade(s: &mut Stage<'_>) -> Result<Option<String>, StageError> {
     Ok(Some(message))
 }
 
-/// What `odoo shell` runs: the admin user gets the password from the
-/// environment (removed from it first), through the ORM, so Odoo hashes it.
-const SET_ADMIN_PASSWORD: &str = r#"
-import os
-admin = env.ref("base.user_admin")
-admin.write({"password": os.environ.pop("OEC_ODOO_ADMIN_PASSWORD")})
-env.cr.commit()
-print("oec: password of Odoo user %s set" % admin.login)
-"#;
+/// Writes the hash in `$OEC_ODOO_ADMIN_HASH` as the password of Odoo's
+/// `base.user_admin`; the hash reaches psql through a pipe from the shell's
+/// own `printf`, never an argv.
+const SET_ADMIN_PASSWORD: &str = r#"printf '%s\n' "UPDATE res_users SET password = '$OEC_ODOO_ADMIN_HASH' WHERE id = (SELECT res_id FROM ir_model_data WHERE module = 'base' AND name = 'user_admin') RETURNING login;" | psql -q -v ON_ERROR_STOP=1 -U odoo -d "$1" -tA"#;
 
 /// Gives Odoo's `admin` user the environment's generated password (readable
 /// once through `GET /environments/{id}/credentials`), replacing stock
-/// Odoo's `admin`.
+/// Odoo's `admin`: hashed here as Odoo hashes it and written with psql,
+/// without loading Odoo's registry.
 async fn set_admin_password(s: &mut Stage<'_>) -> Result<(), StageError> {
     let env = s.ctx.environment_id;
     let docker = s.target.docker().clone();
     let log = s.log.clone();
     let password = s.plan.odoo_admin_password.clone();
-    let container = s.state.odoo_container(env);
-    let script = format!(
-        "exec odoo shell -c /etc/odoo/odoo.conf -d \"$1\" --no-http <<'OEC'\n{SET_ADMIN_PASSWORD}\nOEC\n"
-    );
+    let hash = tokio::task::spawn_blocking(move || odoo_password::hash(&password))
+        .await
+        .map_err(|e| StageError::new(format!("Hashing the admin password failed: {e}")))?;
+    let mut updated = String::new();
     let out = docker::exec(
         &docker,
-        &container,
+        &db_container(env),
         vec![
             "sh".into(),
             "-c".into(),
-            script,
+            SET_ADMIN_PASSWORD.into(),
             "sh".into(),
             env.to_string(),
         ],
-        None,
-        vec![format!("OEC_ODOO_ADMIN_PASSWORD={password}")],
-        &mut |l| log.debug(l),
+        Some("postgres"),
+        vec![format!("OEC_ODOO_ADMIN_HASH={hash}")],
+        &mut |l| updated.push_str(l.trim()),
     )
     .await?;
-    if out.exit_code != 0 {
+    if out.exit_code != 0 || updated.is_empty() {
         return Err(StageError::with_data(
             format!(
-                "Setting the password of Odoo's admin user failed (exit {})",
-                out.exit_code
+                "Setting the password of Odoo's admin user failed (exit {}{})",
+                out.exit_code,
+                if out.exit_code == 0 {
+                    ", no base.user_admin in the database"
+                } else {
+                    ""
+                }
             ),
             json!({"database": env, "output": out.tail}),
         ));
