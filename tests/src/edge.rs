@@ -34,7 +34,8 @@ pub fn client(host: &str, roots: &str, follow: bool) -> reqwest::Client {
     b.build().expect("client")
 }
 
-/// A world with `extra` settings and one environment `name`, deployed:
+/// A world with `extra` settings and one environment `name`, deployed from
+/// an initialized database (these tests are about what comes after):
 /// (world, environment, its purge, its hostname, Pebble's roots).
 pub async fn deployed(name: &str, extra: &[(&str, &str)]) -> (World, Uuid, Purge, String, String) {
     let target = TargetEnv::load();
@@ -45,7 +46,10 @@ pub async fn deployed(name: &str, extra: &[(&str, &str)]) -> (World, Uuid, Purge
     // 70% of two cores and two HTTP workers; on 70% of one core and one
     // worker it falls behind and requests time out.
     let env = w
-        .environment(json!({"name": name, "subdomain": sub, "cpu_cores": 2.0, "ram_mb": 2048}))
+        .environment(
+            json!({"name": name, "subdomain": sub, "cpu_cores": 2.0, "ram_mb": 2048,
+                            "migration_source_url": w.initialized.url}),
+        )
         .await;
     let purge = Purge(env, sub.clone());
     let (id, d) = w.deploy_and_wait(env).await;
@@ -59,7 +63,8 @@ pub async fn deployed(name: &str, extra: &[(&str, &str)]) -> (World, Uuid, Purge
 }
 
 /// `GET https://{host}/web/health` 50 times a second, each request on its
-/// own whatever the others take, until stopped.
+/// own whatever the others take, until stopped. A failure is kept with the
+/// time its request was sent (UTC), to set beside the deployments' logs.
 pub struct Load {
     ok: Arc<AtomicU64>,
     failed: Arc<Mutex<Vec<String>>>,
@@ -82,6 +87,7 @@ impl Load {
                 tick.tick().await;
                 let (http, url, ok, failed) = (http.clone(), url.clone(), o.clone(), f.clone());
                 inflight.push(tokio::spawn(async move {
+                    let sent = chrono::Utc::now().format("%H:%M:%S%.3f");
                     match http.get(&url).send().await {
                         Ok(r) if r.status() == 200 => {
                             ok.fetch_add(1, Ordering::SeqCst);
@@ -89,8 +95,8 @@ impl Load {
                         Ok(r) => failed
                             .lock()
                             .expect("lock")
-                            .push(format!("HTTP {}", r.status())),
-                        Err(e) => failed.lock().expect("lock").push(format!("{e:?}")),
+                            .push(format!("{sent} HTTP {}", r.status())),
+                        Err(e) => failed.lock().expect("lock").push(format!("{sent} {e:?}")),
                     }
                 }));
             }
@@ -115,14 +121,41 @@ impl Load {
     }
 }
 
-/// Fails unless every request of a load of at least `min` answered 200.
-pub fn assert_no_failed_request(ok: u64, failed: &[String], min: u64) {
+/// Fails unless every request of a load of at least `min` answered 200;
+/// on a failure, first prints every log line of `env`'s deployments with
+/// its time, to set beside the failed requests' times.
+pub async fn assert_no_failed_request(w: &World, env: Uuid, ok: u64, failed: &[String], min: u64) {
+    if !failed.is_empty() {
+        let list = w
+            .get(&format!(
+                "/api/v1/deployments?environment_id={env}&limit=50"
+            ))
+            .await;
+        for d in list.body.as_array().cloned().unwrap_or_default() {
+            let id = d["id"].as_str().unwrap_or_default();
+            let Ok(id) = id.parse::<Uuid>() else { continue };
+            for l in w.logs(id).await {
+                eprintln!(
+                    "deployment {} {} [{}] {}",
+                    &id.to_string()[..8],
+                    l["timestamp"].as_str().unwrap_or_default(),
+                    l["step"].as_str().unwrap_or_default(),
+                    l["message"].as_str().unwrap_or_default()
+                );
+            }
+        }
+    }
+    let mut per_second = std::collections::BTreeMap::<&str, usize>::new();
+    for f in failed {
+        *per_second.entry(f.get(..8).unwrap_or(f)).or_default() += 1;
+    }
     assert!(
         failed.is_empty(),
-        "{} of {} requests failed: {:?}",
+        "{} of {} requests failed (sent at, per second: {per_second:?}): first {:?}, last {:?}",
         failed.len(),
         ok as usize + failed.len(),
-        &failed[..failed.len().min(5)]
+        &failed[..failed.len().min(5)],
+        failed.last()
     );
     assert!(ok >= min, "the load ran: {ok} requests");
 }

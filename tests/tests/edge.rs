@@ -59,7 +59,10 @@ async fn two_environments_answer_on_their_own_https_urls_with_their_own_certific
     let mut purges = Vec::new();
     for name in ["staging", "dev"] {
         let sub = format!("{name}-{}", &Uuid::new_v4().simple().to_string()[..6]);
-        let env = w.environment(json!({"name": name, "subdomain": sub})).await;
+        let env = w
+            .environment(json!({"name": name, "subdomain": sub,
+                                "migration_source_url": w.initialized.url}))
+            .await;
         purges.push(Purge(env, sub.clone()));
         envs.push((env, format!("{sub}.apps.oec.test")));
     }
@@ -313,7 +316,7 @@ async fn five_redeploys_under_load_fail_no_request() {
         containers.push(inspect(&format!("{env}_odoo")).await.and_then(|c| c.id));
     }
     let (ok, failed) = load.stop().await;
-    assert_no_failed_request(ok, &failed, 500);
+    assert_no_failed_request(&w, env, ok, &failed, 500).await;
     for messages in &logs {
         for prefix in [
             format!(
@@ -367,7 +370,7 @@ async fn a_redeploy_whose_new_container_never_gets_healthy_fails_and_the_old_one
             && error.ends_with("the previous container keeps serving"),
         "{error}"
     );
-    assert_no_failed_request(ok, &failed, 100);
+    assert_no_failed_request(&w, env, ok, &failed, 100).await;
     assert_eq!(d["rolled_back"], true, "{d}");
     assert!(
         d["rollback_seconds"].as_f64().is_some_and(|s| s > 0.0),

@@ -173,7 +173,7 @@ async fn a_changed_addon_is_upgraded_alone_and_a_failing_upgrade_is_rolled_back_
         d["rollback_seconds"].as_f64().is_some_and(|s| s > 0.0),
         "{d}"
     );
-    assert_no_failed_request(ok, &failed, 50);
+    assert_no_failed_request(&w, env, ok, &failed, 50).await;
     assert_eq!(
         psql(
             &format!("{env}_db"),
@@ -463,5 +463,5 @@ async fn a_redeploy_cancelled_at_five_moments_leaves_the_environment_serving() {
         );
     }
     let (ok, failed) = load.stop().await;
-    assert_no_failed_request(ok, &failed, 200);
+    assert_no_failed_request(&w, env, ok, &failed, 200).await;
 }

@@ -9,7 +9,7 @@ use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::models::{ContainerCreateBody, ContainerInspectResponse, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, RemoveContainerOptionsBuilder,
-    WaitContainerOptions,
+    StopContainerOptionsBuilder, WaitContainerOptions,
 };
 use futures_util::StreamExt as _;
 
@@ -61,6 +61,20 @@ pub async fn remove(docker: &Docker, name: &str) -> anyhow::Result<bool> {
         Ok(()) => Ok(true),
         Err(e) if is_not_found(&e) => Ok(false),
         Err(e) => Err(anyhow::anyhow!("removing {name}: {}", message(&e))),
+    }
+}
+
+/// Stops `name` as `docker stop` does: its main process gets SIGTERM and
+/// `grace_secs` to exit before SIGKILL. Gone or already stopped is fine.
+pub async fn stop(docker: &Docker, name: &str, grace_secs: i32) -> anyhow::Result<()> {
+    let opts = StopContainerOptionsBuilder::default().t(grace_secs).build();
+    match docker.stop_container(name, Some(opts)).await {
+        Ok(()) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(DockerError::DockerResponseServerError {
+            status_code: 304, ..
+        }) => Ok(()),
+        Err(e) => Err(anyhow::anyhow!("stopping {name}: {}", message(&e))),
     }
 }
 

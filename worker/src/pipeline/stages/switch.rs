@@ -10,6 +10,9 @@
 //! gets `OEC_DRAIN_SECS` to finish those it has), removed, and the new one
 //! takes the name `{uuid}_odoo`.
 //!
+//! Until it is healthy, the new container has a quarter of the serving
+//! one's CPU weight, so booting it does not starve the Odoo that answers.
+//!
 //! A new container that never becomes healthy stays held and the old one
 //! keeps serving; [`abandon`] (the rollback) removes it. If the run is
 //! dropped midway, a guard puts things back: before the old container is
@@ -19,7 +22,7 @@
 use std::time::{Duration, Instant};
 
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HealthConfig, HealthStatusEnum};
+use bollard::models::{ContainerCreateBody, ContainerUpdateBody, HealthConfig, HealthStatusEnum};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, RenameContainerOptionsBuilder, StartContainerOptions,
     UploadToContainerOptionsBuilder,
@@ -30,6 +33,15 @@ use crate::pipeline::{Stage, StageError, secs};
 
 /// While this file exists in a container, its health check fails.
 const DRAIN_FLAG: &str = "/tmp/oec-drain";
+/// The CPU weight of a new container until it serves, against Docker's
+/// default 1024 for the serving one: on a busy server, the Odoo that
+/// answers requests gets the CPU before the one that is still booting
+/// (the limit in cores stays what the plan gives each).
+const BOOTING_CPU_SHARES: i64 = 256;
+const SERVING_CPU_SHARES: i64 = 1024;
+/// How long a drained container's Odoo gets to finish its requests and exit
+/// before it is killed.
+const OLD_STOP_GRACE_SECS: i32 = 10;
 /// How long the proxy may take to see a health change (Traefik batches
 /// provider updates for 2 s) before the next step relies on it.
 const PROXY_SETTLE: Duration = Duration::from_secs(3);
@@ -165,6 +177,8 @@ pub async fn create_and_start(
     body: ContainerCreateBody,
 ) -> Result<String, StageError> {
     let image = body.image.clone().unwrap_or_default();
+    let mut body = body;
+    body.host_config.get_or_insert_default().cpu_shares = Some(BOOTING_CPU_SHARES);
     let created = docker
         .create_container(
             Some(CreateContainerOptionsBuilder::default().name(name).build()),
@@ -246,6 +260,8 @@ pub async fn start_beside(
         "Starting the new container {next} beside the serving one, held out of the proxy until it is ready..."
     ));
     let image = body.image.clone().unwrap_or_default();
+    let mut body = body;
+    body.host_config.get_or_insert_default().cpu_shares = Some(BOOTING_CPU_SHARES);
     let created = docker
         .create_container(
             Some(CreateContainerOptionsBuilder::default().name(&next).build()),
@@ -345,6 +361,16 @@ pub async fn release(s: &mut Stage<'_>, docker: &Docker) -> Result<String, Stage
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let serving = ContainerUpdateBody {
+        cpu_shares: Some(SERVING_CPU_SHARES),
+        ..Default::default()
+    };
+    docker.update_container(&next, serving).await.map_err(|e| {
+        StageError::new(format!(
+            "Giving {next} its CPU weight: {}",
+            docker::message(&e)
+        ))
+    })?;
     s.log.info(&format!(
         "New container healthy ({}); the proxy routes to both",
         secs(t0)
@@ -373,6 +399,13 @@ pub async fn release(s: &mut Stage<'_>, docker: &Docker) -> Result<String, Stage
         "Previous container drained ({}s); removing it",
         drain.as_secs()
     ));
+    // Stopped before it is removed: Odoo closes its socket and lets each
+    // worker finish the request it has, so a request the proxy still sends
+    // it is refused (and retried on the new one) rather than lost with the
+    // container's network, which a forced removal tears down at once.
+    docker::stop(docker, &name, OLD_STOP_GRACE_SECS)
+        .await
+        .map_err(|e| StageError::new(format!("{e:#}")))?;
     docker::remove(docker, &name).await?;
     if let Some(p) = s.state.switch.as_mut() {
         p.guard.phase = Phase::OldRemoved;
