@@ -74,6 +74,9 @@ pub struct World {
     pub org: Uuid,
     pub project: Uuid,
     pub server: Uuid,
+    /// An initialized Odoo 17.0 database, for environments whose tests are
+    /// not about initialization.
+    pub initialized: Initialized,
 }
 
 /// An organization with a DNS provider, platform/organization/project
@@ -151,6 +154,7 @@ pub async fn world(extra: &[(&str, &str)]) -> World {
         org,
         project,
         server,
+        initialized: Initialized::serve().await,
     }
 }
 
@@ -193,9 +197,20 @@ impl World {
         r.id()
     }
 
-    /// A staging environment on `sub`, removed from the server when the
-    /// returned guard drops.
+    /// A staging environment on `sub` whose first deployment restores an
+    /// initialized database, removed from the server when the returned
+    /// guard drops.
     pub async fn staging(&self, sub: &str) -> (Uuid, Purge) {
+        let env = self
+            .environment(json!({"name": "staging", "subdomain": sub,
+                                "migration_source_url": self.initialized.url}))
+            .await;
+        (env, Purge(env, sub.to_owned()))
+    }
+
+    /// A staging environment on `sub` whose first deployment initializes
+    /// its database (`-i base`), removed when the guard drops.
+    pub async fn fresh_staging(&self, sub: &str) -> (Uuid, Purge) {
         let env = self
             .environment(json!({"name": "staging", "subdomain": sub}))
             .await;
@@ -252,28 +267,38 @@ pub fn assert_no_secret(what: &str, text: &str, secrets: &[&str]) {
 /// whose company is `Migrated Co`, with an old database uuid and an
 /// enterprise code that the restore must not keep.
 pub fn backup_zip() -> Vec<u8> {
-    let dir = std::env::temp_dir().join(format!("oec-backup-{}", Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let script = r#"
-import io, json, sys, tarfile, zipfile
-out, base = sys.argv[1:3]
-dump = open(base).read() + """
+    base_zip(
+        "
 SET search_path = public;
 UPDATE res_partner SET name = 'Migrated Co' WHERE id = 1;
 UPDATE ir_config_parameter SET value = 'old-uuid' WHERE key = 'database.uuid';
 UPDATE ir_config_parameter SET value = 'https://old.example.com' WHERE key = 'web.base.url';
 INSERT INTO ir_config_parameter (key, value) VALUES ('database.enterprise_code', 'M123456');
-"""
-fs = io.BytesIO()
-with tarfile.open(fileobj=fs, mode="w:gz") as t:
-    data = b"attachment bytes"
-    info = tarfile.TarInfo("ab/ab12cd34")
-    info.size = len(data)
-    t.addfile(info, io.BytesIO(data))
+",
+        true,
+    )
+}
+
+/// The real Odoo 17.0 `base` database (scripts/test-images made it) as a
+/// migration backup, then `extra_sql`; with a one-file filestore if asked.
+fn base_zip(extra_sql: &str, filestore: bool) -> Vec<u8> {
+    let dir = std::env::temp_dir().join(format!("oec-backup-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let script = r#"
+import io, json, sys, tarfile, zipfile
+out, base, extra, filestore = sys.argv[1:5]
+dump = open(base).read() + extra
 with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
     z.writestr("manifest.json", json.dumps({"odoo_version": "17.0", "db_name": "old", "version": 1}))
     z.writestr("dump.sql", dump)
-    z.writestr("filestore.tar.gz", fs.getvalue())
+    if filestore == "yes":
+        fs = io.BytesIO()
+        with tarfile.open(fileobj=fs, mode="w:gz") as t:
+            data = b"attachment bytes"
+            info = tarfile.TarInfo("ab/ab12cd34")
+            info.size = len(data)
+            t.addfile(info, io.BytesIO(data))
+        z.writestr("filestore.tar.gz", fs.getvalue())
 "#;
     let out = dir.join("backup.zip");
     let status = std::process::Command::new("python3")
@@ -282,6 +307,8 @@ with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
             script,
             out.to_str().unwrap_or_default(),
             &crate::TargetEnv::load().odoo_base_dump,
+            extra_sql,
+            if filestore { "yes" } else { "no" },
         ])
         .status()
         .expect("python3");
@@ -289,6 +316,33 @@ with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
     let bytes = std::fs::read(&out).expect("zip");
     let _ = std::fs::remove_dir_all(&dir);
     bytes
+}
+
+/// An initialized real Odoo 17.0 database for tests that are about what
+/// happens after initialization (redeploys, load, lifecycle): the
+/// environment restores it as a migration backup (a few seconds) instead
+/// of running `-i base` (10-20 s on this machine). Served while it lives.
+pub struct Initialized {
+    _server: Imitation,
+    /// The `migration_source_url` to create the environment with.
+    pub url: String,
+}
+
+impl Initialized {
+    pub async fn serve() -> Initialized {
+        // On all interfaces: the download runs inside the Odoo container,
+        // which reaches this machine through Docker's default bridge.
+        let server = Imitation::start("0.0.0.0:0", imitation::file(base_zip("", true))).await;
+        let url = format!(
+            "http://{}:{}/initialized.zip",
+            docker_gateway().await,
+            server.addr.port()
+        );
+        Initialized {
+            _server: server,
+            url,
+        }
+    }
 }
 
 /// The address of Docker's default bridge on this machine, where a

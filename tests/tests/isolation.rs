@@ -387,7 +387,7 @@ async fn odoos_database_manager_and_admin_user_get_generated_passwords_read_once
     let t = w.stack.admin_token.clone();
     let tag = Uuid::new_v4().simple().to_string()[..6].to_owned();
     let sub = format!("dbm-{tag}");
-    let (env, _purge) = w.staging(&sub).await;
+    let (env, _purge) = w.fresh_staging(&sub).await;
     let creds = format!("/api/v1/environments/{env}/credentials");
     let r = w.get(&creds).await;
     assert_eq!(
@@ -697,7 +697,8 @@ async fn hostnames_are_unique_across_the_platform_and_dns_changes_only_its_own_r
         .expect("plant a record");
     assert!(planted.status().is_success());
     let victim = w
-        .environment(json!({"name": "victim", "subdomain": foreign}))
+        .environment(json!({"name": "victim", "subdomain": foreign,
+                            "migration_source_url": w.initialized.url}))
         .await;
     let _purge_victim = Purge(victim, foreign.clone());
     let (id, d) = w.deploy_and_wait(victim).await;
