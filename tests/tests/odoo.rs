@@ -2,6 +2,9 @@
 //! stage done, `/web/login` served through the server's proxy with the ACME
 //! certificate, and Odoo's admin user signing in over that URL through
 //! Odoo's own JSON-RPC with the generated password, never with `admin`.
+//! Demo data is where it was asked for only: one series deploys a
+//! production environment, one a staging one, one a development one with
+//! `with_demo`.
 
 use oec_tests::TargetEnv;
 use oec_tests::edge::client;
@@ -25,13 +28,16 @@ async fn authenticate(http: &reqwest::Client, host: &str, db: Uuid, password: &s
     r["result"]["uid"].as_i64()
 }
 
-async fn check(series: &str) {
+async fn check(series: &str, kind: &str, with_demo: bool) {
     let w = world(&[]).await;
     w.real_odoo(series).await;
     let tag = &Uuid::new_v4().simple().to_string()[..6];
     let sub = format!("odoo{}-{tag}", series.replace('.', ""));
     let env = w
-        .environment(json!({"name": "fresh", "subdomain": sub, "odoo_version": series}))
+        .environment(
+            json!({"name": "fresh", "subdomain": sub, "odoo_version": series,
+                            "kind": kind, "with_demo": with_demo}),
+        )
         .await;
     let _purge = Purge(env, sub.clone());
     let (id, d) = w.deploy_and_wait(env).await;
@@ -55,6 +61,18 @@ async fn check(series: &str) {
             && l["data"]["module_index"] == 1),
         "Odoo {series}: no progress for base in\n{}",
         messages.join("\n")
+    );
+
+    let demo = psql(
+        &format!("{env}_db"),
+        env,
+        "SELECT demo FROM ir_module_module WHERE name = 'base'",
+    )
+    .await;
+    assert_eq!(
+        demo,
+        if with_demo { "t" } else { "f" },
+        "Odoo {series}, {kind}: base's demo data"
     );
 
     let host = format!("{sub}.apps.oec.test");
@@ -90,19 +108,19 @@ async fn check(series: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_fresh_environment_of_real_odoo_17_serves_https_and_signs_in_with_the_generated_password()
-{
-    check("17.0").await;
+async fn a_fresh_production_environment_of_real_odoo_17_serves_https_signs_in_with_the_generated_password_and_has_no_demo_data()
+ {
+    check("17.0", "production", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_fresh_environment_of_real_odoo_18_serves_https_and_signs_in_with_the_generated_password()
-{
-    check("18.0").await;
+async fn a_fresh_staging_environment_of_real_odoo_18_serves_https_signs_in_with_the_generated_password_and_has_no_demo_data()
+ {
+    check("18.0", "staging", false).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_fresh_environment_of_real_odoo_19_serves_https_and_signs_in_with_the_generated_password()
-{
-    check("19.0").await;
+async fn a_fresh_development_environment_of_real_odoo_19_with_demo_serves_https_signs_in_with_the_generated_password_and_has_demo_data()
+ {
+    check("19.0", "development", true).await;
 }

@@ -60,7 +60,7 @@ async fn a_fresh_deployment_then_a_redeploy_run_all_sixteen_stages_for_real() {
         ),
         "Dependencies installed from: platform-utils, proj".to_owned(),
         "Total pip packages: 1".to_owned(),
-        "Initializing Odoo database (this may take 1-2 minutes)...".to_owned(),
+        "Initializing Odoo database without demo data (this may take 1-2 minutes)...".to_owned(),
         "Configuring Traefik routing...".to_owned(),
     ] {
         assert!(

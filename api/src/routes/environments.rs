@@ -64,6 +64,9 @@ pub struct EnvironmentBody {
     disk_gb: Option<i64>,
     odoo_conf_overrides: Option<serde_json::Value>,
     replica_enabled: Option<bool>,
+    /// Load Odoo's demo data when the database is initialized (its first
+    /// deployment); only a `development` environment may have it.
+    with_demo: Option<bool>,
     /// Absent: unchanged; `null`: removed (PATCH); a URL: set.
     #[serde(default, deserialize_with = "crate::extract::present")]
     migration_source_url: Option<Option<String>>,
@@ -244,6 +247,7 @@ async fn create(
     let kind = p
         .kind
         .ok_or_else(|| ApiError::invalid("kind", "required"))?;
+    check_demo(kind, body.with_demo.unwrap_or(false))?;
     let subdomain = p
         .subdomain
         .ok_or_else(|| ApiError::invalid("subdomain", "required"))?;
@@ -284,6 +288,7 @@ async fn create(
         disk_gb: Some(p.disk_gb.unwrap_or(10)),
         odoo_conf_overrides: p.overrides.as_ref(),
         replica_enabled: body.replica_enabled,
+        with_demo: body.with_demo,
         migration_source_url: p.migration_source_url.as_deref().map(secrets::shown_url),
         migration_source_encrypted: sealed_url.as_ref(),
         clear_migration_source_url: p.clear_migration_source_url,
@@ -358,6 +363,10 @@ async fn update(
     }
     let p = parse(&body)?;
     check_references(&state, org, body.server_id, p.odoo_version.as_deref()).await?;
+    check_demo(
+        p.kind.unwrap_or(env.kind),
+        body.with_demo.unwrap_or(env.with_demo),
+    )?;
     // Only a change of server or size is measured: an unrelated edit of an
     // environment on a server that is over capacity (e.g. after a check
     // found less memory) is not refused.
@@ -392,6 +401,7 @@ async fn update(
         disk_gb: p.disk_gb,
         odoo_conf_overrides: p.overrides.as_ref(),
         replica_enabled: body.replica_enabled,
+        with_demo: body.with_demo,
         migration_source_url: p.migration_source_url.as_deref().map(secrets::shown_url),
         migration_source_encrypted: sealed_url.as_ref(),
         clear_migration_source_url: p.clear_migration_source_url,
@@ -401,6 +411,23 @@ async fn update(
         .map_err(write_error)?
         .ok_or(ApiError::NotFound("environment"))?;
     Ok(HttpResponse::Ok().json(env))
+}
+
+/// Refuses demo data (`with_demo`) on an environment that is not
+/// `development`: a production or staging database never holds Odoo's demo
+/// records (a kind changed to either must drop `with_demo` in the same
+/// request).
+fn check_demo(kind: EnvironmentKind, with_demo: bool) -> Result<(), ApiError> {
+    if with_demo && kind != EnvironmentKind::Development {
+        return Err(ApiError::invalid(
+            "with_demo",
+            format!(
+                "demo data is only for development environments, not {}",
+                kind.as_str()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses (422 `server_capacity`, naming what is left) an environment

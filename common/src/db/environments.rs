@@ -27,6 +27,8 @@ pub struct Environment {
     pub disk_gb: i32,
     pub odoo_conf_overrides: serde_json::Value,
     pub replica_enabled: bool,
+    /// Odoo's demo data at initialization (development environments only).
+    pub with_demo: bool,
     pub migration_source_url: Option<String>,
     pub migration_restore_completed: bool,
     pub migration_restore_completed_at: Option<DateTime<Utc>>,
@@ -38,7 +40,7 @@ pub struct Environment {
 
 const COLUMNS: &str =
     "id, project_id, server_id, name, kind, subdomain, hostname, odoo_version, branch, cpu_cores,
-    ram_mb, disk_gb, odoo_conf_overrides, replica_enabled,
+    ram_mb, disk_gb, odoo_conf_overrides, replica_enabled, with_demo,
     split_part(migration_source_url, '?', 1) AS migration_source_url, migration_restore_completed,
     migration_restore_completed_at, db_password_encrypted IS NOT NULL AS has_db_password, status,
     created_at, updated_at";
@@ -60,6 +62,7 @@ pub struct EnvironmentFields<'a> {
     pub disk_gb: Option<i32>,
     pub odoo_conf_overrides: Option<&'a serde_json::Value>,
     pub replica_enabled: Option<bool>,
+    pub with_demo: Option<bool>,
     /// A backup to restore once: what the API shows of its URL (up to the
     /// query string, which may hold a presigned signature) ...
     pub migration_source_url: Option<&'a str>,
@@ -77,8 +80,9 @@ pub async fn insert(
     sqlx::query_as(&format!(
         "INSERT INTO environments (id, project_id, server_id, name, kind, subdomain, odoo_version, branch,
                                    cpu_cores, ram_mb, disk_gb, odoo_conf_overrides, replica_enabled, migration_source_url, hostname,
-                                   migration_source_encrypted)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, COALESCE($12, '{{}}'::jsonb), COALESCE($13, FALSE), $14, $15, $16)
+                                   migration_source_encrypted, with_demo)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, COALESCE($12, '{{}}'::jsonb), COALESCE($13, FALSE), $14, $15, $16,
+                 COALESCE($17, FALSE))
          RETURNING {COLUMNS}"
     ))
     .bind(Uuid::new_v4())
@@ -97,6 +101,7 @@ pub async fn insert(
     .bind(f.migration_source_url)
     .bind(f.hostname)
     .bind(f.migration_source_encrypted)
+    .bind(f.with_demo)
     .fetch_one(pool)
     .await
 }
@@ -112,7 +117,7 @@ pub async fn update(
             subdomain = COALESCE($5, subdomain), odoo_version = COALESCE($6, odoo_version),
             branch = COALESCE($7, branch), cpu_cores = COALESCE($8, cpu_cores), ram_mb = COALESCE($9, ram_mb),
             disk_gb = COALESCE($10, disk_gb), odoo_conf_overrides = COALESCE($11, odoo_conf_overrides),
-            replica_enabled = COALESCE($12, replica_enabled),
+            replica_enabled = COALESCE($12, replica_enabled), with_demo = COALESCE($17, with_demo),
             migration_source_url = CASE WHEN $14 THEN NULL ELSE COALESCE($13, migration_source_url) END,
             migration_source_encrypted =
                 CASE WHEN $14 THEN NULL ELSE COALESCE($16, migration_source_encrypted) END,
@@ -137,6 +142,7 @@ pub async fn update(
     .bind(f.clear_migration_source_url)
     .bind(f.hostname)
     .bind(f.migration_source_encrypted)
+    .bind(f.with_demo)
     .fetch_optional(pool)
     .await
 }

@@ -21,6 +21,8 @@ pub struct EnvironmentPlan {
     pub registry_password_encrypted: Option<Sealed>,
     pub odoo_conf_overrides: serde_json::Value,
     pub replica_enabled: bool,
+    pub kind: crate::model::EnvironmentKind,
+    pub with_demo: bool,
     /// Shown part only; the worker replaces it with the decrypted URL.
     pub migration_source_url: Option<String>,
     pub migration_source_encrypted: Option<Sealed>,
@@ -66,7 +68,7 @@ pub async fn environment(pool: &PgPool, deployment: DeploymentId) -> sqlx::Resul
     sqlx::query_as(
         "SELECT p.git_url AS project_git_url, v.image AS odoo_image, v.registry_username,
                 v.registry_password_encrypted, e.odoo_conf_overrides, e.replica_enabled,
-                e.migration_source_url, e.migration_source_encrypted, e.migration_restore_completed, e.db_password_encrypted,
+                e.kind, e.with_demo, e.migration_source_url, e.migration_source_encrypted, e.migration_restore_completed, e.db_password_encrypted,
                 e.admin_passwd_encrypted, e.odoo_admin_password_encrypted,
                 (e.database_initialized_at IS NOT NULL AND e.odoo_admin_password_set_at IS NULL)
                     AS odoo_admin_password_pending,

@@ -728,3 +728,57 @@ async fn running_deployment(app: &TestApp, w: &World) -> uuid::Uuid {
     .expect("insert deployment");
     id
 }
+
+#[tokio::test]
+async fn demo_data_is_only_for_a_development_environment_that_asks_for_it() {
+    let app = TestApp::spawn().await;
+    let w = World::build(&app, "acme").await;
+    let t = &app.admin_token;
+    let path = format!("/api/v1/environments/{}", w.environment);
+    let env = app.get(&path, t).await;
+    assert_eq!(env.body["kind"], "staging");
+    assert_eq!(env.body["with_demo"], false, "no demo data by default");
+    for body in [
+        json!({"with_demo": true}),
+        json!({"kind": "production", "with_demo": true}),
+    ] {
+        let r = app.patch(&path, t, body.clone()).await;
+        assert_eq!(
+            (r.status, r.body["field"].as_str()),
+            (StatusCode::UNPROCESSABLE_ENTITY, Some("with_demo")),
+            "{body}: {}",
+            r.text
+        );
+    }
+    let r = app
+        .patch(&path, t, json!({"kind": "development", "with_demo": true}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(r.body["with_demo"], true);
+    // Leaving development keeps no demo data setting behind silently.
+    let r = app.patch(&path, t, json!({"kind": "production"})).await;
+    assert_eq!(
+        (r.status, r.body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("with_demo")),
+        "{}",
+        r.text
+    );
+    let r = app
+        .patch(&path, t, json!({"kind": "production", "with_demo": false}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    let r = app
+        .post(
+            "/api/v1/environments",
+            t,
+            json!({"project_id": w.project, "server_id": w.server, "name": "prod2", "kind": "staging",
+                   "subdomain": "acme-prod2", "odoo_version": "18.0", "with_demo": true}),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.body["field"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("with_demo")),
+        "{}",
+        r.text
+    );
+}

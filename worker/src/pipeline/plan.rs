@@ -115,6 +115,24 @@ impl Plan {
     pub fn replica(&self) -> bool {
         self.env.replica_enabled && self.odoo_major >= 18
     }
+
+    /// Whether `-i base` loads Odoo's demo data: only for a development
+    /// environment that asked for it (the api refuses it elsewhere; a row
+    /// changed by hand is still held to it).
+    pub fn with_demo(&self) -> bool {
+        self.env.with_demo && self.env.kind == oec_common::model::EnvironmentKind::Development
+    }
+
+    /// The options that make `-i base` load demo data or not, in this
+    /// Odoo's words: up to 18 it loads them unless `--without-demo=all`;
+    /// from 19 it loads them only with `--with-demo`.
+    pub fn demo_args(&self) -> &'static [&'static str] {
+        match (self.odoo_major >= 19, self.with_demo()) {
+            (false, false) => &["--without-demo=all"],
+            (true, true) => &["--with-demo"],
+            _ => &[],
+        }
+    }
 }
 
 /// A repository name as a directory: lowercase letters, digits, `.`, `_`, `-`.

@@ -79,8 +79,17 @@ async fn prepare(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
         );
         return Ok(Outcome::Completed(message));
     }
-    log.info("Initializing Odoo database (this may take 1-2 minutes)...");
-    let out = odoo_with_progress(s, &["-i", "base"]).await?;
+    log.info(&format!(
+        "Initializing Odoo database {} (this may take 1-2 minutes)...",
+        if plan.with_demo() {
+            "with demo data"
+        } else {
+            "without demo data"
+        }
+    ));
+    let mut args = vec!["-i", "base"];
+    args.extend(plan.demo_args());
+    let out = odoo_with_progress(s, &args).await?;
     if out.exit_code != 0 {
         return Err(StageError::with_data(
             format!("Database initialization failed (exit {})", out.exit_code),
