@@ -360,12 +360,14 @@ async fn under_load(
 /// PostgreSQL container of the test images and a one-off Odoo container on
 /// a network of their own, with the CPU and memory oec gives an
 /// environment's Odoo (`cpus`, `memory_mb`). The baseline a fresh
-/// deployment is measured against.
+/// deployment is measured against. `extra` is what oec adds to `-i base`
+/// for the environment (no demo data on a staging one).
 async fn odoo_init_baseline(
     image: &str,
     postgres: &str,
     cpus: f64,
     memory_mb: u64,
+    extra: &[&str],
 ) -> anyhow::Result<f64> {
     let tag = format!(
         "oec-bench-init-{}",
@@ -420,26 +422,31 @@ async fn odoo_init_baseline(
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let t0 = Instant::now();
-        docker(owned(&[
-            "run",
-            "--rm",
-            "--network",
-            &tag,
-            "-e",
-            &format!("HOST={tag}-db"),
-            "--cpus",
-            &format!("{cpus}"),
-            "--memory",
-            &format!("{memory_mb}m"),
-            image,
-            "odoo",
-            "-d",
-            "bench",
-            "-i",
-            "base",
-            "--stop-after-init",
-            "--no-http",
-        ]))
+        docker(owned(
+            &[
+                "run",
+                "--rm",
+                "--network",
+                &tag,
+                "-e",
+                &format!("HOST={tag}-db"),
+                "--cpus",
+                &format!("{cpus}"),
+                "--memory",
+                &format!("{memory_mb}m"),
+                image,
+                "odoo",
+                "-d",
+                "bench",
+                "-i",
+                "base",
+                "--stop-after-init",
+                "--no-http",
+            ]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .collect::<Vec<_>>(),
+        ))
         .await?;
         Ok(t0.elapsed().as_secs_f64())
     }
@@ -539,7 +546,19 @@ impl Bench<'_> {
         // The environment's Odoo gets 70% of 2 cores and 2048 MB; the
         // baseline's one-off container gets the same.
         let postgres = format!("{}/oec/postgres:15", target.registry);
-        let init = odoo_init_baseline(&image, &postgres, 1.4, 1433).await?;
+        // The environment is staging: oec initializes it without demo data
+        // (`--without-demo=all` before 19, which loads none by default).
+        let major: u32 = series
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        let no_demo: &[&str] = if major < 19 {
+            &["--without-demo=all"]
+        } else {
+            &[]
+        };
+        let init = odoo_init_baseline(&image, &postgres, 1.4, 1433, no_demo).await?;
         let sub = format!("{slug}-{short}");
         let env = api
         .create(
