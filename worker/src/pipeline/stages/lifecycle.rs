@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use bollard::Docker;
 use bollard::query_parameters::{
     ListImagesOptionsBuilder, RemoveImageOptions, RemoveVolumeOptions, StartContainerOptions,
-    StopContainerOptionsBuilder,
 };
 use oec_common::model::Action;
 use oec_common::model::ids::EnvironmentId;
@@ -57,13 +56,9 @@ pub async fn stop(s: &mut Stage<'_>) -> Result<Outcome, StageError> {
             continue;
         }
         let t = Instant::now();
-        let opts = StopContainerOptionsBuilder::default()
-            .t(STOP_GRACE_SECS)
-            .build();
-        docker
-            .stop_container(name, Some(opts))
+        docker::stop(docker, name, STOP_GRACE_SECS)
             .await
-            .map_err(|e| StageError::new(format!("Stopping {name}: {}", docker::message(&e))))?;
+            .map_err(|e| StageError::new(format!("{e:#}")))?;
         stopped += 1;
         s.log.info(&format!("Stopped {name} ({})", secs(t)));
     }
